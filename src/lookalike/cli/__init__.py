@@ -1,0 +1,1 @@
+"""Command-line interface (Typer). Thin: parses arguments, calls the library, renders results."""

@@ -1,0 +1,227 @@
+"""The ``lookalike`` command: argument parsing and rendering only; the work is in the library.
+
+Everything meant for pipes (``--json``, ``-f``) goes to stdout; progress, skip messages and
+errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..errors import LookalikeError, QueryError, UnknownModel
+from .progress import IndexProgress
+
+app = typer.Typer(
+    name="lookalike",
+    help="Embed image folders into a collection and search it by text, image or example.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+ENV_COLLECTION = "LOOKALIKE_COLLECTION"
+
+
+def default_collection() -> Path:
+    """``$LOOKALIKE_COLLECTION``, else ``$XDG_DATA_HOME/lookalike/default.lkl`` (``~/.local/share/...``)."""
+    if os.environ.get(ENV_COLLECTION):
+        return Path(os.environ[ENV_COLLECTION]).expanduser()
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "lookalike" / "default.lkl"
+
+
+CollectionOpt = typer.Option(
+    None, "--collection", "-c", help=f"Collection directory [default: ${ENV_COLLECTION} or {default_collection()}]"
+)
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps")
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2 if isinstance(exc, (QueryError, UnknownModel)) else 1)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@app.command()
+def index(
+    paths: List[Path] = typer.Argument(..., help="Folders (recursive) or single image files."),
+    collection: Optional[Path] = CollectionOpt,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for a new collection [default: lite]."),
+    exclude: List[str] = typer.Option([], "--exclude", "-x", help="Glob of names or relative paths to skip; repeatable."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, even if unchanged."),
+    device: str = DeviceOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip messages."),
+) -> None:
+    """Add images to a collection, creating it if needed. Re-runs only process what changed."""
+    from ..store.collection import Collection
+
+    target = collection or default_collection()
+    try:
+        if (target / "manifest.json").exists():
+            coll = Collection.open(target, model=model, device=device)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            coll = Collection.create(target, model=model or "lite", device=device)
+        with coll, IndexProgress(err, quiet=quiet) as progress:
+            report = coll.add(paths, exclude=exclude, batch_size=batch_size, workers=workers,
+                              retry_failed=retry_failed, progress=progress)
+    except LookalikeError as exc:
+        _fail(exc)
+        return
+    if quiet:
+        return
+    parts = [
+        ("added", report.added), ("updated", report.updated), ("renamed", report.renamed),
+        ("copied", report.copied), ("unchanged", report.unchanged), ("removed", report.removed),
+        ("failed", len(report.failed)), ("skipped", len(report.skipped)),
+    ]
+    summary = ", ".join(f"{n} {label}" for label, n in parts if n or label in ("added", "failed"))
+    rate = f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded and report.seconds else ""
+    err.print(f"[bold green]done[/] in {report.seconds:.1f}s{rate}: {summary} -> {coll.path}", highlight=False)
+
+
+def _print_hits(hits: list, as_json: bool, files_only: bool) -> None:
+    if files_only:
+        for h in hits:
+            out.print(h.path, highlight=False, markup=False)
+    elif as_json:
+        for h in hits:
+            sys.stdout.write(json.dumps({"id": h.id, "path": h.path, "score": round(h.score, 6)}) + "\n")
+    else:
+        table = Table(box=None, header_style="bold")
+        table.add_column("rank", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("id", justify="right", style="dim")
+        table.add_column("path", overflow="fold")
+        for rank, h in enumerate(hits, 1):
+            table.add_row(str(rank), f"{h.score:.3f}", str(h.id), h.path)
+        out.print(table)
+        if not hits:
+            err.print("no results")
+
+
+@app.command()
+def search(
+    query: List[str] = typer.Argument(..., help="Text, image path or URL, id:N, or a mix: \"2:dog\" + ./a.jpg - grass"),
+    collection: Optional[Path] = CollectionOpt,
+    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines: {\"id\", \"path\", \"score\"}."),
+    files_only: bool = typer.Option(False, "-f", "--files", help="Bare paths, one per line, for piping."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop results scoring below this."),
+    under: List[Path] = typer.Option([], "--under", help="Only files below this folder; repeatable."),
+    device: str = DeviceOpt,
+) -> None:
+    """Search a collection. Terms are joined with + and -, each optionally weighted as W:term."""
+    from ..search import parse_query
+    from ..store.collection import Collection
+
+    try:
+        parsed = parse_query(query)
+        with Collection.open(collection or default_collection(), device=device) as coll:
+            hits = coll.search(parsed, k=k, min_score=min_score, under=[str(u) for u in under])
+    except LookalikeError as exc:
+        _fail(exc)
+        return
+    _print_hits(hits, as_json, files_only)
+
+
+@app.command()
+def info(
+    collection: Optional[Path] = CollectionOpt,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    errors: int = typer.Option(20, "--errors", help="How many failed files to list."),
+) -> None:
+    """Show a collection's model, counts, size on disk and failed files."""
+    from ..store.collection import Collection
+
+    try:
+        with Collection.open(collection or default_collection()) as coll:
+            summary = coll.info(max_errors=errors)
+    except LookalikeError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(summary.__dict__, indent=2) + "\n")
+        return
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, value in [
+        ("collection", summary.path),
+        ("model", summary.model_id),
+        ("fingerprint", summary.fingerprint),
+        ("dimensions", str(summary.dim)),
+        ("images", f"{summary.items:,}"),
+        ("failed", f"{summary.failed:,}"),
+        ("vector rows", f"{summary.vector_rows:,}"),
+        ("size on disk", _human_bytes(summary.bytes_on_disk)),
+    ]:
+        table.add_row(label, value)
+    out.print(table)
+    if summary.errors:
+        out.print(f"\n[bold]failed files[/] (first {len(summary.errors)} of {summary.failed}):")
+        for path, reason in summary.errors:
+            out.print(f"  {path}: [red]{reason}[/]", highlight=False)
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List tested models: name, modalities, dimension, and whether they work offline now."""
+    from ..models.registry import list_models
+
+    infos = list_models()
+    if as_json:
+        sys.stdout.write(json.dumps([i.__dict__ for i in infos], indent=2) + "\n")
+        return
+    table = Table(header_style="bold", box=None)
+    table.add_column("name", no_wrap=True)
+    for col in ("modalities", "dim", "offline", "description"):
+        table.add_column(col, overflow="fold")
+    for i in infos:
+        table.add_row(i.name, "+".join(i.modalities), str(i.dim), "yes" if i.offline else "download",
+                      i.description)
+    out.print(table)
+    out.print("\nAlso: openclip:hf-hub:ORG/REPO, timm:NAME, or a local model folder. "
+              "Weights download on first use unless offline.", style="dim")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"lookalike {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """lookalike: image embeddings, search and more."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

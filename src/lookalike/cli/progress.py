@@ -1,0 +1,76 @@
+"""Rendering :class:`~lookalike.progress.ProgressEvent` as a rich progress bar on stderr."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from ..progress import ProgressEvent
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:6.1f} img/s" if speed else "      - img/s", style="cyan")
+
+
+class IndexProgress:
+    """A callable progress sink: a scan spinner, then a bar with images/s and ETA.
+
+    Each skipped or failed file is printed above the bar as ``skip PATH: REASON``.
+    """
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=quiet,
+        )
+        self._scan: TaskID | None = None
+        self._embed: TaskID | None = None
+
+    def __enter__(self) -> "IndexProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.__exit__(exc_type, exc, tb)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.quiet:
+            return
+        if event.kind == "skip":
+            self._progress.console.print(f"[yellow]skip[/] {event.path}: {event.reason}", highlight=False,
+                                         markup=True)
+        elif event.kind == "scan":
+            if self._scan is None:
+                self._scan = self._progress.add_task("scanning", total=None)
+            self._progress.update(self._scan, completed=event.done, description=f"scanning ({event.done:,} files)")
+            if event.total is not None:
+                self._progress.remove_task(self._scan)
+        elif event.kind == "embed":
+            if self._embed is None:
+                self._embed = self._progress.add_task("indexing", total=event.total)
+            self._progress.update(self._embed, completed=event.done)

@@ -1,0 +1,101 @@
+"""The exception tree of lookalike.
+
+Every error the library raises on purpose derives from :class:`LookalikeError`, so
+``except lookalike.LookalikeError`` catches all of them. Each message names the
+thing at fault, the reason, and what to do about it::
+
+    LookalikeError
+    ├── UnknownModel          (also a ValueError)  a model name that does not parse or resolve
+    ├── ModelLoadError                             the name resolved but the weights could not load
+    ├── MissingExtra          (also an ImportError) an optional backend is not installed
+    ├── UnsupportedModality   (also a ValueError)  e.g. a text query on an image-only model
+    ├── UnreadableImage                            one image could not be opened or decoded
+    ├── QueryError            (also a ValueError)  a search query that does not parse or resolve
+    └── CollectionError
+        ├── CollectionNotFound
+        ├── CollectionExists
+        ├── CollectionMismatch                     the collection was made with another model
+        └── CollectionCorrupt                      files on disk disagree beyond repair
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LookalikeError",
+    "UnknownModel",
+    "ModelLoadError",
+    "MissingExtra",
+    "UnsupportedModality",
+    "UnreadableImage",
+    "QueryError",
+    "CollectionError",
+    "CollectionNotFound",
+    "CollectionExists",
+    "CollectionMismatch",
+    "CollectionCorrupt",
+]
+
+
+class LookalikeError(Exception):
+    """Base class of every error lookalike raises on purpose."""
+
+
+class UnknownModel(LookalikeError, ValueError):
+    """A model name that does not parse, or names nothing known."""
+
+
+class ModelLoadError(LookalikeError):
+    """A model name resolved, but its weights or config could not be loaded."""
+
+
+class MissingExtra(LookalikeError, ImportError):
+    """An optional dependency is missing; the message carries the pip command that installs it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the optional package '{package}', which is not installed. "
+            f"Install it with: pip install 'lookalike[{extra}]'"
+        )
+
+
+class UnsupportedModality(LookalikeError, ValueError):
+    """The model cannot embed this kind of input (for example text on an image-only model)."""
+
+
+class UnreadableImage(LookalikeError):
+    """One image could not be read or decoded.
+
+    ``path`` is the file (or a description of the in-memory input) and ``reason`` a short,
+    stable, human-readable cause such as ``"truncated file"`` or ``"not an image"``.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class QueryError(LookalikeError, ValueError):
+    """A search query that does not parse, or refers to something that does not exist."""
+
+
+class CollectionError(LookalikeError):
+    """Base class of errors about a collection directory."""
+
+
+class CollectionNotFound(CollectionError):
+    """No collection exists at the given path."""
+
+
+class CollectionExists(CollectionError):
+    """A collection already exists where a new one was to be created."""
+
+
+class CollectionMismatch(CollectionError):
+    """The collection was built with a different model or preprocessing than the one asked for."""
+
+
+class CollectionCorrupt(CollectionError):
+    """The collection's files disagree in a way that cannot be repaired automatically."""

@@ -1,0 +1,194 @@
+"""Decoding one image into RGB pixels, safely.
+
+Every failure becomes an :class:`~lookalike.errors.UnreadableImage` with a short reason;
+nothing here ever substitutes another image for one that failed. What it handles:
+
+* JPEG draft mode: a camera photo is decoded at 1/2, 1/4 or 1/8 scale when the model
+  input is small, which is most of the cost of reading a large JPEG.
+* EXIF orientation is applied, so a rotated phone photo embeds upright.
+* Alpha (RGBA, LA, palette transparency) is composited onto white, which is what people
+  see in viewers; black would turn clip art into silhouettes.
+* CMYK, 16-bit and 32-bit greyscale, float and palette images are converted to 8-bit RGB.
+* Animated images use their first frame.
+* A pixel-count cap, checked from the header before any pixel is decoded, stops
+  decompression bombs from exhausting memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import UnreadableImage
+
+__all__ = ["DecodedImage", "ImageSource", "decode_image", "DEFAULT_MAX_PIXELS", "heif_available"]
+
+# Our own cap (below) replaces Pillow's global bomb check, which would otherwise warn or
+# raise with a message that names no file.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+#: Images with more pixels than this (after JPEG draft reduction) are refused before decoding.
+#: Real clip art reaches 170 MP (openclipart has 10561x16000 PNGs); bombs are made of
+#: gigapixels. 200 MP bounds one decode to ~800 MB of RGBA.
+DEFAULT_MAX_PIXELS = 200_000_000
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+_heif_state: bool | None = None
+_ORIENTATION = 0x0112  # EXIF tag
+
+
+def heif_available() -> bool:
+    """Register the pillow-heif opener (HEIC/AVIF) if installed; True when it is."""
+    global _heif_state
+    if _heif_state is None:
+        try:
+            import pillow_heif  # type: ignore[import-not-found]
+
+            pillow_heif.register_heif_opener()
+            _heif_state = True
+        except ImportError:
+            _heif_state = False
+    return _heif_state
+
+
+@dataclass
+class DecodedImage:
+    """An 8-bit RGB image plus the original size (after EXIF rotation) of the file."""
+
+    image: Image.Image
+    width: int
+    height: int
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return f"<PIL.Image {getattr(source, 'mode', '?')} {getattr(source, 'size', '?')}>"
+
+
+def _open(source: ImageSource, name: str) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    fp: str | BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+    try:
+        return Image.open(fp)
+    except FileNotFoundError:
+        raise UnreadableImage(name, "file not found") from None
+    except IsADirectoryError:
+        raise UnreadableImage(name, "is a directory, not an image") from None
+    except PermissionError:
+        raise UnreadableImage(name, "permission denied") from None
+    except UnidentifiedImageError:
+        if isinstance(source, bytes) and len(source) == 0 or (
+            not isinstance(source, bytes) and os.path.getsize(fp) == 0  # type: ignore[arg-type]
+        ):
+            raise UnreadableImage(name, "empty file (0 bytes)") from None
+        suffix = Path(name).suffix.lower()
+        if suffix in (".heic", ".heif", ".avif") and not heif_available():
+            raise UnreadableImage(
+                name, "HEIC/AVIF needs pillow-heif: pip install 'lookalike[heif]'"
+            ) from None
+        raise UnreadableImage(name, "not an image, or a format Pillow cannot read") from None
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(name, f"decompression bomb refused ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(name, f"cannot open: {exc}") from None
+
+
+def _apply_draft(img: Image.Image, min_side: int) -> None:
+    """Let the JPEG decoder scale down by 1/2..1/8 while keeping the short side >= min_side."""
+    if img.format != "JPEG" or min_side <= 0:
+        return
+    w, h = img.size
+    scale = min(w, h) / min_side
+    if scale >= 2:
+        img.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        # 16-bit data loads as 'I' or 'I;16'; scale by the container's range rather than
+        # clipping, which would turn most 16-bit photos white.
+        if mode == "F":
+            hi = 1.0 if arr.size and float(arr.max()) <= 1.0 else 255.0
+        else:
+            hi = 65535.0 if arr.size and float(arr.max()) > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    min_side: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> DecodedImage:
+    """Decode ``source`` (a path, encoded bytes, or a PIL image) into 8-bit RGB.
+
+    Args:
+        source: what to decode.
+        min_side: the decoder may shrink the image while its short side stays >= this
+            (JPEG only; 0 disables it).
+        max_pixels: refuse images with more pixels than this, before decoding them.
+        name: how to refer to the image in errors (defaults to the path).
+
+    Raises:
+        UnreadableImage: with a reason, whatever went wrong.
+    """
+    label = name or _describe(source)
+    img = _open(source, label)
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        width, height = img.size
+        if img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width
+        _apply_draft(img, min_side)
+        w, h = img.size
+        if w * h > max_pixels:
+            raise UnreadableImage(
+                label,
+                f"{w}x{h} = {w * h:,} pixels exceeds the cap of {max_pixels:,} "
+                "(possible decompression bomb; raise max_pixels if the image is genuine)",
+            )
+        # Pillow refuses truncated files unless this global is set; we want the refusal,
+        # so make sure nobody turned it on in-process.
+        if ImageFile.LOAD_TRUNCATED_IMAGES:
+            raise UnreadableImage(label, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; refusing to guess pixels")
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        rgb = _to_rgb(img)
+        return DecodedImage(rgb, width, height)
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(label, f"decompression bomb refused ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
+        msg = str(exc) or type(exc).__name__
+        if "truncated" in msg or isinstance(exc, EOFError):
+            raise UnreadableImage(label, f"truncated or corrupt file ({msg})") from None
+        raise UnreadableImage(label, f"cannot decode: {msg}") from None

@@ -1,0 +1,157 @@
+"""Finding image files under folders.
+
+Walks recursively in a stable (sorted) order, skips hidden and excluded folders, follows
+symbolic links while refusing to enter a folder twice (so link loops terminate), and
+reports every skipped entry through a callback instead of printing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from .decode import heif_available
+
+__all__ = [
+    "FoundFile",
+    "IMAGE_EXTENSIONS",
+    "HEIF_EXTENSIONS",
+    "DEFAULT_EXCLUDES",
+    "discover",
+    "is_image_name",
+]
+
+#: Extensions Pillow reads out of the box.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".tga"}
+)
+#: Extensions that need the ``heif`` extra (pillow-heif).
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
+#: Folder names never worth indexing: OS metadata, thumbnails caches, lookalike collections.
+DEFAULT_EXCLUDES: tuple[str, ...] = ("@eaDir", "__MACOSX", "$RECYCLE.BIN", "node_modules", "*.lkl")
+
+SkipCallback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """An image file found on disk, with the stat fields incremental indexing compares."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def is_image_name(name: str, extensions: frozenset[str] | None = None) -> bool:
+    """True when ``name`` has an image extension lookalike will try to read."""
+    exts = extensions if extensions is not None else _default_extensions()
+    return os.path.splitext(name)[1].lower() in exts
+
+
+def _default_extensions() -> frozenset[str]:
+    return IMAGE_EXTENSIONS | HEIF_EXTENSIONS if heif_available() else IMAGE_EXTENSIONS
+
+
+def discover(
+    roots: Iterable[str | os.PathLike[str]],
+    *,
+    exclude: Sequence[str] = (),
+    include_hidden: bool = False,
+    follow_symlinks: bool = True,
+    extensions: frozenset[str] | None = None,
+    on_skip: SkipCallback | None = None,
+) -> Iterator[FoundFile]:
+    """Yield the image files under ``roots``, each once, in sorted order per folder.
+
+    Args:
+        roots: folders to walk, or single files (always yielded, whatever their extension).
+        exclude: glob patterns matched against each folder or file name and against its
+            path relative to the root (``"raw"``, ``"*.tmp"``, ``"2019/*"``); added to
+            :data:`DEFAULT_EXCLUDES`.
+        include_hidden: also walk names starting with ``.``.
+        follow_symlinks: follow links to files and folders; folders already visited
+            (by device and inode) are not entered again, which breaks link loops.
+        extensions: lower-case extensions to accept (default: Pillow's, plus HEIC/AVIF
+            when pillow-heif is installed).
+        on_skip: called as ``on_skip(path, reason)`` for each entry passed over for a
+            reason a user may care about (broken link, loop, permission denied).
+    """
+    exts = extensions if extensions is not None else _default_extensions()
+    patterns = tuple(DEFAULT_EXCLUDES) + tuple(exclude)
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    skip = on_skip or (lambda path, reason: None)
+
+    def excluded(name: str, rel: str) -> bool:
+        return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
+
+    for root in roots:
+        root_path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        try:
+            st = os.stat(root_path)
+        except OSError as exc:
+            skip(root_path, f"cannot access: {exc.strerror or exc}")
+            continue
+        if not os.path.isdir(root_path):
+            if root_path not in seen_files:
+                seen_files.add(root_path)
+                yield FoundFile(root_path, st.st_size, st.st_mtime_ns)
+            continue
+        stack: list[str] = [root_path]
+        while stack:
+            folder = stack.pop()
+            try:
+                fst = os.stat(folder)
+            except OSError as exc:
+                skip(folder, f"cannot access: {exc.strerror or exc}")
+                continue
+            key = (fst.st_dev, fst.st_ino)
+            if key in seen_dirs:
+                skip(folder, "folder already visited (symlink loop or duplicate link); skipped")
+                continue
+            seen_dirs.add(key)
+            try:
+                with os.scandir(folder) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                skip(folder, f"cannot list folder: {exc.strerror or exc}")
+                continue
+            subdirs: list[str] = []
+            for entry in entries:
+                name = entry.name
+                if not include_hidden and name.startswith("."):
+                    continue
+                rel = os.path.relpath(entry.path, root_path)
+                if excluded(name, rel):
+                    continue
+                try:
+                    is_link = entry.is_symlink()
+                    if is_link and not follow_symlinks:
+                        continue
+                    if entry.is_dir(follow_symlinks=True):
+                        subdirs.append(entry.path)
+                        continue
+                    if not entry.is_file(follow_symlinks=True):
+                        if is_link and not os.path.exists(entry.path):
+                            skip(entry.path, "broken symbolic link")
+                        continue
+                    if os.path.splitext(name)[1].lower() not in exts:
+                        continue
+                    est = entry.stat(follow_symlinks=True)
+                except OSError as exc:
+                    skip(entry.path, f"cannot access: {exc.strerror or exc}")
+                    continue
+                if entry.path in seen_files:
+                    continue
+                seen_files.add(entry.path)
+                yield FoundFile(entry.path, est.st_size, est.st_mtime_ns)
+            # Reverse so the stack pops sub-folders in sorted order.
+            stack.extend(reversed(subdirs))
+
+
+def as_path(p: str | os.PathLike[str]) -> Path:
+    """Expand ``~`` and make ``p`` absolute without resolving links (links keep their own path)."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(p))))

@@ -1,0 +1,1 @@
+"""Embedding models: the registry of names and one module per backend."""

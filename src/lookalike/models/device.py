@@ -1,0 +1,28 @@
+"""Choosing the compute device and the precision to run at."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["resolve_device", "autocast_dtype"]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is taken as given."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Reduced precision for the forward pass where it is fast and safe: bf16, else fp16, on CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

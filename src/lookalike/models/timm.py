@@ -1,0 +1,88 @@
+"""``timm:`` models: DINOv2, ConvNeXt, ResNet and every other timm image model.
+
+The embedding is the model's pooled feature (``num_classes=0``). Preprocessing comes from
+the model's own pretrained config through timm's ``resolve_data_config``. Image only: a text
+query raises :class:`~lookalike.errors.UnsupportedModality`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelLoadError, UnknownModel
+from ..images.transforms import PreprocessConfig
+from .base import EmbeddingModel, local_folder_identity
+from .registry import ModelSpec
+
+__all__ = ["TimmModel", "preprocess_from_timm"]
+
+
+def preprocess_from_timm(cfg: dict[str, Any]) -> PreprocessConfig:
+    """Translate timm's resolved data config (input_size, crop_pct, crop_mode...) into ours."""
+    _, h, w = cfg.get("input_size", (3, 224, 224))
+    if h != w:
+        raise ModelLoadError(f"non-square timm input size {h}x{w} is not supported")
+    crop_mode = cfg.get("crop_mode", "center")
+    crop_pct = float(cfg.get("crop_pct", 0.875))
+    return PreprocessConfig(
+        size=int(h),
+        resize_mode="squash" if crop_mode == "squash" else ("letterbox" if crop_mode == "border" else "crop"),
+        crop_pct=min(1.0, crop_pct),
+        interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in
+        ("bicubic", "bilinear", "nearest", "lanczos") else "bicubic",
+        mean=tuple(float(x) for x in cfg.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
+        std=tuple(float(x) for x in cfg.get("std", (0.229, 0.224, 0.225))),  # type: ignore[arg-type]
+    )
+
+
+class TimmModel(EmbeddingModel):
+    """A timm backbone used as an image-only feature extractor."""
+
+    modalities = frozenset({"image"})
+
+    def __init__(self, model_id: str, timm_name: str, device: str | torch.device | None = None,
+                 identity: str = "") -> None:
+        super().__init__(device)
+        import timm
+
+        self.model_id = model_id
+        try:
+            net = timm.create_model(timm_name, pretrained=True, num_classes=0)
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc):
+                near = timm.list_models(f"*{timm_name.split('.')[0].split('/')[-1][:12]}*")[:5]
+                raise UnknownModel(f"timm has no model '{timm_name}'." +
+                                   (f" Similar: {', '.join(near)}" if near else "")) from exc
+            raise ModelLoadError(f"model '{model_id}': {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - hub, file and config errors all land here
+            raise ModelLoadError(
+                f"model '{model_id}' could not be loaded ({type(exc).__name__}: {exc}). If you are offline, "
+                "the weights must already be in the Hugging Face cache, or point to a local folder."
+            ) from exc
+        net.eval().to(self.device)
+        self.channels_last = not any(k in timm_name for k in ("vit", "deit", "eva", "swin", "dinov2"))
+        if self.channels_last and self.device.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        self.dim = int(net.num_features)
+        self.preprocess = preprocess_from_timm(timm.data.resolve_data_config({}, model=net))
+        self._identity = identity or timm_name
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, device: str | torch.device | None = None) -> "TimmModel":
+        if spec.source == "hf-hub":
+            return cls(spec.canonical, f"hf-hub:{spec.name}", device)
+        if spec.source == "local":
+            folder = Path(spec.name)
+            return cls(spec.canonical, f"local-dir:{folder}", device, identity=local_folder_identity(folder, "config.json", ("*.safetensors", "*.bin")))
+        name = spec.name + (f".{spec.tag}" if spec.tag else "")
+        return cls(spec.canonical, name, device)
+
+    def _weights_identity(self) -> str:
+        return self._identity
+
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels)

@@ -1,0 +1,117 @@
+"""Batching decoded images through a model.
+
+:func:`embed_prepared` is the one loop every caller shares: it takes items that worker
+threads have already decoded and preprocessed (see :mod:`.loader`), groups those with
+pixels into batches, runs the model, and hands each item back with its vector while the
+workers are already decoding the next batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from ..errors import UnreadableImage
+from ..images.decode import ImageSource, decode_image
+from ..progress import ProgressCallback, ProgressEvent
+from .loader import ordered_map
+
+if TYPE_CHECKING:
+    from ..models.base import EmbeddingModel
+
+__all__ = ["Prepared", "prepare_image", "embed_prepared", "embed_sources"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Prepared(Generic[T]):
+    """One input after the worker thread is done with it.
+
+    Exactly one of ``pixels`` (ready for the model) or ``error`` is set, unless the worker
+    decided no embedding is needed (both ``None``; ``extra`` says why, e.g. a known hash).
+    """
+
+    item: T
+    pixels: np.ndarray | None = None
+    error: UnreadableImage | None = None
+    width: int | None = None
+    height: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_image(model: "EmbeddingModel", source: ImageSource, *, name: str | None = None) -> Prepared[Any]:
+    """Decode and preprocess one image for ``model``; failures are returned, not raised."""
+    try:
+        decoded = decode_image(source, min_side=model.preprocess.min_decode_side, name=name)
+        pixels = model.image_transform(decoded.image)
+    except UnreadableImage as exc:
+        return Prepared(source, error=exc)
+    return Prepared(source, pixels=pixels, width=decoded.width, height=decoded.height)
+
+
+def embed_prepared(
+    embed: Callable[[np.ndarray], np.ndarray],
+    prepared: Iterable[Prepared[T]],
+    *,
+    batch_size: int = 32,
+) -> Iterator[tuple[Prepared[T], np.ndarray | None]]:
+    """Yield ``(prepared, vector)`` in input order; ``vector`` is ``None`` where there were no pixels.
+
+    ``embed`` maps a ``(B, 3, H, W)`` batch to ``(B, dim)`` vectors (e.g. ``model.embed_pixels``);
+    it runs in the calling thread while the workers behind ``prepared`` decode ahead.
+    """
+    buffer: list[Prepared[T]] = []
+    n_pixels = 0
+    # Items without pixels (failures, reused vectors) still wait for the batch before them
+    # so order is kept; cap the wait so a long run of them does not pile up.
+    max_buffer = batch_size * 4
+
+    def flush() -> Iterator[tuple[Prepared[T], np.ndarray | None]]:
+        with_pixels = [p for p in buffer if p.pixels is not None]
+        vectors = iter(
+            embed(np.stack([p.pixels for p in with_pixels]))
+            if with_pixels
+            else ()
+        )
+        for p in buffer:
+            if p.pixels is None:
+                yield p, None
+            else:
+                p.pixels = None  # free the pixels as soon as they are used
+                yield p, next(vectors)
+
+    for p in prepared:
+        buffer.append(p)
+        n_pixels += p.pixels is not None
+        if n_pixels >= batch_size or len(buffer) >= max_buffer:
+            yield from flush()
+            buffer, n_pixels = [], 0
+    if buffer:
+        yield from flush()
+
+
+def embed_sources(
+    model: "EmbeddingModel",
+    images: Sequence[ImageSource],
+    *,
+    batch_size: int = 32,
+    normalize: bool = True,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Implementation of :meth:`EmbeddingModel.encode_images`: all or nothing."""
+    out = np.empty((len(images), model.dim), dtype=np.float32)
+    prepared = ordered_map(lambda src: prepare_image(model, src), images, workers=workers, prefetch=batch_size * 2)
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        return model.embed_pixels(pixels, normalize=normalize)
+
+    for i, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size)):
+        if p.error is not None:
+            raise p.error
+        out[i] = vec
+        if progress is not None:
+            progress(ProgressEvent("embed", done=i + 1, total=len(images)))
+    return out

@@ -1,0 +1,29 @@
+"""Progress reporting: the library calls a callback, the caller decides how to show it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
+
+__all__ = ["ProgressEvent", "ProgressCallback", "EventKind"]
+
+EventKind = Literal["scan", "embed", "skip", "done"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report.
+
+    ``kind`` is ``"scan"`` while files are being listed (``done`` = files seen so far),
+    ``"embed"`` as images are processed (``done`` of ``total``), ``"skip"`` once per file
+    that was passed over or failed (``path`` and ``reason`` set), and ``"done"`` at the end.
+    """
+
+    kind: EventKind
+    done: int = 0
+    total: Optional[int] = None
+    path: Optional[str] = None
+    reason: Optional[str] = None
+
+
+ProgressCallback = Callable[[ProgressEvent], None]

@@ -1,0 +1,243 @@
+"""Queries: parsing, turning them into one vector, and ranking a collection against it.
+
+A query is a weighted sum of terms. Each term is text, an image (path or http(s) URL),
+or a stored item (``id:N``)::
+
+    a red apple                     one text term (adjacent words join)
+    ./query.jpg                     an image
+    "2:dog" + ./a.jpg - grass       2*dog + a.jpg - grass
+    id:42 + 0.5:sunset              item 42 nudged towards "sunset"
+
+Each term's vector is L2-normalised before weighting, and the sum is normalised again,
+so weights are relative.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
+
+import numpy as np
+
+from .errors import QueryError, UnreadableImage
+from .images.decode import decode_image
+from .images.discover import HEIF_EXTENSIONS, IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .store.collection import Collection
+
+__all__ = ["Hit", "Term", "Query", "QueryLike", "parse_query", "query_vector", "search_collection", "fetch_url"]
+
+#: Limits on images fetched from URLs given as queries.
+URL_TIMEOUT_S = 10.0
+URL_MAX_BYTES = 32 * 1024 * 1024
+
+TermKind = Literal["text", "image", "url", "id", "vector"]
+_WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)):(.+)$", re.DOTALL)
+_ID = re.compile(r"^id:(.*)$")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the item's stable id, its path, and the cosine similarity."""
+
+    id: int
+    path: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted part of a query."""
+
+    weight: float
+    kind: TermKind
+    value: Any
+
+
+@dataclass(frozen=True)
+class Query:
+    """A weighted sum of terms; build it with :func:`parse_query` or directly."""
+
+    terms: tuple[Term, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "Query":
+        """Parse a query written as one string (shell-style quoting is honoured)."""
+        if os.path.isfile(os.path.expanduser(text)):
+            return cls((Term(1.0, "image", os.path.expanduser(text)),))
+        try:
+            tokens = shlex.split(text)
+        except ValueError:  # an apostrophe in plain text: "a child's toy"
+            tokens = text.split()
+        return parse_query(tokens)
+
+
+QueryLike = Union[str, Query, np.ndarray, "Image.Image", Path]
+
+
+def _classify(token: str) -> tuple[TermKind, Any]:
+    m = _ID.match(token)
+    if m:
+        try:
+            return "id", int(m.group(1))
+        except ValueError:
+            raise QueryError(f"'{token}': an item id must be a whole number, as in id:42") from None
+    if token.startswith(("http://", "https://")):
+        return "url", token
+    path = os.path.expanduser(token)
+    if os.path.isfile(path):
+        return "image", path
+    ext = os.path.splitext(token)[1].lower()
+    if token.startswith(("/", "./", "../", "~")) or ext in IMAGE_EXTENSIONS | HEIF_EXTENSIONS:
+        raise QueryError(f"no such image file: {token} (to search for the words, quote them with a space or "
+                         "drop the extension)")
+    return "text", token
+
+
+def parse_query(tokens: Sequence[str]) -> Query:
+    """Parse command-line style tokens: terms separated by ``+`` / ``-``, each optionally ``W:``-weighted.
+
+    Raises:
+        QueryError: the tokens do not form a query, with what to change.
+    """
+    terms: list[Term] = []
+    sign = 1.0
+    expect_term = True
+    for token in tokens:
+        if token in ("+", "-"):
+            if expect_term and terms:
+                raise QueryError(f"two operators in a row near '{token}'; put a term between them")
+            sign = 1.0 if token == "+" else -1.0
+            expect_term = True
+            continue
+        if not token.strip():
+            continue
+        weight = 1.0
+        body = token
+        m = _WEIGHT.match(token)
+        if m:
+            weight, body = float(m.group(1)), m.group(2)
+        kind, value = _classify(body)
+        if not expect_term:
+            last = terms[-1]
+            # Unquoted words are one text term: `lookalike search red apple` means "red apple".
+            if kind == "text" and last.kind == "text" and not m:
+                terms[-1] = Term(last.weight, "text", f"{last.value} {value}")
+                continue
+            raise QueryError(f"put + or - between the terms '{last.value}' and '{token}'")
+        terms.append(Term(sign * weight, kind, value))
+        sign, expect_term = 1.0, False
+    if not terms:
+        raise QueryError("empty query: give text, an image path or URL, or id:N")
+    if expect_term:
+        raise QueryError("the query ends with an operator; add a term after it")
+    return Query(tuple(terms))
+
+
+def fetch_url(url: str, *, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES) -> bytes:
+    """Download an image for a query, with a timeout and a size cap.
+
+    Raises:
+        UnreadableImage: network error, HTTP error, timeout, or larger than ``max_bytes``.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise UnreadableImage(url, "only http:// and https:// URLs can be fetched")
+    request = urllib.request.Request(url, headers={"User-Agent": "lookalike"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
+            declared = resp.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise UnreadableImage(url, f"{int(declared):,} bytes is over the {max_bytes:,}-byte limit")
+            data = resp.read(max_bytes + 1)
+    except UnreadableImage:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise UnreadableImage(url, f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UnreadableImage(url, f"cannot fetch: {reason}") from None
+    if len(data) > max_bytes:
+        raise UnreadableImage(url, f"more than the {max_bytes:,}-byte limit")
+    return data
+
+
+def _as_query(query: QueryLike) -> Query:
+    if isinstance(query, Query):
+        return query
+    if isinstance(query, str):
+        return Query.parse(query)
+    if isinstance(query, Path):
+        return Query((Term(1.0, "image", str(query)),))
+    if isinstance(query, np.ndarray):
+        return Query((Term(1.0, "vector", query),))
+    if hasattr(query, "mode") and hasattr(query, "size"):  # a PIL image
+        return Query((Term(1.0, "image", query),))
+    raise QueryError(f"cannot search by a {type(query).__name__}; give text, a path, an image, a Query or a vector")
+
+
+def query_vector(coll: "Collection", query: QueryLike) -> np.ndarray:
+    """Turn a query into one normalised float32 vector in the collection's space."""
+    q = _as_query(query)
+    dim = coll.manifest.dim
+    total = np.zeros(dim, dtype=np.float64)
+    texts = [t for t in q.terms if t.kind == "text"]
+    if texts:
+        vecs = coll.model.encode_text([t.value for t in texts])
+        for t, v in zip(texts, vecs):
+            total += t.weight * v
+    for t in q.terms:
+        if t.kind == "text":
+            continue
+        if t.kind == "id":
+            v = coll.get_vectors([t.value])[0]
+        elif t.kind == "vector":
+            v = np.asarray(t.value, dtype=np.float32).reshape(-1)
+            if v.shape[0] != dim:
+                raise QueryError(f"query vector has {v.shape[0]} dimensions; the collection's have {dim}")
+        else:
+            source = t.value
+            if t.kind == "url":
+                # Decode here so an error names the URL rather than "<N bytes>".
+                source = decode_image(fetch_url(t.value), name=t.value).image
+            v = coll.model.encode_images([source])[0]
+        norm = float(np.linalg.norm(v))
+        if norm == 0.0 or not np.isfinite(norm):
+            raise QueryError(f"query term {t.kind} {t.value if t.kind != 'vector' else ''} has no direction")
+        total += t.weight * (v / norm)
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise QueryError("the query's terms cancel out; change their weights")
+    return (total / norm).astype(np.float32)
+
+
+def search_collection(
+    coll: "Collection",
+    query: QueryLike,
+    *,
+    k: int = 10,
+    min_score: float | None = None,
+    under: Sequence[str] = (),
+) -> list[Hit]:
+    """Implementation of :meth:`Collection.search`."""
+    from .index.exact import exact_topk
+
+    if k < 1:
+        raise QueryError(f"k must be at least 1, not {k}")
+    vector = query_vector(coll, query)
+    ids, vec_rows = coll.searchable(under)
+    scores, positions = exact_topk(coll.vectors(), vector, k, rows=vec_rows)
+    hit_ids = [int(ids[p]) for p in positions[0]]
+    rows = coll.db.get_many(hit_ids)
+    hits = [Hit(i, rows[i].path, float(s)) for i, s in zip(hit_ids, scores[0]) if i in rows]
+    if min_score is not None:
+        hits = [h for h in hits if h.score >= min_score]
+    return hits

@@ -1,0 +1,106 @@
+"""``manifest.json``: what made a collection, so queries use the same model and preprocessing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CollectionCorrupt
+
+__all__ = ["Manifest", "FORMAT_VERSION", "atomic_write_text"]
+
+FORMAT_NAME = "lookalike-collection"
+#: Bump on any change readers of older versions could misread.
+FORMAT_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class Manifest:
+    """The parsed manifest. ``model`` is :meth:`EmbeddingModel.info` of the model that built it."""
+
+    model: dict[str, Any]
+    dtype: str = "float32"
+    metric: str = "cosine"
+    created: float = field(default_factory=time.time)
+    lookalike_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def model_id(self) -> str:
+        return str(self.model["model_id"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.model["dim"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.model["fingerprint"])
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT_NAME,
+                "format_version": self.format_version,
+                "lookalike_version": self.lookalike_version,
+                "created": self.created,
+                "model": self.model,
+                "dtype": self.dtype,
+                "metric": self.metric,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CollectionCorrupt(f"{path}: unreadable manifest ({exc})") from exc
+        if data.get("format") != FORMAT_NAME:
+            raise CollectionCorrupt(f"{path}: not a lookalike manifest")
+        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise CollectionCorrupt(
+                f"{path}: collection format {data['format_version']} is newer than this lookalike "
+                f"understands ({FORMAT_VERSION}); upgrade lookalike"
+            )
+        try:
+            return cls(
+                model=dict(data["model"]),
+                dtype=data.get("dtype", "float32"),
+                metric=data.get("metric", "cosine"),
+                created=float(data.get("created", 0.0)),
+                lookalike_version=data.get("lookalike_version", ""),
+                format_version=int(data["format_version"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CollectionCorrupt(f"{path}: manifest is missing fields ({exc})") from exc

@@ -1,0 +1,235 @@
+"""The SQLite half of a collection: one row per image, plus a small key/value state table.
+
+The schema is versioned with ``PRAGMA user_version`` and upgraded by the ordered
+:data:`MIGRATIONS` list, so collections written by older releases open in newer ones.
+WAL mode lets searches read while an indexer writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import CollectionCorrupt
+
+__all__ = ["MetadataDB", "ItemRow", "SCHEMA_VERSION", "path_prefix_range"]
+
+#: Each entry upgrades the schema from version ``i`` to ``i + 1``.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE items (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- stable: never reused, kept across edits
+        path       TEXT NOT NULL UNIQUE,
+        size       INTEGER NOT NULL,
+        mtime_ns   INTEGER NOT NULL,
+        hash       TEXT,                               -- blake2b-128 of the file bytes
+        width      INTEGER,
+        height     INTEGER,
+        status     TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+        error      TEXT,
+        vec_row    INTEGER,                            -- row in the vector file, NULL unless ok
+        updated_at REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
+    );
+    CREATE INDEX items_hash ON items (hash);
+    CREATE INDEX items_status ON items (status);
+    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One row of the ``items`` table."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    width: int | None
+    height: int | None
+    status: str
+    error: str | None
+    vec_row: int | None
+
+
+_COLUMNS = "id, path, size, mtime_ns, hash, width, height, status, error, vec_row"
+
+
+def path_prefix_range(folder: str) -> tuple[str, str]:
+    """The half-open string range ``[lo, hi)`` holding every path under ``folder``."""
+    lo = folder.rstrip(os.sep) + os.sep
+    return lo, lo[:-1] + chr(ord(os.sep) + 1)
+
+
+class MetadataDB:
+    """A thin typed wrapper over the collection's SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = os.fspath(path)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives process crashes (kill -9) with every commit intact;
+            # only an OS crash can lose the last commits, never consistency.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            if not readonly:
+                self._migrate()
+            else:
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise CollectionCorrupt(f"{self.path}: not a readable lookalike database ({exc})") from exc
+
+    def _check_version(self) -> int:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CollectionCorrupt(
+                f"{self.path}: written by a newer lookalike (schema {version} > {SCHEMA_VERSION}); upgrade lookalike"
+            )
+        return int(version)
+
+    def _migrate(self) -> None:
+        version = self._check_version()
+        for target in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                # executescript would COMMIT our transaction early, so run statements one by one
+                # (hence: no semicolons inside the SQL comments of a migration).
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {target + 1}")
+
+    def transaction(self) -> "_Transaction":
+        """``with db.transaction(): ...`` commits on success and rolls back on error."""
+        return _Transaction(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ state
+    def get_state(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits; used to invalidate caches."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    # ------------------------------------------------------------------ items
+    def items_under(self, folders: Sequence[str]) -> dict[str, ItemRow]:
+        """Every row whose path is one of ``folders`` or lies below one of them."""
+        out: dict[str, ItemRow] = {}
+        for folder in folders:
+            lo, hi = path_prefix_range(folder)
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE (path >= ? AND path < ?) OR path = ?", (lo, hi, folder)
+            )
+            out.update((r[1], ItemRow(*r)) for r in rows)
+        return out
+
+    def hash_index(self) -> dict[str, tuple[int, int | None, int | None]]:
+        """``hash -> (vec_row, width, height)`` over embedded items, for rename and copy detection."""
+        rows = self.conn.execute("SELECT hash, vec_row, width, height FROM items WHERE status = 'ok' AND hash IS NOT NULL")
+        return {h: (v, w, ht) for h, v, w, ht in rows}
+
+    def upsert(self, rows: Iterable[tuple]) -> None:
+        """Insert or update ``(path, size, mtime_ns, hash, width, height, status, error, vec_row)`` rows.
+
+        An existing path keeps its id, so links to an item survive edits of the file.
+        """
+        self.conn.executemany(
+            """
+            INSERT INTO items (path, size, mtime_ns, hash, width, height, status, error, vec_row)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(path) DO UPDATE SET
+                size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash,
+                width = excluded.width, height = excluded.height, status = excluded.status,
+                error = excluded.error, vec_row = excluded.vec_row, updated_at = ((julianday('now') - 2440587.5) * 86400.0)
+            """,
+            rows,
+        )
+
+    def touch(self, rows: Iterable[tuple[int, int, int]]) -> None:
+        """Update ``(size, mtime_ns, id)`` of files whose content did not change."""
+        self.conn.executemany("UPDATE items SET size = ?, mtime_ns = ? WHERE id = ?", rows)
+
+    def delete_ids(self, ids: Iterable[int]) -> None:
+        self.conn.executemany("DELETE FROM items WHERE id = ?", ((i,) for i in ids))
+
+    def get(self, item_id: int) -> ItemRow | None:
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
+        return ItemRow(*row) if row else None
+
+    def get_many(self, ids: Sequence[int]) -> dict[int, ItemRow]:
+        out: dict[int, ItemRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(f"SELECT {_COLUMNS} FROM items WHERE id IN ({marks})", chunk):
+                out[r[0]] = ItemRow(*r)
+        return out
+
+    def searchable(self, under: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vec_rows)`` of embedded items (optionally only below ``under``), by vec_row."""
+        sql = "SELECT id, vec_row FROM items WHERE status = 'ok'"
+        params: list[str] = []
+        if under:
+            clauses = []
+            for folder in under:
+                lo, hi = path_prefix_range(folder)
+                clauses.append("(path >= ? AND path < ?) OR path = ?")
+                params += [lo, hi, folder]
+            sql += " AND (" + " OR ".join(clauses) + ")"
+        sql += " ORDER BY vec_row"
+        arr = np.array(self.conn.execute(sql, params).fetchall(), dtype=np.int64).reshape(-1, 2)
+        return arr[:, 0].copy(), arr[:, 1].copy()
+
+    def counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) FROM items GROUP BY status").fetchall()
+        return {"ok": 0, "failed": 0, **{s: int(n) for s, n in rows}}
+
+    def failures(self, limit: int | None = None) -> list[ItemRow]:
+        sql = f"SELECT {_COLUMNS} FROM items WHERE status = 'failed' ORDER BY path"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [ItemRow(*r) for r in self.conn.execute(sql)]
+
+    def referenced_vec_rows(self) -> np.ndarray:
+        """Distinct vector rows in use (several items may share one: copies of a file)."""
+        rows = self.conn.execute("SELECT DISTINCT vec_row FROM items WHERE vec_row IS NOT NULL ORDER BY vec_row")
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def remap_vec_rows(self, mapping: dict[int, int]) -> None:
+        self.conn.executemany("UPDATE items SET vec_row = ? WHERE vec_row = ?", ((n, o) for o, n in mapping.items()))
+
+    def drop_rows_beyond(self, n_rows: int) -> int:
+        """Forget items whose vector lies past the end of the vector file (see recovery)."""
+        cur = self.conn.execute("DELETE FROM items WHERE vec_row >= ?", (n_rows,))
+        return cur.rowcount
+
+    def iter_paths(self) -> Iterator[tuple[int, str]]:
+        yield from self.conn.execute("SELECT id, path FROM items ORDER BY id")
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")

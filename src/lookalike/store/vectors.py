@@ -1,0 +1,71 @@
+"""The vector half of a collection: a raw float32 file that is appended to and memory-mapped.
+
+Rows are only ever appended; an item refers to its row by number (``vec_row`` in SQLite).
+Rows no longer referenced (deleted or re-embedded files) are reclaimed by compaction, which
+writes a new generation of the file. Durability order: a batch of rows is fsynced *before*
+the SQLite transaction that references them commits, so a crash can leave unreferenced rows
+at the tail (cut off on the next open) but never a reference to a missing row.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["VectorFile"]
+
+
+class VectorFile:
+    """A ``(rows, dim)`` float32 matrix stored row-major in one file."""
+
+    def __init__(self, path: str | os.PathLike[str], dim: int) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        self._row_bytes = 4 * dim
+
+    def rows_on_disk(self) -> int:
+        """Complete rows in the file (a torn final row from a crash is not counted)."""
+        try:
+            return self.path.stat().st_size // self._row_bytes
+        except FileNotFoundError:
+            return 0
+
+    def truncate(self, rows: int) -> None:
+        """Cut the file to ``rows`` rows (drops an uncommitted tail after a crash)."""
+        with open(self.path, "r+b" if self.path.exists() else "w+b") as f:
+            f.truncate(rows * self._row_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append(self, vectors: np.ndarray, start_row: int) -> None:
+        """Write ``vectors`` at ``start_row`` (the committed row count) and fsync.
+
+        Writing at the committed offset rather than the physical end overwrites any torn
+        tail a crash left behind.
+        """
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        if data.ndim != 2 or data.shape[1] != self.dim:
+            raise ValueError(f"expected (n, {self.dim}) vectors, got {data.shape}")
+        with open(self.path, "r+b" if self.path.exists() else "w+b") as f:
+            f.seek(start_row * self._row_bytes)
+            f.write(data.tobytes())
+            f.truncate(f.tell())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def view(self, rows: int) -> np.ndarray:
+        """A read-only memory map of the first ``rows`` rows."""
+        if rows == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.memmap(self.path, dtype="<f4", mode="r", shape=(rows, self.dim))
+
+    def write_rows(self, dest: str | os.PathLike[str], source_rows: np.ndarray, chunk: int = 65536) -> None:
+        """Copy the given rows, in order, into a new file ``dest`` (fsynced): used by compaction."""
+        src = self.view(self.rows_on_disk())
+        with open(dest, "wb") as f:
+            for start in range(0, len(source_rows), chunk):
+                f.write(np.ascontiguousarray(src[source_rows[start : start + chunk]], dtype="<f4").tobytes())
+            f.flush()
+            os.fsync(f.fileno())
