@@ -139,7 +139,7 @@ PHOTO_ASPECTS: tuple[float, ...] = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
 PHOTO_QUALITY = (70, 95)
 #: How many photos of one source a worker makes per task; the source is
 #: decoded once per task, which is the expensive part for 4k WEBPs.
-PHOTO_CHUNK = 12
+PHOTO_CHUNK = 24
 
 #: Name of the marker file that says a generated folder is complete.
 COMPLETE_MARKER = ".complete"
@@ -678,7 +678,7 @@ def _render_photo(source: Image.Image, plan: _PhotoPlan) -> Image.Image:
     sin_a = math.sin(math.radians(abs(plan.angle)))
     box_w = plan.crop_w * cos_a + plan.crop_h * sin_a
     box_h = plan.crop_w * sin_a + plan.crop_h * cos_a
-    # Pad by a few output pixels so that the bicubic turn has real data at
+    # Pad by a few output pixels so that the turn has real data at
     # the edges rather than the fill colour.
     pad = 2 / scale
     left = max(0.0, plan.cx - box_w / 2 - pad)
@@ -692,7 +692,9 @@ def _render_photo(source: Image.Image, plan: _PhotoPlan) -> Image.Image:
     centre_x = (plan.cx - left) * image.width / (right - left)
     centre_y = (plan.cy - top) * image.height / (bottom - top)
     if plan.angle:
-        image = image.rotate(plan.angle, resample=Image.Resampling.BICUBIC, center=(centre_x, centre_y))
+        # Bilinear, not bicubic: at 1:1 scale the difference is a faint blur,
+        # while bicubic turns take ~3x as long and dominated the run time.
+        image = image.rotate(plan.angle, resample=Image.Resampling.BILINEAR, center=(centre_x, centre_y))
     x0 = min(max(0, round(centre_x - plan.out_w / 2)), max(0, image.width - plan.out_w))
     y0 = min(max(0, round(centre_y - plan.out_h / 2)), max(0, image.height - plan.out_h))
     image = image.crop((x0, y0, x0 + plan.out_w, y0 + plan.out_h))

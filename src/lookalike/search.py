@@ -112,12 +112,14 @@ def parse_query(tokens: Sequence[str]) -> Query:
     terms: list[Term] = []
     sign = 1.0
     expect_term = True
+    after_operator = False
     for token in tokens:
         if token in ("+", "-"):
-            if expect_term and terms:
+            # Also at the start: "- - dog" is as much a typo as "cat - - dog".
+            if after_operator:
                 raise QueryError(f"two operators in a row near '{token}'; put a term between them")
             sign = 1.0 if token == "+" else -1.0
-            expect_term = True
+            expect_term = after_operator = True
             continue
         if not token.strip():
             continue
@@ -135,7 +137,7 @@ def parse_query(tokens: Sequence[str]) -> Query:
                 continue
             raise QueryError(f"put + or - between the terms '{last.value}' and '{token}'")
         terms.append(Term(sign * weight, kind, value))
-        sign, expect_term = 1.0, False
+        sign, expect_term, after_operator = 1.0, False, False
     if not terms:
         raise QueryError("empty query: give text, an image path or URL, or id:N")
     if expect_term:
@@ -143,12 +145,17 @@ def parse_query(tokens: Sequence[str]) -> Query:
     return Query(tuple(terms))
 
 
-def fetch_url(url: str, *, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES) -> bytes:
+def fetch_url(url: str, *, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
     """Download an image for a query, with a timeout and a size cap.
+
+    ``timeout`` and ``max_bytes`` default to :data:`URL_TIMEOUT_S` and :data:`URL_MAX_BYTES`,
+    read at call time so that changing those module settings takes effect.
 
     Raises:
         UnreadableImage: network error, HTTP error, timeout, or larger than ``max_bytes``.
     """
+    timeout = URL_TIMEOUT_S if timeout is None else timeout
+    max_bytes = URL_MAX_BYTES if max_bytes is None else max_bytes
     if not url.startswith(("http://", "https://")):
         raise UnreadableImage(url, "only http:// and https:// URLs can be fetched")
     request = urllib.request.Request(url, headers={"User-Agent": "lookalike"})

@@ -14,7 +14,9 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .. import __version__
 from ..errors import LookalikeError, QueryError, UnknownModel
@@ -48,7 +50,8 @@ DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps"
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    # One unwrapped line, taken literally: paths and messages may hold "[...]" or ":name:".
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
     raise typer.Exit(2 if isinstance(exc, (QueryError, UnknownModel)) else 1)
 
 
@@ -97,13 +100,14 @@ def index(
     ]
     summary = ", ".join(f"{n} {label}" for label, n in parts if n or label in ("added", "failed"))
     rate = f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded and report.seconds else ""
-    err.print(f"[bold green]done[/] in {report.seconds:.1f}s{rate}: {summary} -> {coll.path}", highlight=False)
+    err.print(f"[bold green]done[/] in {report.seconds:.1f}s{rate}: {summary} -> {escape(str(coll.path))}",
+              highlight=False, soft_wrap=True, emoji=False)
 
 
 def _print_hits(hits: list, as_json: bool, files_only: bool) -> None:
     if files_only:
         for h in hits:
-            out.print(h.path, highlight=False, markup=False)
+            sys.stdout.write(h.path + "\n")  # verbatim: no markup, emoji codes or wrapping
     elif as_json:
         for h in hits:
             sys.stdout.write(json.dumps({"id": h.id, "path": h.path, "score": round(h.score, 6)}) + "\n")
@@ -114,7 +118,7 @@ def _print_hits(hits: list, as_json: bool, files_only: bool) -> None:
         table.add_column("id", justify="right", style="dim")
         table.add_column("path", overflow="fold")
         for rank, h in enumerate(hits, 1):
-            table.add_row(str(rank), f"{h.score:.3f}", str(h.id), h.path)
+            table.add_row(str(rank), f"{h.score:.3f}", str(h.id), Text(h.path))
         out.print(table)
         if not hits:
             err.print("no results")
@@ -176,12 +180,12 @@ def info(
         ("vector rows", f"{summary.vector_rows:,}"),
         ("size on disk", _human_bytes(summary.bytes_on_disk)),
     ]:
-        table.add_row(label, value)
+        table.add_row(label, Text(value))
     out.print(table)
     if summary.errors:
         out.print(f"\n[bold]failed files[/] (first {len(summary.errors)} of {summary.failed}):")
         for path, reason in summary.errors:
-            out.print(f"  {path}: [red]{reason}[/]", highlight=False)
+            out.print(Text.assemble("  ", path, ": ", (reason, "red")), highlight=False)
 
 
 @app.command()

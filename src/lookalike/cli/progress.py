@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -62,8 +63,8 @@ class IndexProgress:
         if self.quiet:
             return
         if event.kind == "skip":
-            self._progress.console.print(f"[yellow]skip[/] {event.path}: {event.reason}", highlight=False,
-                                         markup=True)
+            self._progress.console.print(f"[yellow]skip[/] {escape(str(event.path))}: {escape(str(event.reason))}",
+                                         highlight=False, markup=True, emoji=False, soft_wrap=True)
         elif event.kind == "scan":
             if self._scan is None:
                 self._scan = self._progress.add_task("scanning", total=None)

@@ -11,7 +11,10 @@ nothing here ever substitutes another image for one that failed. What it handles
 * CMYK, 16-bit and 32-bit greyscale, float and palette images are converted to 8-bit RGB.
 * Animated images use their first frame.
 * A pixel-count cap, checked from the header before any pixel is decoded, stops
-  decompression bombs from exhausting memory.
+  decompression bombs from exhausting memory. It replaces Pillow's own open-time check
+  (``Image.MAX_IMAGE_PIXELS``), which looks at the full size before JPEG draft reduction
+  and would otherwise refuse images that ``max_pixels`` allows.
+* A PIL image passed in by the caller is never modified (no draft, no seek).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +48,16 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
 _heif_state: bool | None = None
 _ORIENTATION = 0x0112  # EXIF tag
+_PILLOW_CAP_LOCK = threading.Lock()
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+_MODES_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 def heif_available() -> bool:
@@ -77,12 +91,48 @@ def _describe(source: ImageSource) -> str:
     return f"<PIL.Image {getattr(source, 'mode', '?')} {getattr(source, 'size', '?')}>"
 
 
+def _sniff(source: bytes | str) -> str | None:
+    """The format a file's first bytes announce (PNG, JPEG...), or None."""
+    if isinstance(source, bytes):
+        head = source[:16]
+    else:
+        try:
+            with open(source, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _open_uncapped(fp: str | BinaryIO) -> Image.Image:
+    """``Image.open`` without Pillow's global pixel limit; :func:`decode_image` applies its own.
+
+    Pillow checks the full size when the file is opened, before JPEG draft reduction, and
+    raises above ``2 * MAX_IMAGE_PIXELS`` (~179 MP) whatever ``max_pixels`` says. The limit is
+    lifted only for this one call, under a lock, and only after Pillow refused the file.
+    """
+    if not isinstance(fp, str):
+        fp.seek(0)
+    with _PILLOW_CAP_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(fp)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open(source: ImageSource, name: str) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
     fp: str | BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
     try:
-        return Image.open(fp)
+        try:
+            return Image.open(fp)
+        except Image.DecompressionBombError:
+            return _open_uncapped(fp)
     except FileNotFoundError:
         raise UnreadableImage(name, "file not found") from None
     except IsADirectoryError:
@@ -99,11 +149,20 @@ def _open(source: ImageSource, name: str) -> Image.Image:
             raise UnreadableImage(
                 name, "HEIC/AVIF needs pillow-heif: pip install 'lookalike[heif]'"
             ) from None
+        # A file cut short inside its header fails to identify; it is still not "not an image".
+        fmt = _sniff(source if isinstance(source, bytes) else fp)  # type: ignore[arg-type]
+        if fmt is not None:
+            raise UnreadableImage(
+                name, f"truncated, corrupt or unsupported {fmt} file (its header cannot be parsed)"
+            ) from None
         raise UnreadableImage(name, "not an image, or a format Pillow cannot read") from None
     except Image.DecompressionBombError as exc:
         raise UnreadableImage(name, f"decompression bomb refused ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UnreadableImage(name, f"cannot open: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        msg = str(exc) or type(exc).__name__
+        if "truncat" in msg.lower() or isinstance(exc, (EOFError, struct.error)):
+            raise UnreadableImage(name, f"truncated or corrupt file ({msg})") from None
+        raise UnreadableImage(name, f"cannot open: {msg}") from None
 
 
 def _apply_draft(img: Image.Image, min_side: int) -> None:
@@ -118,16 +177,21 @@ def _apply_draft(img: Image.Image, min_side: int) -> None:
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
+    if mode in ("L", "RGB", "P") and "transparency" in img.info:
+        # Palette transparency, or a tRNS colour key in a greyscale or RGB PNG: the keyed
+        # pixels are transparent, so they are composited onto white below.
+        img = img.convert("RGBA")
+        mode = img.mode
     if mode == "RGB":
         return img
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode in (*_MODES_16BIT, "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        # 16-bit data loads as 'I' or 'I;16'; scale by the container's range rather than
-        # clipping, which would turn most 16-bit photos white.
-        if mode == "F":
+        # Scale by the container's range rather than clipping, which would turn most 16-bit
+        # photos white. 'I;16' is 16-bit whatever its content (a dark 16-bit image must stay
+        # dark); 'I' and 'F' carry no range, so it is guessed from the values.
+        if mode in _MODES_16BIT:
+            hi = 65535.0
+        elif mode == "F":
             hi = 1.0 if arr.size and float(arr.max()) <= 1.0 else 255.0
         else:
             hi = 65535.0 if arr.size and float(arr.max()) > 255 else 255.0
@@ -160,15 +224,16 @@ def decode_image(
         UnreadableImage: with a reason, whatever went wrong.
     """
     label = name or _describe(source)
+    owned = not isinstance(source, Image.Image)  # the caller's image is never modified
     img = _open(source, label)
     try:
-        if getattr(img, "is_animated", False):
+        if owned and getattr(img, "is_animated", False):
             img.seek(0)
         width, height = img.size
-        if img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
-            width, height = height, width
-        _apply_draft(img, min_side)
+        if owned:
+            _apply_draft(img, min_side)
         w, h = img.size
+        # Nothing before this check may touch pixels (PNG's getexif() decodes the whole image).
         if w * h > max_pixels:
             raise UnreadableImage(
                 label,
@@ -176,11 +241,17 @@ def decode_image(
                 "(possible decompression bomb; raise max_pixels if the image is genuine)",
             )
         # Pillow refuses truncated files unless this global is set; we want the refusal,
-        # so make sure nobody turned it on in-process.
-        if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # so make sure nobody turned it on in-process. (An image with nothing left to
+        # decode, such as one built in memory, has nothing to guess.)
+        if ImageFile.LOAD_TRUNCATED_IMAGES and getattr(img, "tile", None):
             raise UnreadableImage(label, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; refusing to guess pixels")
         img.load()
-        img = ImageOps.exif_transpose(img) or img
+        orientation = img.getexif().get(_ORIENTATION, 1)
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        if orientation in (2, 3, 4, 5, 6, 7, 8):
+            # Only when needed: exif_transpose copies the whole image even when it does nothing.
+            img = ImageOps.exif_transpose(img) or img
         rgb = _to_rgb(img)
         return DecodedImage(rgb, width, height)
     except UnreadableImage:
@@ -189,6 +260,6 @@ def decode_image(
         raise UnreadableImage(label, f"decompression bomb refused ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
         msg = str(exc) or type(exc).__name__
-        if "truncated" in msg or isinstance(exc, EOFError):
+        if "truncat" in msg.lower() or isinstance(exc, (EOFError, struct.error)):
             raise UnreadableImage(label, f"truncated or corrupt file ({msg})") from None
         raise UnreadableImage(label, f"cannot decode: {msg}") from None

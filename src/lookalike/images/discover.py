@@ -2,7 +2,9 @@
 
 Walks recursively in a stable (sorted) order, skips hidden and excluded folders, follows
 symbolic links while refusing to enter a folder twice (so link loops terminate), and
-reports every skipped entry through a callback instead of printing.
+reports every skipped entry through a callback instead of printing. Folders reached through
+a symbolic link are walked after every real folder under the roots, so a folder that is
+also linked from elsewhere is found under its own path rather than the link's.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def discover(
             :data:`DEFAULT_EXCLUDES`.
         include_hidden: also walk names starting with ``.``.
         follow_symlinks: follow links to files and folders; folders already visited
-            (by device and inode) are not entered again, which breaks link loops.
+            (by device and inode) are not entered again, which breaks link loops. Linked
+            folders are walked last, so a real folder keeps its own path.
         extensions: lower-case extensions to accept (default: Pillow's, plus HEIC/AVIF
             when pillow-heif is installed).
         on_skip: called as ``on_skip(path, reason)`` for each entry passed over for a
@@ -88,19 +91,13 @@ def discover(
     def excluded(name: str, rel: str) -> bool:
         return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
 
-    for root in roots:
-        root_path = os.path.abspath(os.path.expanduser(os.fspath(root)))
-        try:
-            st = os.stat(root_path)
-        except OSError as exc:
-            skip(root_path, f"cannot access: {exc.strerror or exc}")
-            continue
-        if not os.path.isdir(root_path):
-            if root_path not in seen_files:
-                seen_files.add(root_path)
-                yield FoundFile(root_path, st.st_size, st.st_mtime_ns)
-            continue
-        stack: list[str] = [root_path]
+    # Folders reached through a link wait until every real folder of every root has been
+    # walked: otherwise a link sorting before its target would claim the target's files
+    # and the real folder would be reported as a duplicate.
+    linked: list[tuple[str, str]] = []
+
+    def walk(root_path: str, start: str) -> Iterator[FoundFile]:
+        stack: list[str] = [start]
         while stack:
             folder = stack.pop()
             try:
@@ -132,7 +129,10 @@ def discover(
                     if is_link and not follow_symlinks:
                         continue
                     if entry.is_dir(follow_symlinks=True):
-                        subdirs.append(entry.path)
+                        if is_link:
+                            linked.append((root_path, entry.path))
+                        else:
+                            subdirs.append(entry.path)
                         continue
                     if not entry.is_file(follow_symlinks=True):
                         if is_link and not os.path.exists(entry.path):
@@ -150,6 +150,26 @@ def discover(
                 yield FoundFile(entry.path, est.st_size, est.st_mtime_ns)
             # Reverse so the stack pops sub-folders in sorted order.
             stack.extend(reversed(subdirs))
+
+    for root in roots:
+        root_path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        try:
+            st = os.stat(root_path)
+        except OSError as exc:
+            skip(root_path, f"cannot access: {exc.strerror or exc}")
+            continue
+        if not os.path.isdir(root_path):
+            if root_path not in seen_files:
+                seen_files.add(root_path)
+                yield FoundFile(root_path, st.st_size, st.st_mtime_ns)
+            continue
+        yield from walk(root_path, root_path)
+    # Walking a linked folder may find more links; those join the end of the queue.
+    i = 0
+    while i < len(linked):
+        root_path, folder = linked[i]
+        i += 1
+        yield from walk(root_path, folder)
 
 
 def as_path(p: str | os.PathLike[str]) -> Path:

@@ -52,7 +52,8 @@ class EmbeddingModel(ABC):
     dim: int
     modalities: frozenset[str]
     preprocess: PreprocessConfig
-    #: Conv nets run faster in channels_last on CUDA; transformers do not care.
+    #: Conv nets run faster in channels_last memory format, on CUDA and on CPU alike (2x for
+    #: EfficientNet-Lite0 on a 2-core CPU); transformers do not care.
     channels_last: bool = False
 
     def __init__(self, device: str | torch.device | None = None) -> None:
@@ -107,7 +108,7 @@ class EmbeddingModel(ABC):
         """Embed an already preprocessed ``(B, 3, H, W)`` batch; returns float32 ``(B, dim)``."""
         batch = torch.as_tensor(pixels)
         batch = batch.to(self.device, non_blocking=True)
-        if self.channels_last and self.device.type == "cuda":
+        if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         if self._amp_dtype is not None:
             with torch.autocast(self.device.type, dtype=self._amp_dtype):

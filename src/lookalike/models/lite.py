@@ -140,7 +140,7 @@ class LiteModel(EmbeddingModel):
             raise ModelLoadError(f"{self._weights_path}: cannot load EfficientNet-Lite0 weights ({exc})") from exc
         net.load_state_dict(map_lukemelas_state_dict(state, net), strict=True)
         net.eval().to(self.device)
-        if self.channels_last and self.device.type == "cuda":
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
 

@@ -18,6 +18,7 @@ The fit is deterministic (float64 solve, fixed prompts) and cached under
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +30,8 @@ import torch
 from ..errors import MissingExtra, ModelLoadError
 
 __all__ = ["load_minilm", "load_or_fit_bridge", "fit_bridge", "class_prompts", "cache_dir", "BRIDGE_VERSION"]
+
+log = logging.getLogger("lookalike")
 
 #: Bump when the fitting recipe changes, so stale caches are not reused.
 BRIDGE_VERSION = 1
@@ -93,14 +96,29 @@ def load_or_fit_bridge(classifier: np.ndarray, text_encoder: Any, *, weights_dig
         f"{BRIDGE_VERSION}|{RIDGE}|{weights_digest}|{_minilm_identity()}|{'|'.join(prompts)}".encode()
     ).hexdigest()[:16]
     path = cache_dir() / f"lite-bridge-{key}.npy"
-    if path.exists():
-        try:
-            return np.load(path)
-        except (OSError, ValueError):
-            pass  # a damaged cache file is simply refitted and replaced
+    cached = _load_cached(path, classifier.shape[1])
+    if cached is not None:
+        return cached
     text_emb = text_encoder.encode(prompts, batch_size=128, normalize_embeddings=True, show_progress_bar=False)
     matrix = fit_bridge(np.asarray(text_emb), classifier)
-    _atomic_save(path, matrix)
+    try:
+        _atomic_save(path, matrix)
+    except OSError as exc:  # a read-only or full cache costs a refit next time, not the query
+        log.warning("cannot cache the lite text bridge at %s (%s); it will be refitted next time", path, exc)
+    return matrix
+
+
+def _load_cached(path: Path, out_dim: int) -> np.ndarray | None:
+    """The cached bridge at ``path``, or None if it is missing or damaged (then it is refitted)."""
+    if not path.exists():
+        return None
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # EOFError: an empty file, e.g. after a full disk
+        return None
+    if (matrix.ndim != 2 or matrix.shape[1] != out_dim or matrix.dtype != np.float32
+            or not np.isfinite(matrix).all()):
+        return None
     return matrix
 
 

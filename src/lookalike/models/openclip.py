@@ -8,6 +8,7 @@ Hugging Face hub (its normal cache), or a local folder in the hub layout.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..images.transforms import PreprocessConfig
 from .base import EmbeddingModel, local_folder_identity
 from .registry import ModelSpec
 
-__all__ = ["OpenClipModel", "preprocess_from_openclip"]
+__all__ = ["OpenClipModel", "preprocess_from_openclip", "save_local"]
 
 _RESIZE_MODES = {"shortest": "crop", "longest": "letterbox", "squash": "squash"}
 
@@ -100,14 +101,14 @@ class OpenClipModel(EmbeddingModel):
         if (spec.name, spec.tag) not in known:
             archs = sorted({a for a, _ in known})
             if spec.name not in archs:
-                import difflib
-
                 near = difflib.get_close_matches(spec.name, archs, n=3)
                 raise UnknownModel(f"open_clip has no architecture '{spec.name}'." +
                                    (f" Did you mean {', '.join(near)}?" if near else ""))
             tags = sorted(t for a, t in known if a == spec.name)
-            raise UnknownModel(f"open_clip has no pretrained tag '{spec.tag}' for {spec.name}; "
-                               f"choose one of: {', '.join(tags)}")
+            near = difflib.get_close_matches(str(spec.tag), tags, n=1, cutoff=0.6)
+            raise UnknownModel(f"open_clip has no pretrained tag '{spec.tag}' for {spec.name}."
+                               + (f" Did you mean 'openclip:{spec.name}/{near[0]}'?" if near else "")
+                               + f" Tags for {spec.name}: {', '.join(tags)}")
         return cls(spec.canonical, spec.name, spec.tag, device)
 
     def _weights_identity(self) -> str:
@@ -121,10 +122,15 @@ class OpenClipModel(EmbeddingModel):
         return self.net.encode_text(tokens)
 
 
+#: Every file open_clip's local-dir loader may take its weights from (it prefers
+#: open_clip_model.safetensors but also accepts model.safetensors, pytorch_model.bin, ...).
+_CHECKPOINT_GLOBS = ("*.safetensors", "*.bin", "*.pth")
+
+
 def _local_identity(name: str) -> str | None:
     if not name.startswith("local-dir:"):
         return None
-    return local_folder_identity(Path(name[len("local-dir:"):]), "open_clip_config.json", ("open_clip_*model*",))
+    return local_folder_identity(Path(name[len("local-dir:"):]), "open_clip_config.json", _CHECKPOINT_GLOBS)
 
 
 def save_local(model: Any, model_cfg: dict[str, Any], folder: str | os.PathLike[str],
@@ -132,12 +138,17 @@ def save_local(model: Any, model_cfg: dict[str, Any], folder: str | os.PathLike[
     """Write an open_clip model in the hub layout that ``openclip:/path`` loads.
 
     Used to export fine-tuned models, and by the tests to build tiny random ones.
+    ``preprocess_cfg`` defaults to the one the model carries (``visual.preprocess_cfg``, set
+    by ``open_clip.create_model``), so a reloaded model preprocesses exactly as before.
+    Models whose text tower uses a Hugging Face tokenizer also need its files in ``folder``.
     """
     from safetensors.torch import save_file
 
+    if preprocess_cfg is None:
+        preprocess_cfg = dict(getattr(getattr(model, "visual", model), "preprocess_cfg", None) or {})
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg or {}}
+    cfg = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     (out / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "open_clip_model.safetensors"))

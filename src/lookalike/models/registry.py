@@ -105,21 +105,33 @@ def _detect_local_backend(path: Path) -> str | None:
     if (path / "open_clip_config.json").is_file():
         return "openclip"
     if (path / "config.json").is_file() and any(
-        (path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")
+        (path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
     ):
         return "timm"
     return None
 
 
+_LOCAL_FILES = {
+    "openclip": ("open_clip_config.json", "open_clip_config.json and open_clip_model.safetensors"),
+    "timm": ("config.json", "config.json and model.safetensors"),
+}
+
+
 def _parse_local(backend: str, text: str, original: str) -> ModelSpec:
+    if not text.strip():
+        raise UnknownModel(f"model '{original}': local-dir: needs a folder, as in '{backend}:local-dir:/path/to/model'")
     path = Path(os.path.abspath(os.path.expanduser(text)))
+    config, layout = _LOCAL_FILES[backend]
     if not path.is_dir():
         raise UnknownModel(
             f"model '{original}': {path} is not a directory. A local {backend} model is a folder holding "
-            + ("open_clip_config.json and open_clip_model.safetensors" if backend == "openclip"
-               else "config.json and model.safetensors")
-            + " (the layout the Hugging Face hub uses)."
+            f"{layout} (the layout the Hugging Face hub uses)."
         )
+    if not (path / config).is_file():
+        detected = _detect_local_backend(path)
+        hint = f" It holds a {detected} model: use '{detected}:{path}'." if detected and detected != backend else ""
+        raise UnknownModel(f"model '{original}': the folder {path} has no {config}, so it is not a local {backend} "
+                           f"model (that needs {layout}).{hint}")
     return ModelSpec(backend, "local", str(path))
 
 
@@ -133,7 +145,7 @@ def parse_model_name(name: str) -> ModelSpec:
     name = name.strip()
     if not name:
         raise UnknownModel("empty model name; use 'lite' or see `lookalike models`")
-    if name == "lite":
+    if name.lower() == "lite":
         return ModelSpec("lite", "builtin", "lite")
     backend, sep, rest = name.partition(":")
     if not sep or _looks_like_path(name):
@@ -154,10 +166,9 @@ def parse_model_name(name: str) -> ModelSpec:
         )
     backend = backend.lower()
     if backend not in ("openclip", "timm"):
-        alias = {"open_clip": "openclip", "clip": "openclip", "siglip": "openclip", "dinov2": "timm"}.get(backend)
-        hint = f" Did you mean 'openclip:' or 'timm:'? ('{alias}:' is the backend for that)" if alias else ""
         raise UnknownModel(
-            f"unknown model backend '{backend}' in '{original}'; use one of lite, openclip:, timm:.{hint}"
+            f"unknown model backend '{backend}' in '{original}'; use one of lite, openclip:, timm:."
+            + _backend_hint(backend, rest)
         )
     if not rest:
         raise UnknownModel(f"model '{original}' names the backend but no model; e.g. {_example(backend)}")
@@ -179,7 +190,27 @@ def parse_model_name(name: str) -> ModelSpec:
             )
         return ModelSpec("openclip", "pretrained", arch, tag)
     arch, dot, tag = rest.partition(".")
+    if not arch or (dot and not tag):
+        raise UnknownModel(f"model '{original}': a timm name is NAME or NAME.TAG, as in {_example('timm')}")
     return ModelSpec("timm", "pretrained", arch, tag or None)
+
+
+#: Names people reach for that are not backends, mapped to the backend that serves them.
+_BACKEND_ALIASES = {"open_clip": "openclip", "open-clip": "openclip", "clip": "openclip", "siglip": "openclip",
+                    "dinov2": "timm"}
+
+
+def _backend_hint(backend: str, rest: str) -> str:
+    """' Did you mean 'openclip:REST'?' for an alias or a misspelt backend, else ''."""
+    if backend in ("hf-hub", "local-dir"):
+        return f" A {backend}: name needs a backend in front: 'openclip:{backend}:{rest}' or 'timm:{backend}:{rest}'."
+    target = _BACKEND_ALIASES.get(backend)
+    if target is None:
+        near = difflib.get_close_matches(backend, ["openclip", "timm", *_BACKEND_ALIASES], n=1, cutoff=0.6)
+        target = _BACKEND_ALIASES.get(near[0], near[0]) if near else None
+    if target is None:
+        return ""
+    return f" Did you mean '{target}:{rest}'?" if rest else f" Did you mean '{target}:'?"
 
 
 def _example(backend: str) -> str:

@@ -7,6 +7,7 @@ query raises :class:`~lookalike.errors.UnsupportedModality`.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,25 @@ from .base import EmbeddingModel, local_folder_identity
 from .registry import ModelSpec
 
 __all__ = ["TimmModel", "preprocess_from_timm"]
+
+
+#: Every file timm's local-dir loader may take its weights from.
+_CHECKPOINT_GLOBS = ("*.safetensors", "*.bin", "*.pth", "*.pth.tar")
+#: Architectures (by name) that gain nothing from channels_last.
+_TRANSFORMER_MARKERS = ("vit", "deit", "eva", "swin", "dinov2", "beit")
+
+
+def _unknown_name_message(timm: Any, name: str) -> str:
+    """Why ``name`` is not a timm model or pretrained tag, with the closest valid spellings."""
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        near = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+        return f"timm has no model '{arch}'." + (f" Did you mean {', '.join(near)}?" if near else "")
+    tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{arch}.*")]
+    near = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
+    return (f"timm has no pretrained tag '{tag}' for {arch}."
+            + (f" Did you mean 'timm:{arch}.{near[0]}'?" if near else "")
+            + (f" Tags for {arch}: {', '.join(tags)}" if tags else f" {arch} has no pretrained weights."))
 
 
 def preprocess_from_timm(cfg: dict[str, Any]) -> PreprocessConfig:
@@ -52,10 +72,9 @@ class TimmModel(EmbeddingModel):
         try:
             net = timm.create_model(timm_name, pretrained=True, num_classes=0)
         except RuntimeError as exc:
-            if "Unknown model" in str(exc):
-                near = timm.list_models(f"*{timm_name.split('.')[0].split('/')[-1][:12]}*")[:5]
-                raise UnknownModel(f"timm has no model '{timm_name}'." +
-                                   (f" Similar: {', '.join(near)}" if near else "")) from exc
+            sourced = timm_name.startswith(("hf-hub:", "local-dir:"))
+            if not sourced and ("Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc)):
+                raise UnknownModel(_unknown_name_message(timm, timm_name)) from exc
             raise ModelLoadError(f"model '{model_id}': {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - hub, file and config errors all land here
             raise ModelLoadError(
@@ -63,8 +82,10 @@ class TimmModel(EmbeddingModel):
                 "the weights must already be in the Hugging Face cache, or point to a local folder."
             ) from exc
         net.eval().to(self.device)
-        self.channels_last = not any(k in timm_name for k in ("vit", "deit", "eva", "swin", "dinov2"))
-        if self.channels_last and self.device.type == "cuda":
+        # The architecture, not the name: for hf-hub: and local-dir: names only the config knows it.
+        arch = str((getattr(net, "pretrained_cfg", None) or {}).get("architecture") or timm_name)
+        self.channels_last = not any(k in arch for k in _TRANSFORMER_MARKERS)
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.dim = int(net.num_features)
@@ -77,7 +98,7 @@ class TimmModel(EmbeddingModel):
             return cls(spec.canonical, f"hf-hub:{spec.name}", device)
         if spec.source == "local":
             folder = Path(spec.name)
-            return cls(spec.canonical, f"local-dir:{folder}", device, identity=local_folder_identity(folder, "config.json", ("*.safetensors", "*.bin")))
+            return cls(spec.canonical, f"local-dir:{folder}", device, identity=local_folder_identity(folder, "config.json", _CHECKPOINT_GLOBS))
         name = spec.name + (f".{spec.tag}" if spec.tag else "")
         return cls(spec.canonical, name, device)
 

@@ -105,6 +105,16 @@ def index_paths(
         report.skipped.append((path, reason))
         emit(ProgressEvent("skip", path=path, reason=reason))
 
+    def unseen(path: str, unreadable: set[str]) -> bool:
+        """True for a path discovery could not read, or one below such a folder."""
+        while True:
+            if path in unreadable:
+                return True
+            parent = os.path.dirname(path)
+            if parent == path:
+                return False
+            path = parent
+
     with coll.write_lock():
         found: list[FoundFile] = []
         for f in discover(roots, exclude=exclude, on_skip=on_skip):
@@ -126,7 +136,14 @@ def index_paths(
             else:
                 todo.append((f, row))
         found_paths = {f.path for f in found}
+        # Only files positively missing from a folder that was listed are gone: rows under a
+        # folder that could not be read (permissions, a flaky mount) are kept as they are.
         gone = [row for path, row in known.items() if path not in found_paths]
+        # ("cannot access" / "cannot list folder" from discover; a folder skipped as already
+        # visited was read under another path, so rows below it may still be swept.)
+        unreadable = {p for p, reason in report.skipped if reason.startswith("cannot ")}
+        if gone and unreadable:
+            gone = [row for row in gone if not unseen(row.path, unreadable)]
         if todo:
             _process(coll, todo, gone, report, emit, batch_size=batch_size, workers=workers)
         if gone:

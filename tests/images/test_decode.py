@@ -1,0 +1,444 @@
+"""decode_image on every hostile or awkward input a real photo folder contains.
+
+Each test pins the precise outcome: either the exact pixels/size that come back, or an
+UnreadableImage whose reason says what went wrong. Nothing may crash, hang, exhaust memory
+or quietly substitute other pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile, PngImagePlugin
+
+import lookalike.images.decode as decode_mod
+from lookalike.errors import LookalikeError, UnreadableImage
+from lookalike.images.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from lookalike.images.discover import discover
+
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+def pixel(decoded: DecodedImage, x: int, y: int) -> tuple[int, ...]:
+    return tuple(decoded.image.getpixel((x, y)))  # type: ignore[arg-type]
+
+
+def assert_close(actual: tuple[int, ...], expected: tuple[int, ...], tol: int = 12) -> None:
+    assert all(abs(a - e) <= tol for a, e in zip(actual, expected)), f"{actual} != {expected} (+-{tol})"
+
+
+def refused(source: Any, **kwargs: Any) -> UnreadableImage:
+    """Decode ``source`` expecting UnreadableImage; return it."""
+    with pytest.raises(UnreadableImage) as info:
+        decode_image(source, **kwargs)
+    return info.value
+
+
+# ----------------------------------------------------------------- broken files
+
+
+def test_truncated_jpeg_is_refused_as_truncated(tmp_path: Path, hostile: Any) -> None:
+    """A JPEG cut short mid-scan fails with a 'truncated' reason naming the file."""
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(hostile.truncated_jpeg())
+    err = refused(path)
+    assert "truncated" in err.reason
+    assert err.path == str(path)
+    assert str(path) in str(err)
+    assert isinstance(err, LookalikeError)
+
+
+def test_truncated_png_is_refused_as_truncated(tmp_path: Path, hostile: Any) -> None:
+    """A PNG cut short mid-IDAT fails with a 'truncated' reason."""
+    path = tmp_path / "cut.png"
+    path.write_bytes(hostile.truncated_png())
+    assert "truncated" in refused(path).reason
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("keep", [4, 8, 12, 16, 20, 26, 33, 40, 60])
+def test_file_cut_inside_its_header_is_truncated_not_not_an_image(hostile: Any, fmt: str, keep: int) -> None:
+    """Regression: a PNG/JPEG cut within its first bytes was reported as 'not an image' or
+    'cannot open: Truncated File Read'; it must read as truncated/corrupt."""
+    data = hostile.encode(hostile.blocks(7), fmt)[:keep]
+    reason = refused(data, name=f"x.{fmt.lower()}").reason
+    assert "truncat" in reason.lower() or "corrupt" in reason.lower(), reason
+    assert "not an image" not in reason
+
+
+def test_zero_byte_file_is_an_empty_file(tmp_path: Path) -> None:
+    """A 0-byte file (a failed copy, a placeholder) says so, from a path or from bytes."""
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    assert refused(path).reason == "empty file (0 bytes)"
+    assert refused(b"", name="empty.jpg").reason == "empty file (0 bytes)"
+
+
+def test_text_file_named_jpg_is_not_an_image(tmp_path: Path, hostile: Any) -> None:
+    """Text with an image extension is 'not an image', not a crash or a truncation."""
+    path = tmp_path / "notes.jpg"
+    path.write_bytes(hostile.text())
+    assert refused(path).reason.startswith("not an image")
+
+
+def test_png_named_jpg_decodes_exactly(tmp_path: Path, hostile: Any) -> None:
+    """The extension is irrelevant: a PNG saved as .jpg decodes to its exact pixels."""
+    original = hostile.blocks(11)
+    path = tmp_path / "really_a_png.jpg"
+    path.write_bytes(hostile.encode(original, "PNG"))
+    decoded = decode_image(path)
+    assert (decoded.width, decoded.height) == original.size
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(original))
+
+
+def test_missing_file_and_directory_are_reported(tmp_path: Path) -> None:
+    """Paths that are not files fail with a plain reason instead of an OSError."""
+    assert refused(tmp_path / "nope.png").reason == "file not found"
+    assert refused(tmp_path).reason == "is a directory, not an image"
+
+
+def test_heic_without_pillow_heif_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .heic that Pillow cannot identify points at the optional extra that reads it."""
+    monkeypatch.setattr(decode_mod, "heif_available", lambda: False)
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    assert "pillow-heif" in refused(path).reason
+
+
+# ----------------------------------------------------------------- decompression bombs
+
+
+def test_png_bomb_refused_before_decoding(tmp_path: Path, png_bomb_bytes: bytes, peak_rss: Any) -> None:
+    """A small file declaring 30000x30000 pixels is refused from its header: fast, no big allocation."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_bomb_bytes)
+    assert path.stat().st_size < 1_000_000
+    t0 = time.perf_counter()
+    with peak_rss() as mem:
+        err = refused(path)
+    elapsed = time.perf_counter() - t0
+    assert "30000x30000" in err.reason and "decompression bomb" in err.reason, err.reason
+    assert elapsed < 2.0
+    assert mem.growth < 200 * 2**20, f"grew {mem.growth / 2**20:.0f} MB"
+
+
+def test_cap_is_checked_before_any_pixel_is_loaded(hostile: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: PNG's getexif() decodes the whole image, and it ran before the pixel cap,
+    so a PNG over ``max_pixels`` was fully decoded before being refused."""
+    loads: list[tuple[int, int]] = []
+    original_load = PngImagePlugin.PngImageFile.load
+
+    def spy(self: PngImagePlugin.PngImageFile) -> Any:
+        loads.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", spy)
+    data = hostile.encode(hostile.blocks(3, (100, 100)), "PNG")
+    err = refused(data, max_pixels=5000)
+    assert "100x100 = 10,000 pixels exceeds the cap of 5,000" in err.reason
+    assert loads == []
+    decode_image(data)  # under the cap the same file decodes (and the spy sees it)
+    assert loads and set(loads) == {(100, 100)}
+
+
+def test_pillow_global_limit_does_not_override_max_pixels(hostile: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: Pillow's own open-time limit (2 x MAX_IMAGE_PIXELS, ~179 MP) refused images
+    that ``max_pixels`` allows, so raising max_pixels (as the error advises) did nothing."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = hostile.encode(hostile.blocks(4, (100, 100)), "PNG")  # 10,000 px > 2 x 1000
+    decoded = decode_image(data)
+    assert decoded.image.size == (100, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # lifted for one call only, then restored
+    err = refused(data, max_pixels=9_999)
+    assert "100x100" in err.reason and "cap of 9,999" in err.reason
+
+
+def test_huge_jpeg_is_drafted_below_the_cap_instead_of_refused(hostile: Any) -> None:
+    """Regression: a 13504x13504 (182 MP) JPEG was refused by Pillow's limit even when draft
+    mode would decode it at 1/8 scale; the cap applies to what is actually decoded."""
+    data = hostile.uniform_grey_jpeg(13504, 13504)
+    assert len(data) < 3_000_000
+    decoded = decode_image(data, min_side=224, max_pixels=100_000_000)
+    assert decoded.image.size == (1688, 1688)
+    assert (decoded.width, decoded.height) == (13504, 13504)
+    assert pixel(decoded, 800, 800) == (128, 128, 128)
+    err = refused(data, max_pixels=100_000_000)  # no draft: the full size counts
+    assert "13504x13504 = 182,358,016 pixels exceeds the cap of 100,000,000" in err.reason
+
+
+def test_default_cap_allows_large_real_images() -> None:
+    """The default cap leaves room for genuine huge clip art (170 MP) and refuses gigapixels."""
+    assert 170_000_000 < DEFAULT_MAX_PIXELS < 900_000_000
+
+
+# ----------------------------------------------------------------- colour modes
+
+
+def test_cmyk_jpeg_becomes_rgb_with_sensible_colours(hostile: Any) -> None:
+    """CMYK (print) JPEGs become RGB: cyan, magenta, yellow and black ink look like themselves."""
+    decoded = decode_image(hostile.cmyk_jpeg())
+    assert decoded.image.mode == "RGB"
+    assert_close(pixel(decoded, 8, 8), (0, 255, 255), tol=20)  # cyan
+    assert_close(pixel(decoded, 56, 8), (255, 0, 255), tol=20)  # magenta
+    assert_close(pixel(decoded, 8, 56), (255, 255, 0), tol=20)  # yellow
+    assert_close(pixel(decoded, 56, 56), (0, 0, 0), tol=20)  # black
+
+
+@pytest.mark.parametrize(("value16", "expected8"), [(0, 0), (32768, 128), (65535, 255), (16384, 64)])
+def test_16bit_greyscale_png_is_scaled_not_clipped(hostile: Any, value16: int, expected8: int) -> None:
+    """16-bit greyscale is scaled by 255/65535: mid-grey 32768 is ~128, not clipped to 255."""
+    decoded = decode_image(hostile.grey16_png(value16))
+    assert decoded.image.mode == "RGB"
+    assert_close(pixel(decoded, 5, 5), (expected8,) * 3, tol=1)
+
+
+def test_dark_16bit_png_stays_dark(hostile: Any) -> None:
+    """Regression: the 16-bit scale was guessed from the content, so a dark 16-bit image
+    (all values <= 255 of 65535) was treated as 8-bit and came out 255x too bright."""
+    decoded = decode_image(hostile.grey16_png(200))
+    assert_close(pixel(decoded, 5, 5), (1, 1, 1), tol=1)
+
+
+def test_16bit_grey_tiff_is_scaled(hostile: Any) -> None:
+    """The same scaling applies to 16-bit TIFFs."""
+    img = Image.fromarray(np.full((10, 10), 32768, dtype=np.uint16))
+    decoded = decode_image(hostile.encode(img, "TIFF"))
+    assert_close(pixel(decoded, 3, 3), (128, 128, 128), tol=1)
+
+
+def test_16bit_rgb_png_keeps_its_colour(hostile: Any) -> None:
+    """16 bits per channel RGB becomes 8-bit RGB with each channel scaled."""
+    decoded = decode_image(hostile.rgb16_png(12, 10, (65535, 32768, 0)))
+    assert decoded.image.size == (12, 10)
+    assert_close(pixel(decoded, 4, 4), (255, 128, 0), tol=1)
+
+
+def test_float_tiff_in_unit_range_is_scaled(hostile: Any) -> None:
+    """A mode 'F' TIFF holding [0, 1] values maps 0.0 to 0 and 0.5 to 128."""
+    decoded = decode_image(hostile.float_tiff())
+    assert pixel(decoded, 5, 10) == (0, 0, 0)
+    assert_close(pixel(decoded, 30, 10), (128, 128, 128), tol=1)
+
+
+def test_palette_png_with_transparency_is_composited_on_white(hostile: Any) -> None:
+    """Transparent palette entries become white (what viewers show), opaque ones keep their colour."""
+    decoded = decode_image(hostile.palette_transparent_png())
+    assert pixel(decoded, 5, 10) == WHITE
+    assert pixel(decoded, 30, 10) == RED
+
+
+def test_rgba_is_composited_on_white(hostile: Any) -> None:
+    """Fully transparent RGBA pixels are white, not the black stored under them."""
+    decoded = decode_image(hostile.rgba_png())
+    assert pixel(decoded, 5, 10) == WHITE
+    assert pixel(decoded, 30, 10) == BLUE
+
+
+def test_half_transparent_black_is_mid_grey() -> None:
+    """Alpha is blended, not thresholded: 50% black over white is mid-grey."""
+    decoded = decode_image(Image.new("RGBA", (4, 4), (0, 0, 0, 128)))
+    assert_close(pixel(decoded, 1, 1), (127, 127, 127), tol=1)
+
+
+def test_la_is_composited_on_white(hostile: Any) -> None:
+    """Greyscale + alpha: transparent half white, opaque half keeps its grey."""
+    decoded = decode_image(hostile.la_png())
+    assert pixel(decoded, 5, 10) == WHITE
+    assert pixel(decoded, 30, 10) == (50, 50, 50)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_colour_key_transparency_is_composited_on_white(hostile: Any, mode: str) -> None:
+    """Regression: a greyscale or RGB PNG with a tRNS colour key kept the keyed (transparent)
+    pixels black instead of compositing them onto white like every other kind of alpha."""
+    key = 0 if mode == "L" else (0, 0, 0)
+    img = Image.new(mode, (40, 20), key)
+    img.paste(90 if mode == "L" else (90, 90, 90), (20, 0, 40, 20))
+    decoded = decode_image(hostile.encode(img, "PNG", transparency=key))
+    assert pixel(decoded, 5, 10) == WHITE
+    assert pixel(decoded, 30, 10) == (90, 90, 90)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "I", "HSV", "YCbCr"])
+def test_other_modes_become_8bit_rgb(mode: str) -> None:
+    """Whatever the mode, the result is an 8-bit RGB image of the same size."""
+    decoded = decode_image(Image.new(mode, (7, 5)))
+    assert decoded.image.mode == "RGB" and decoded.image.size == (7, 5)
+    assert (decoded.width, decoded.height) == (7, 5)
+
+
+# ----------------------------------------------------------------- animation, EXIF, names
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_animated_image_uses_its_first_frame(tmp_path: Path, hostile: Any, fmt: str) -> None:
+    """Animated GIF, WEBP and APNG decode to the first frame (red), whole and in RGB."""
+    path = tmp_path / f"anim.{fmt.lower()}"
+    path.write_bytes(hostile.animated(fmt))
+    decoded = decode_image(path)
+    assert decoded.image.size == (30, 30)
+    assert_close(pixel(decoded, 15, 15), RED, tol=2)
+    assert_close(pixel(decoded, 0, 29), RED, tol=2)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "corners"),
+    [
+        # Stored 40x20 quadrants: TL red, TR green, BL blue, BR white.
+        (6, (BLUE, RED, WHITE, GREEN)),  # display = stored rotated 90 degrees clockwise
+        (8, (GREEN, WHITE, RED, BLUE)),  # display = stored rotated 90 degrees counter-clockwise
+        (3, (WHITE, BLUE, GREEN, RED)),  # display = stored rotated 180 degrees
+        (1, (RED, GREEN, BLUE, WHITE)),  # as stored
+    ],
+)
+def test_exif_orientation_is_applied(
+    tmp_path: Path, hostile: Any, orientation: int, corners: tuple[tuple[int, int, int], ...]
+) -> None:
+    """A rotated phone photo decodes upright, and width/height are reported as displayed."""
+    path = tmp_path / f"rot{orientation}.jpg"
+    path.write_bytes(hostile.exif_rotated_jpeg(orientation))
+    decoded = decode_image(path)
+    expected_size = (20, 40) if orientation in (6, 8) else (40, 20)
+    assert decoded.image.size == expected_size
+    assert (decoded.width, decoded.height) == expected_size
+    w, h = expected_size
+    tl, tr, bl, br = corners
+    assert_close(pixel(decoded, 2, 2), tl, tol=30)
+    assert_close(pixel(decoded, w - 3, 2), tr, tol=30)
+    assert_close(pixel(decoded, 2, h - 3), bl, tol=30)
+    assert_close(pixel(decoded, w - 3, h - 3), br, tol=30)
+
+
+def test_exif_rotated_and_drafted_jpeg_reports_full_rotated_size(hostile: Any) -> None:
+    """width/height are the file's displayed size even when draft mode decodes it smaller."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = hostile.encode(hostile.blocks(5, (1600, 1200)), "JPEG", exif=exif)
+    decoded = decode_image(data, min_side=100)
+    assert (decoded.width, decoded.height) == (1200, 1600)
+    assert decoded.image.size == (150, 200)  # 1/8 scale, then rotated
+
+
+def test_corrupt_exif_does_not_reject_good_pixels(hostile: Any) -> None:
+    """A JPEG whose EXIF block is garbage still decodes (orientation treated as unknown)."""
+    data = hostile.encode(Image.new("RGB", (20, 20), (10, 200, 30)), "JPEG", exif=b"Exif\x00\x00garbage-garbage")
+    assert_close(pixel(decode_image(data), 10, 10), (10, 200, 30), tol=6)
+
+
+def test_unicode_file_name_decodes_and_is_discovered(tmp_path: Path, hostile: Any) -> None:
+    """Non-ASCII names (accents, CJK, emoji) decode and are found by discover."""
+    folder = tmp_path / "フォト"
+    folder.mkdir()
+    path = folder / "café_猫_🐱.png"
+    path.write_bytes(hostile.encode(hostile.blocks(9), "PNG"))
+    assert decode_image(path).image.size == (160, 120)
+    assert [f.path for f in discover([tmp_path])] == [str(path)]
+
+
+# ----------------------------------------------------------------- JPEG draft
+
+
+@pytest.fixture(scope="module")
+def big_jpeg() -> bytes:
+    """A real 4000x3000 camera-sized JPEG (a smooth gradient)."""
+    small = np.zeros((3, 4, 3), dtype=np.uint8)
+    small[..., 0] = np.arange(4) * 60
+    small[..., 1] = np.arange(3)[:, None] * 100
+    img = Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("min_side", [224, 256, 700, 1600])
+def test_jpeg_draft_keeps_short_side_at_least_min_side(big_jpeg: bytes, min_side: int) -> None:
+    """Draft mode shrinks by the largest power of two that keeps the short side >= min_side."""
+    decoded = decode_image(big_jpeg, min_side=min_side)
+    w, h = decoded.image.size
+    assert min_side <= min(w, h) < 2 * min_side
+    assert abs(w / h - 4 / 3) < 0.01
+    assert (decoded.width, decoded.height) == (4000, 3000)
+
+
+def test_jpeg_draft_for_model_input_is_much_smaller(big_jpeg: bytes) -> None:
+    """For a 224 model input a 12 MP photo is decoded at 1/8 scale (500x375)."""
+    assert decode_image(big_jpeg, min_side=224).image.size == (500, 375)
+
+
+def test_jpeg_without_min_side_is_full_size(big_jpeg: bytes) -> None:
+    """min_side=0 (the default) never drafts."""
+    assert decode_image(big_jpeg).image.size == (4000, 3000)
+
+
+def test_draft_never_applies_to_png(hostile: Any) -> None:
+    """Draft is JPEG-only; other formats come back at full size."""
+    data = hostile.encode(hostile.blocks(2, (1200, 900)), "PNG")
+    assert decode_image(data, min_side=100).image.size == (1200, 900)
+
+
+def test_callers_image_is_not_modified(big_jpeg: bytes, hostile: Any) -> None:
+    """Regression: decoding a PIL image the caller opened applied JPEG draft to it in place
+    (shrinking the caller's image) and rewound the caller's animation to frame 0."""
+    theirs = Image.open(io.BytesIO(big_jpeg))
+    decoded = decode_image(theirs, min_side=224)
+    assert theirs.size == (4000, 3000)
+    assert decoded.image.size == (4000, 3000)
+
+    anim = Image.open(io.BytesIO(hostile.animated("GIF")))
+    anim.seek(2)
+    decoded = decode_image(anim)
+    assert anim.tell() == 2
+    assert_close(pixel(decoded, 15, 15), BLUE, tol=2)  # the frame the caller chose
+
+
+# ----------------------------------------------------------------- LOAD_TRUNCATED_IMAGES
+
+
+def test_truncated_file_refused_even_if_load_truncated_images_is_set(
+    hostile: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another library turning on LOAD_TRUNCATED_IMAGES must not make us index grey-padded
+    half images: the file is refused, the reason names the flag, and the flag is left alone."""
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    for data in (hostile.truncated_jpeg(), hostile.truncated_png()):
+        err = refused(data)
+        assert "LOAD_TRUNCATED_IMAGES" in err.reason
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+
+def test_in_memory_image_decodes_while_load_truncated_images_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image with no pixels left to decode (built in memory) has nothing to guess."""
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    assert pixel(decode_image(Image.new("RGB", (3, 3), RED)), 1, 1) == RED
+
+
+def test_decoding_never_turns_load_truncated_images_on(hostile: Any) -> None:
+    """After decoding good and truncated files the global is still off."""
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    refused(hostile.truncated_jpeg())
+    decode_image(hostile.encode(hostile.blocks(1), "JPEG"))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+# ----------------------------------------------------------------- sources
+
+
+def test_path_bytes_and_pil_sources_agree(tmp_path: Path, hostile: Any) -> None:
+    """A path, its bytes and the opened PIL image decode to the same pixels."""
+    img = hostile.blocks(6)
+    path = tmp_path / "a.png"
+    path.write_bytes(hostile.encode(img, "PNG"))
+    arrays = [np.asarray(decode_image(s).image) for s in (path, str(path), path.read_bytes(), Image.open(path))]
+    for arr in arrays[1:]:
+        assert np.array_equal(arr, arrays[0])
+
+
+def test_bytes_errors_use_the_given_name(hostile: Any) -> None:
+    """Errors for in-memory input name what the caller called it, or describe the bytes."""
+    assert refused(hostile.text(), name="upload.jpg").path == "upload.jpg"
+    assert refused(b"xx").path == "<2 bytes>"
