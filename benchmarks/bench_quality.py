@@ -28,35 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import samples  # noqa: E402
 
 import lookalike  # noqa: E402
-from lookalike.apps.evaluate import image_retrieval, text_retrieval_map  # noqa: E402
-from lookalike.images.decode import decode_image  # noqa: E402
-
-
-def colour_histogram(paths: list[Path], bins: int = 8) -> np.ndarray:
-    """Joint RGB histogram (bins^3), square-rooted (Hellinger) and L2-normalised."""
-    out = []
-    for p in paths:
-        img = decode_image(p, min_side=128).image.resize((128, 128))
-        q = (np.asarray(img, dtype=np.uint16) * bins // 256).reshape(-1, 3)
-        idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-        h = np.sqrt(np.bincount(idx, minlength=bins**3).astype(np.float32))
-        out.append(h / np.linalg.norm(h))
-    return np.stack(out)
-
-
-def raw_pixels(paths: list[Path], side: int = 16) -> np.ndarray:
-    """Raw side x side RGB pixels, mean-centred and L2-normalised."""
-    out = []
-    for p in paths:
-        v = np.asarray(decode_image(p).image.resize((side, side)), dtype=np.float32).reshape(-1)
-        v -= v.mean()
-        out.append(v / (np.linalg.norm(v) + 1e-8))
-    return np.stack(out)
-
-
-def category_query(label: str) -> str:
-    """'food/meats_and_eggs' -> 'meats and eggs': the words a person would type."""
-    return label.rsplit("/", 1)[-1].replace("_", " ")
+from lookalike.apps.evaluate import (  # noqa: E402
+    colour_histogram,
+    image_retrieval,
+    raw_pixels,
+    text_retrieval_map,
+)
 
 
 def main() -> None:
@@ -96,7 +73,7 @@ def main() -> None:
     print(f"\nlite / colour histogram: kNN@1 x{rows[0][1].knn1 / base.knn1:.2f}, mAP x{rows[0][1].map / base.map:.2f}")
 
     queries = sorted(data)
-    text = model.encode_text([category_query(q) for q in queries])
+    text = model.encode_text([samples.category_query(q) for q in queries])
     text_map = text_retrieval_map(text, queries, lite, labels)
     chance = float(np.mean([len(data[q]) / len(paths) for q in queries]))
     print("\ntext -> image (query = category name, e.g. 'birds', 'meats and eggs')")

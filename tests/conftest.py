@@ -2,35 +2,22 @@
 
 Real sample images come from Debian packages fetched and cached by ``tools/samples.py``
 (``~/.cache/lookalike/samples`` unless ``$LOOKALIKE_SAMPLES_DIR`` says otherwise). Tests that
-need them use the ``clipart`` / ``photos`` fixtures; where apt-get is unavailable they skip,
+need them use the ``clipart_labelled`` / ``photo_sources`` fixtures; where apt-get is unavailable they skip,
 except under CI, where a missing sample set is a failure.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+import support
+from support import make_image
 
-
-def _load_samples_module():
-    spec = importlib.util.spec_from_file_location("lookalike_samples", ROOT / "tools" / "samples.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-samples = _load_samples_module()
+samples = support.samples
 
 
 def _need(fn: Callable, *args, **kwargs):
@@ -60,16 +47,6 @@ def lite_model():
     import lookalike
 
     return lookalike.load_model("lite", device="cpu")
-
-
-def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str | None = None) -> Path:
-    """Write a small distinct image (random blocks of colour) and return its path."""
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    img = Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format=fmt)
-    return path
 
 
 @pytest.fixture

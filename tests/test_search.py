@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_image
+from support import make_image
 from lookalike import search as search_mod
 from lookalike.errors import QueryError, UnreadableImage
 from lookalike.search import Query, Term, parse_query, query_vector

@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -81,7 +81,7 @@ ALL_PACKAGES: tuple[str, ...] = (CLIPART_PACKAGE, *PHOTO_PACKAGES)
 #: grab-bag with no visual meaning. Keeping them would let a classifier score
 #: on near-duplicate look-alikes rather than on semantic categories.
 CLIPART_EXCLUDED_TREES: tuple[str, ...] = (
-    "computer/icons",  # ~1,800 desktop-theme icons: one style per theme, 60-px glyphs
+    "computer/icons",  # ~1,500 desktop-theme icons: one style per theme, many 60-px glyphs
     "computer/buttons",  # the same glossy arrow/ball/pill in six colours
     "shapes",  # stars (1,378), arrows, callouts, flowchart, jigsaw: bare geometry
     "special",  # background patterns, gradients, layout examples
@@ -90,7 +90,7 @@ CLIPART_EXCLUDED_TREES: tuple[str, ...] = (
     "signs_and_symbols/map_symbols",  # AIGA pictograms, each twice (boxed/plain)
     "signs_and_symbols/flags/semaphore",  # 30 copies of one hand-flag template
     "recreation/games/cards",  # playing-card decks: 4 x 54 near-identical cards
-    "recreation/party",  # mostly one balloon in 13 colours
+    "recreation/party",  # mostly the same balloons in a dozen colours
     "people/smilies",  # one smiley face with different expressions
     "people/stickmen",  # one stick figure in different poses
     "unsorted",  # no label by definition
@@ -143,8 +143,8 @@ PHOTO_CHUNK = 24
 
 #: Name of the marker file that says a generated folder is complete.
 COMPLETE_MARKER = ".complete"
-#: Marker written while a folder is being generated (same content as
-#: :data:`COMPLETE_MARKER`); lets an interrupted run resume.
+#: Marker written while a folder is being generated (it holds the parameters);
+#: lets an interrupted run with the same parameters resume.
 PARTIAL_MARKER = ".partial"
 #: Bump when the generation recipe changes, so old folders get regenerated.
 RECIPE_VERSION = 1
@@ -177,17 +177,19 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
+def _locked(lock_file: Path) -> Iterator[int]:
     """Hold an exclusive ``flock`` on *lock_file* for the ``with`` body.
 
-    ``flock`` locks die with the process, so a killed run never leaves a
-    stale lock behind (unlike lock files created with O_EXCL).
+    Yields the lock's file descriptor. ``flock`` locks go away with the last
+    process holding the descriptor, so a killed run never leaves a stale
+    lock behind (unlike lock files created with O_EXCL); and a child given
+    the descriptor keeps the lock held until it exits (see :func:`_run`).
     """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield handle.fileno()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -197,40 +199,53 @@ def _package_marker(root: Path) -> Path:
     return root / ".package.json"
 
 
-def _run(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run *cmd* in *cwd*, capturing its output (apt is chatty on stderr)."""
+def _run(cmd: Sequence[str], cwd: Path, lock_fd: int) -> subprocess.CompletedProcess[str]:
+    """Run *cmd* in *cwd*, capturing its output (apt is chatty on stderr).
+
+    The child inherits the lock descriptor *lock_fd*: if we are killed, an
+    orphaned ``apt-get`` or ``dpkg`` keeps writing into our temporary
+    directory, and holding the lock until it exits stops the next run from
+    starting alongside it.
+    """
     return subprocess.run(
         list(cmd),
         cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
+        pass_fds=(lock_fd,),
         # apt-get must not stop to ask anything, and its messages should be
         # in English so that the errors we pass on are readable.
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"},
     )
 
 
-def _apt_download(name: str, dest: Path) -> Path:
+def _required_tools(name: str) -> tuple[str, str]:
+    """Return the paths of apt-get and dpkg, or explain what is missing."""
+    apt_get, dpkg = shutil.which("apt-get"), shutil.which("dpkg")
+    if apt_get is None or dpkg is None:
+        missing = " and ".join(tool for tool, path in (("apt-get", apt_get), ("dpkg", dpkg)) if path is None)
+        raise SamplesUnavailable(
+            f"cannot fetch sample package {name!r}: {missing} not found on PATH. "
+            f"The sample images come from Debian packages, so this needs a Debian/Ubuntu "
+            f"machine (apt-get and dpkg) that can reach a package mirror, or "
+            f"${ENV_CACHE_DIR} pointing at a cache that already holds debs/{name}/."
+        )
+    return apt_get, dpkg
+
+
+def _apt_download(name: str, dest: Path, apt_get: str, lock_fd: int) -> Path:
     """Download the .deb of package *name* into *dest* and return its path.
 
     On a fresh machine the apt lists may be empty, so a failed download is
     retried once after ``apt-get update``.
     """
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        raise SamplesUnavailable(
-            f"cannot fetch sample package {name!r}: apt-get is not available. "
-            f"The samples come from Debian packages; run on a Debian/Ubuntu machine "
-            f"with access to a package mirror, or point ${ENV_CACHE_DIR} at a cache "
-            f"that already holds debs/{name}/."
-        )
-    result = _run([apt_get, "download", name], cwd=dest)
+    result = _run([apt_get, "download", name], dest, lock_fd)
     if result.returncode != 0:
-        update = _run([apt_get, "update", "-qq"], cwd=dest)
-        result = _run([apt_get, "download", name], cwd=dest)
+        update = _run([apt_get, "update", "-qq"], dest, lock_fd)
+        result = _run([apt_get, "download", name], dest, lock_fd)
         if result.returncode != 0:
-            hint = "" if update.returncode == 0 else f" (apt-get update also failed: {update.stderr.strip()[-500:]})"
+            hint = "" if update.returncode == 0 else f" (apt-get update failed too: {update.stderr.strip()[-500:]})"
             raise SamplesUnavailable(
                 f"apt-get download {name} failed: {result.stderr.strip()[-1000:]}{hint}. "
                 f"A Debian package mirror must be reachable (and apt-get update may need root)."
@@ -260,25 +275,23 @@ def fetch_package(name: str) -> Path:
     # rename of a finished tree.
     if _package_marker(root).is_file():
         return root
-    with _locked(debs_dir / f".{name}.lock"):
+    apt_get, dpkg = _required_tools(name)
+    with _locked(debs_dir / f".{name}.lock") as lock_fd:
         if _package_marker(root).is_file():  # another process finished it
             return root
-        # Left-overs of runs that were killed while holding this lock.
+        # Left-overs of killed runs (their children have exited: we hold the lock).
         for stale in debs_dir.glob(f".tmp-{name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         if root.exists():  # a tree without marker is not ours to trust
             shutil.rmtree(root)
-        dpkg = shutil.which("dpkg")
-        if dpkg is None:
-            raise SamplesUnavailable(f"cannot unpack sample package {name!r}: dpkg is not available")
         # The temporary directory lives inside the cache so that the final
         # rename stays on one file system (and therefore is atomic).
         with tempfile.TemporaryDirectory(prefix=f".tmp-{name}-", dir=debs_dir) as tmp:
             download_dir = Path(tmp) / "download"
             unpack_dir = Path(tmp) / "root"
             download_dir.mkdir()
-            deb = _apt_download(name, download_dir)
-            result = _run([dpkg, "-x", str(deb), str(unpack_dir)], cwd=Path(tmp))
+            deb = _apt_download(name, download_dir, apt_get, lock_fd)
+            result = _run([dpkg, "-x", str(deb), str(unpack_dir)], Path(tmp), lock_fd)
             if result.returncode != 0:
                 raise SamplesUnavailable(f"dpkg -x {deb.name} failed: {result.stderr.strip()[-1000:]}")
             _package_marker(unpack_dir).write_text(
@@ -366,6 +379,12 @@ def _clipart_classes() -> dict[str, list[Path]]:
         if label is not None:
             classes.setdefault(label, []).append(path)
     return dict(sorted(classes.items()))
+
+
+
+def category_query(label: str) -> str:
+    """The words a person would type for a clip-art category: 'food/meats_and_eggs' -> 'meats and eggs'."""
+    return label.rsplit("/", 1)[-1].replace("_", " ")
 
 
 def clipart_labelled(
@@ -819,7 +838,9 @@ def make_photo_folder(
     return files
 
 
-def _photo_jobs(dest: Path, plans: Sequence[_PhotoPlan], skip_existing: bool) -> list[tuple[str, list[_PhotoPlan], bool]]:
+def _photo_jobs(
+    dest: Path, plans: Sequence[_PhotoPlan], skip_existing: bool
+) -> list[tuple[str, list[_PhotoPlan], bool]]:
     """Group *plans* by source into jobs of at most :data:`PHOTO_CHUNK`.
 
     Grouping lets a worker decode a source once for several photos; capping

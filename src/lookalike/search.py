@@ -240,8 +240,8 @@ def search_collection(
     if k < 1:
         raise QueryError(f"k must be at least 1, not {k}")
     vector = query_vector(coll, query)
-    ids, vec_rows = coll.searchable(under)
-    scores, positions = exact_topk(coll.vectors(), vector, k, rows=vec_rows)
+    ids, vec_rows, vectors = coll.search_arrays(under)
+    scores, positions = exact_topk(vectors, vector, k, rows=vec_rows)
     hit_ids = [int(ids[p]) for p in positions[0]]
     rows = coll.db.get_many(hit_ids)
     hits = [Hit(i, rows[i].path, float(s)) for i, s in zip(hit_ids, scores[0]) if i in rows]

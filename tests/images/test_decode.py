@@ -8,13 +8,22 @@ or quietly substitute other pixels.
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile, PngImagePlugin
+from PIL import (
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
 
 import lookalike.images.decode as decode_mod
 from lookalike.errors import LookalikeError, UnreadableImage
@@ -127,23 +136,36 @@ def test_png_bomb_refused_before_decoding(tmp_path: Path, png_bomb_bytes: bytes,
     assert mem.growth < 200 * 2**20, f"grew {mem.growth / 2**20:.0f} MB"
 
 
-def test_cap_is_checked_before_any_pixel_is_loaded(hostile: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "params"),
+    [("PNG", {}), ("JPEG", {}), ("TIFF", {}), ("GIF", {"save_all": True}), ("WEBP", {"save_all": True}),
+     ("PNG", {"save_all": True})],
+    ids=["png", "jpeg", "tiff", "animated-gif", "animated-webp", "apng"],
+)
+def test_cap_is_checked_before_any_pixel_is_loaded(
+    hostile: Any, monkeypatch: pytest.MonkeyPatch, fmt: str, params: dict[str, Any]
+) -> None:
     """Regression: PNG's getexif() decodes the whole image, and it ran before the pixel cap,
-    so a PNG over ``max_pixels`` was fully decoded before being refused."""
-    loads: list[tuple[int, int]] = []
-    original_load = PngImagePlugin.PngImageFile.load
+    so a PNG over ``max_pixels`` was fully decoded before being refused. No format may load
+    pixels before the cap is checked."""
+    loads: list[str] = []
+    for cls in (ImageFile.ImageFile, PngImagePlugin.PngImageFile, GifImagePlugin.GifImageFile,
+                WebPImagePlugin.WebPImageFile, JpegImagePlugin.JpegImageFile, TiffImagePlugin.TiffImageFile):
+        original = cls.load
 
-    def spy(self: PngImagePlugin.PngImageFile) -> Any:
-        loads.append(self.size)
-        return original_load(self)
+        def spy(self: Image.Image, _original: Any = original) -> Any:
+            loads.append(type(self).__name__)
+            return _original(self)
 
-    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", spy)
-    data = hostile.encode(hostile.blocks(3, (100, 100)), "PNG")
+        monkeypatch.setattr(cls, "load", spy)
+    frames = [hostile.blocks(3, (100, 100)), hostile.blocks(4, (100, 100))]
+    extra = {"append_images": frames[1:]} if params else {}
+    data = hostile.encode(frames[0], fmt, **params, **extra)
     err = refused(data, max_pixels=5000)
     assert "100x100 = 10,000 pixels exceeds the cap of 5,000" in err.reason
     assert loads == []
     decode_image(data)  # under the cap the same file decodes (and the spy sees it)
-    assert loads and set(loads) == {(100, 100)}
+    assert loads
 
 
 def test_pillow_global_limit_does_not_override_max_pixels(hostile: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -442,3 +464,102 @@ def test_bytes_errors_use_the_given_name(hostile: Any) -> None:
     """Errors for in-memory input name what the caller called it, or describe the bytes."""
     assert refused(hostile.text(), name="upload.jpg").path == "upload.jpg"
     assert refused(b"xx").path == "<2 bytes>"
+
+
+# ----------------------------------------------------------------- robustness
+
+
+def test_truncated_animated_gif_never_escapes_as_another_exception(hostile: Any) -> None:
+    """Regression: an animated GIF cut short after its first frame made Pillow raise a bare
+    IndexError (from the is_animated probe), which escaped decode_image and would abort a
+    whole indexing run. Every cut must give the first frame or UnreadableImage."""
+    data = hostile.animated("GIF")
+    reasons = []
+    for cut in range(1, len(data)):
+        try:
+            decoded = decode_image(data[:cut])
+        except UnreadableImage as err:
+            reasons.append(err.reason)
+        else:
+            assert_close(pixel(decoded, 15, 15), RED, tol=2)
+    assert any(r.startswith("truncated or corrupt file (index out of range") for r in reasons)
+
+
+@pytest.mark.parametrize(("stage", "error"), [("_open", RuntimeError), ("load", KeyError)])
+def test_unexpected_plugin_error_becomes_unreadable(
+    hostile: Any, monkeypatch: pytest.MonkeyPatch, stage: str, error: type[Exception]
+) -> None:
+    """Any exception a format plugin raises on malformed data, while opening or decoding,
+    becomes UnreadableImage naming the exception type, instead of ending an indexing run."""
+
+    def broken(self: Any) -> None:
+        raise error("unexpected tag")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, stage, broken)
+    err = refused(hostile.encode(hostile.blocks(1), "PNG"))
+    assert error.__name__ in err.reason and "unexpected tag" in err.reason
+
+
+def _open_fds_to(path: Path) -> list[str]:
+    fd_dir = Path("/proc/self/fd")
+    found = []
+    for fd in fd_dir.iterdir():
+        try:
+            if Path(os.readlink(fd)) == path:
+                found.append(fd.name)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_failed_decode_releases_file_and_pixels(tmp_path: Path, hostile: Any) -> None:
+    """Regression: a failed decode's traceback kept the opened image alive (its open file and
+    any pixels already allocated) for as long as the caller held the error, which the indexer
+    does for a whole batch of failures."""
+    path = tmp_path / "cut.png"
+    path.write_bytes(hostile.truncated_png())
+    with pytest.raises(UnreadableImage) as info:
+        decode_image(path)
+    held = info.value  # keep the error (and its traceback) alive, as the indexer does
+    assert _open_fds_to(path) == []
+    frame_images = [
+        value for tb in _walk_tb(held.__traceback__) for value in tb.tb_frame.f_locals.values()
+        if isinstance(value, Image.Image)
+    ]
+    assert frame_images, "expected the opened image among the traceback's locals"
+    for img in frame_images:
+        with pytest.raises(ValueError, match="closed image"):
+            img.getpixel((0, 0))
+
+
+def _walk_tb(tb: Any) -> list[Any]:
+    out = []
+    while tb is not None:
+        out.append(tb)
+        tb = tb.tb_next
+    return out
+
+
+def test_decoded_multi_frame_file_is_closed(tmp_path: Path, hostile: Any) -> None:
+    """A multi-frame file (which Pillow keeps open after load) is closed once decoded."""
+    path = tmp_path / "anim.webp"
+    path.write_bytes(hostile.animated("WEBP"))
+    decoded = decode_image(path)
+    assert _open_fds_to(path) == []
+    assert_close(pixel(decoded, 3, 3), RED, tol=2)
+
+
+def test_file_vanishing_while_identified_is_still_unreadable(
+    tmp_path: Path, hostile: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: when a file disappeared (or its share dropped) between opening and the
+    empty-file check, the raw OSError escaped instead of UnreadableImage."""
+    path = tmp_path / "flaky.jpg"
+    path.write_bytes(hostile.text())
+
+    def gone(_: Any) -> int:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(decode_mod.os.path, "getsize", gone)
+    assert refused(path).reason.startswith("not an image")

@@ -80,7 +80,9 @@ def folder(tmp_path: Path, hostile: Any, png_bomb_bytes: bytes) -> HostileFolder
     return build_hostile_folder(tmp_path / "photos", hostile, png_bomb_bytes)
 
 
-def test_hostile_folder_is_indexed_safely(tmp_path: Path, folder: HostileFolder, lite_model: Any, peak_rss: Any) -> None:
+def test_hostile_folder_is_indexed_safely(
+    tmp_path: Path, folder: HostileFolder, lite_model: Any, peak_rss: Any
+) -> None:
     """Guards the whole decode path in production use: the run completes; bad files are
     failures with reasons and no vectors; every readable file (CMYK, 16-bit, animated,
     rotated, unicode, mis-named, 182 MP) is indexed; the loop and broken link are skipped;

@@ -1,4 +1,4 @@
-"""Fixtures shared by the model tests: the root conftest's image helper, and real photos by name."""
+"""Fixtures shared by the model tests: the image helper, and real photos by name."""
 
 from __future__ import annotations
 
@@ -7,20 +7,12 @@ from typing import Callable
 
 import pytest
 
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-
+import support
 
 @pytest.fixture(scope="session")
-def make_image(pytestconfig: pytest.Config) -> Callable[..., Path]:
-    """``make_image(path, seed, size=(96, 80))`` from tests/conftest.py, found among the loaded plugins.
-
-    Importing it as ``conftest`` would be ambiguous: several test folders have a conftest.py.
-    """
-    for plugin in pytestconfig.pluginmanager.get_plugins():
-        file = getattr(plugin, "__file__", None)
-        if file and Path(file).resolve() == ROOT_CONFTEST and hasattr(plugin, "make_image"):
-            return plugin.make_image
-    pytest.fail("tests/conftest.py (which defines make_image) is not loaded")
+def make_image() -> Callable[..., Path]:
+    """``make_image(path, seed, size=(96, 80))`` from tests/support.py, as a fixture."""
+    return support.make_image
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
-from conftest import make_image
+from support import make_image
 from lookalike.errors import CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, QueryError
 from lookalike.store import indexer
 from lookalike.store.collection import Collection
@@ -195,6 +195,24 @@ def test_copy_reuses_vector(indexed: tuple[Collection, Path], no_model_calls: No
     assert all(h.score == pytest.approx(1.0, abs=1e-5) for h in top2)
 
 
+def test_copies_within_one_run_are_embedded_once(image_folder: Callable[..., Path], model: Any,
+                                                 tmp_path: Path) -> None:
+    """Regression: copies met in the same run as their original (e.g. 'a.jpg' and 'a (1).jpg' side by side)
+    were embedded again because workers decode ahead of the hash registry; they must reuse the row."""
+    folder = image_folder(6)
+    images = _images(folder)
+    copies = [folder / "sub0" / "img_0000 (1).jpg", folder / "sub2" / "zz_copy.png", folder / "sub2" / "zz_copy2.png"]
+    shutil.copy(images[0], copies[0])
+    shutil.copy(images[1], copies[1])
+    shutil.copy(images[1], copies[2])
+    with Collection.create(tmp_path / "c.lkl", model=model) as coll:
+        report = coll.add([folder])
+        assert (report.added, report.copied, report.embedded) == (6, 3, 6)
+        assert coll.vector_rows == 6 and len(coll) == 9
+        assert _row(coll, copies[0]).vec_row == _row(coll, images[0]).vec_row
+        assert _row(coll, copies[1]).vec_row == _row(coll, copies[2]).vec_row == _row(coll, images[1]).vec_row
+
+
 def test_deleted_file_leaves_search(indexed: tuple[Collection, Path], no_model_calls: None) -> None:
     """Guards deletions: the row is removed, its id is unknown, and it no longer appears in results."""
     coll, folder = indexed
@@ -270,15 +288,13 @@ def test_failed_file_recorded_not_retried_then_fixed(indexed: tuple[Collection, 
     failed_id = _row(coll, bad).id
 
     decoded: list[str] = []
-    from lookalike.store import indexer as ix
-
-    real_decode = ix.decode_image
+    real_decode = indexer.decode_image
 
     def spy_decode(data: Any, **kw: Any) -> Any:
         decoded.append(kw.get("name", ""))
         return real_decode(data, **kw)
 
-    monkeypatch.setattr(ix, "decode_image", spy_decode)
+    monkeypatch.setattr(indexer, "decode_image", spy_decode)
     quiet = coll.add([folder])
     assert quiet.failed == [] and quiet.unchanged == N + 1 and decoded == []
 
@@ -419,6 +435,42 @@ def test_compaction_shrinks_and_keeps_vectors(indexed: tuple[Collection, Path],
     # Survives reopening: the new generation is what the database points at.
     with Collection.open(coll.path) as again:
         assert again.vectors_file.path.name == "vectors-1.f32" and len(again) == len(keep)
+
+
+def test_search_racing_a_compaction_stays_consistent(indexed: tuple[Collection, Path], model: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a search whose row list was read just before another writer compacted must not pair
+    old row numbers with the renumbered vector file (wrong hits or an IndexError)."""
+    coll, folder = indexed
+    monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
+    images = _images(folder)
+    keep = images[::5]
+    keep_vecs = {str(p): _vector(coll, p) for p in keep}
+    for p in images:
+        if p not in keep:
+            p.unlink()
+    reader = Collection.open(coll.path)
+    real = reader.db.searchable
+    raced = []
+
+    def searchable_then_compact(under: Any = ()) -> Any:
+        result = real(under)
+        if not raced:  # another writer sweeps and compacts right after the reader listed the rows
+            raced.append(coll.add([folder]))
+        return result
+
+    monkeypatch.setattr(reader.db, "searchable", searchable_then_compact)
+    try:
+        probe = keep_vecs[str(keep[1])]
+        hits = reader.search(probe, k=N)
+        assert raced and raced[0].removed == N - len(keep)
+        assert coll.vectors_file.path.name == "vectors-1.f32"
+        assert sorted(h.path for h in hits) == sorted(keep_vecs)
+        assert hits[0].path == str(keep[1]) and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        for p, vec in keep_vecs.items():
+            np.testing.assert_array_equal(reader.get_vectors([_row(reader, Path(p)).id])[0], vec)
+    finally:
+        reader.close()
 
 
 def test_no_compaction_below_threshold(indexed: tuple[Collection, Path], no_model_calls: None) -> None:

@@ -12,7 +12,16 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["RetrievalScores", "image_retrieval", "text_retrieval_map", "average_precision"]
+from ..images.decode import ImageSource, decode_image
+
+__all__ = [
+    "RetrievalScores",
+    "image_retrieval",
+    "text_retrieval_map",
+    "average_precision",
+    "colour_histogram",
+    "raw_pixels",
+]
 
 
 @dataclass(frozen=True)
@@ -63,3 +72,29 @@ def text_retrieval_map(query_vectors: np.ndarray, query_labels: Sequence[object]
     order = np.argsort(-sims, axis=1, kind="stable")
     aps = [average_precision(img_labels[row] == str(lab)) for row, lab in zip(order, query_labels)]
     return float(np.mean(aps))
+
+
+# Baselines: what any learned embedding must beat to be worth its compute. Both return
+# L2-normalised float32 rows, like a model, so the same metrics apply.
+
+
+def colour_histogram(images: Sequence[ImageSource], bins: int = 8) -> np.ndarray:
+    """Joint RGB histograms (``bins**3``), square-rooted (Hellinger) and L2-normalised."""
+    out = np.empty((len(images), bins**3), dtype=np.float32)
+    for i, src in enumerate(images):
+        img = decode_image(src, min_side=128).image.resize((128, 128))
+        q = (np.asarray(img, dtype=np.uint16) * bins // 256).reshape(-1, 3)
+        idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+        h = np.sqrt(np.bincount(idx, minlength=bins**3).astype(np.float32))
+        out[i] = h / np.linalg.norm(h)
+    return out
+
+
+def raw_pixels(images: Sequence[ImageSource], side: int = 16) -> np.ndarray:
+    """Raw ``side x side`` RGB pixels, mean-centred and L2-normalised."""
+    out = np.empty((len(images), side * side * 3), dtype=np.float32)
+    for i, src in enumerate(images):
+        v = np.asarray(decode_image(src, min_side=side).image.resize((side, side)), dtype=np.float32).reshape(-1)
+        v -= v.mean()
+        out[i] = v / (np.linalg.norm(v) + 1e-8)
+    return out

@@ -91,6 +91,16 @@ def _describe(source: ImageSource) -> str:
     return f"<PIL.Image {getattr(source, 'mode', '?')} {getattr(source, 'size', '?')}>"
 
 
+def _is_empty(source: bytes | str) -> bool:
+    """True for empty bytes or a 0-byte file (a file that vanished since is not 'empty')."""
+    if isinstance(source, bytes):
+        return not source
+    try:
+        return os.path.getsize(source) == 0
+    except OSError:
+        return False
+
+
 def _sniff(source: bytes | str) -> str | None:
     """The format a file's first bytes announce (PNG, JPEG...), or None."""
     if isinstance(source, bytes):
@@ -140,9 +150,7 @@ def _open(source: ImageSource, name: str) -> Image.Image:
     except PermissionError:
         raise UnreadableImage(name, "permission denied") from None
     except UnidentifiedImageError:
-        if isinstance(source, bytes) and len(source) == 0 or (
-            not isinstance(source, bytes) and os.path.getsize(fp) == 0  # type: ignore[arg-type]
-        ):
+        if _is_empty(source if isinstance(source, bytes) else fp):  # type: ignore[arg-type]
             raise UnreadableImage(name, "empty file (0 bytes)") from None
         suffix = Path(name).suffix.lower()
         if suffix in (".heic", ".heif", ".avif") and not heif_available():
@@ -163,6 +171,8 @@ def _open(source: ImageSource, name: str) -> Image.Image:
         if "truncat" in msg.lower() or isinstance(exc, (EOFError, struct.error)):
             raise UnreadableImage(name, f"truncated or corrupt file ({msg})") from None
         raise UnreadableImage(name, f"cannot open: {msg}") from None
+    except Exception as exc:  # a plugin tripping over malformed data must not end a whole run
+        raise UnreadableImage(name, f"cannot open: {type(exc).__name__}: {exc}") from None
 
 
 def _apply_draft(img: Image.Image, min_side: int) -> None:
@@ -216,7 +226,8 @@ def decode_image(
     Args:
         source: what to decode.
         min_side: the decoder may shrink the image while its short side stays >= this
-            (JPEG only; 0 disables it).
+            (JPEG files and bytes only; 0 disables it). A PIL image passed in is used as it
+            is, current frame included, and never modified.
         max_pixels: refuse images with more pixels than this, before decoding them.
         name: how to refer to the image in errors (defaults to the path).
 
@@ -226,6 +237,20 @@ def decode_image(
     label = name or _describe(source)
     owned = not isinstance(source, Image.Image)  # the caller's image is never modified
     img = _open(source, label)
+    try:
+        decoded = _decode(img, label, owned=owned, min_side=min_side, max_pixels=max_pixels)
+    except UnreadableImage:
+        # The error (and its traceback, which keeps this frame alive) may be held for a
+        # while by callers collecting failures; release the file and any pixels now.
+        if owned:
+            img.close()
+        raise
+    if owned and decoded.image is not img:
+        img.close()  # multi-frame files keep their file open until closed
+    return decoded
+
+
+def _decode(img: Image.Image, label: str, *, owned: bool, min_side: int, max_pixels: int) -> DecodedImage:
     try:
         if owned and getattr(img, "is_animated", False):
             img.seek(0)
@@ -258,8 +283,11 @@ def decode_image(
         raise
     except Image.DecompressionBombError as exc:
         raise UnreadableImage(label, f"decompression bomb refused ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error, IndexError) as exc:
+        # IndexError: Pillow's GIF reader indexes past the end of a truncated file.
         msg = str(exc) or type(exc).__name__
-        if "truncat" in msg.lower() or isinstance(exc, (EOFError, struct.error)):
+        if "truncat" in msg.lower() or isinstance(exc, (EOFError, struct.error, IndexError)):
             raise UnreadableImage(label, f"truncated or corrupt file ({msg})") from None
         raise UnreadableImage(label, f"cannot decode: {msg}") from None
+    except Exception as exc:  # a plugin tripping over malformed data must not end a whole run
+        raise UnreadableImage(label, f"cannot decode: {type(exc).__name__}: {exc}") from None

@@ -203,7 +203,8 @@ _BACKEND_ALIASES = {"open_clip": "openclip", "open-clip": "openclip", "clip": "o
 def _backend_hint(backend: str, rest: str) -> str:
     """' Did you mean 'openclip:REST'?' for an alias or a misspelt backend, else ''."""
     if backend in ("hf-hub", "local-dir"):
-        return f" A {backend}: name needs a backend in front: 'openclip:{backend}:{rest}' or 'timm:{backend}:{rest}'."
+        return (f" A {backend}: name needs a backend in front: "
+                f"'openclip:{backend}:{rest}' or 'timm:{backend}:{rest}'.")
     target = _BACKEND_ALIASES.get(backend)
     if target is None:
         near = difflib.get_close_matches(backend, ["openclip", "timm", *_BACKEND_ALIASES], n=1, cutoff=0.6)

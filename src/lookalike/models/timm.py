@@ -98,7 +98,8 @@ class TimmModel(EmbeddingModel):
             return cls(spec.canonical, f"hf-hub:{spec.name}", device)
         if spec.source == "local":
             folder = Path(spec.name)
-            return cls(spec.canonical, f"local-dir:{folder}", device, identity=local_folder_identity(folder, "config.json", _CHECKPOINT_GLOBS))
+            identity = local_folder_identity(folder, "config.json", _CHECKPOINT_GLOBS)
+            return cls(spec.canonical, f"local-dir:{folder}", device, identity=identity)
         name = spec.name + (f".{spec.tag}" if spec.tag else "")
         return cls(spec.canonical, name, device)
 

@@ -41,6 +41,13 @@ class Prepared(Generic[T]):
     height: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def failed(cls, item: T, error: UnreadableImage, **extra: Any) -> "Prepared[T]":
+        """A failed item. The traceback is dropped: it would pin the worker's frame, and with
+        it the file's bytes, for as long as the error waits in the batch buffer."""
+        error.__traceback__ = None
+        return cls(item, error=error, extra=extra)
+
 
 def prepare_image(model: "EmbeddingModel", source: ImageSource, *, name: str | None = None) -> Prepared[Any]:
     """Decode and preprocess one image for ``model``; failures are returned, not raised."""
@@ -48,7 +55,7 @@ def prepare_image(model: "EmbeddingModel", source: ImageSource, *, name: str | N
         decoded = decode_image(source, min_side=model.preprocess.min_decode_side, name=name)
         pixels = model.image_transform(decoded.image)
     except UnreadableImage as exc:
-        return Prepared(source, error=exc)
+        return Prepared.failed(source, exc)
     return Prepared(source, pixels=pixels, width=decoded.width, height=decoded.height)
 
 

@@ -21,7 +21,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .indexer import AddReport
 
 __all__ = ["Collection", "CollectionInfo"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("lookalike")
 
@@ -198,9 +200,8 @@ class Collection:
         Raises:
             QueryError: an id is unknown or its image failed to embed.
         """
-        rows = self.db.get_many(list(ids))
+        rows, mm = self._consistent_read(lambda: self.db.get_many(list(ids)))
         out = np.empty((len(ids), self.manifest.dim), dtype=np.float32)
-        mm = self.vectors()
         for i, item_id in enumerate(ids):
             row = rows.get(int(item_id))
             if row is None:
@@ -316,6 +317,33 @@ class Collection:
         if self._search_cache is None or self._search_cache[:2] != key:
             self._search_cache = (version, folders, self.db.searchable(folders))
         return self._search_cache[2]
+
+    def search_arrays(self, under: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, vec_rows, vectors)`` from one consistent moment, for ranking.
+
+        Reading the rows and the vector file separately could pair row numbers from before a
+        concurrent compaction with the renumbered file written by it.
+        """
+        (ids, rows), vectors = self._consistent_read(lambda: self.searchable(under))
+        return ids, rows, vectors
+
+    def _consistent_read(self, read: "Callable[[], T]", attempts: int = 5) -> "tuple[T, np.ndarray]":
+        """Run ``read()`` and map the vector file within one database snapshot.
+
+        A compaction that commits meanwhile deletes the file the snapshot names; then the map
+        cannot be opened and the read is retried on a fresh snapshot.
+        """
+        for attempt in range(attempts):
+            try:
+                with self.db.snapshot():
+                    result = read()
+                    return result, self.vectors()
+            except FileNotFoundError:
+                if attempt == attempts - 1:
+                    raise CollectionError(
+                        f"{self.path}: the vector file kept changing while reading it; try again"
+                    ) from None
+        raise AssertionError("unreachable")
 
     def search(self, query: "QueryLike", k: int = 10, *, min_score: float | None = None,
                under: Sequence[str] = ()) -> list["Hit"]:

@@ -20,7 +20,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -185,7 +185,7 @@ def _process(
             else:
                 data, digest = f.path, file_hash(f.path)
         except OSError as exc:
-            return Prepared(job, error=UnreadableImage(f.path, f"cannot read: {exc.strerror or exc}"))
+            return Prepared.failed(job, UnreadableImage(f.path, f"cannot read: {exc.strerror or exc}"))
         if row is not None and row.status == "ok" and row.hash == digest:
             return Prepared(job, extra={"hash": digest, "touch": True})
         if digest in hashes:
@@ -194,7 +194,7 @@ def _process(
             decoded = decode_image(data, min_side=min_side, name=f.path)
             pixels = transform(decoded.image)
         except UnreadableImage as exc:
-            return Prepared(job, error=exc, extra={"hash": digest})
+            return Prepared.failed(job, exc, hash=digest)
         return Prepared(job, pixels=pixels, width=decoded.width, height=decoded.height, extra={"hash": digest})
 
     # The model is loaded only when the first batch of pixels is ready, so a run that only
@@ -226,7 +226,24 @@ def _process(
         last_commit = time.monotonic()
         coll.invalidate_cache()
 
-    prepared = ordered_map(prepare, todo, workers=workers, prefetch=batch_size * 2)
+    def skip_repeats(items: Iterable[Prepared[Job]]) -> Iterator[Prepared[Job]]:
+        """Drop the pixels of a file whose content an earlier file of this run brings too.
+
+        Workers prepare files ahead of the loop below, so a copy decoded before its original's
+        vector was registered in ``hashes`` would be embedded again; marked here, in order, it
+        reuses the original's row instead.
+        """
+        seen: set[str] = set()
+        for item in items:
+            digest = item.extra.get("hash")
+            if item.pixels is not None and digest is not None:
+                if digest in seen:
+                    item.pixels = None
+                    item.extra["same_as_earlier"] = True
+                seen.add(digest)
+            yield item
+
+    prepared = skip_repeats(ordered_map(prepare, todo, workers=workers, prefetch=batch_size * 2))
     for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size), start=1):
         f, row = p.item
         digest = p.extra.get("hash")
@@ -238,8 +255,9 @@ def _process(
             assert row is not None
             touched.append((f.size, f.mtime_ns, row.id))
             report.unchanged += 1
-        elif "reuse" in p.extra:
-            vec_row, width, height = p.extra["reuse"]
+        elif "reuse" in p.extra or p.extra.get("same_as_earlier"):
+            # (an earlier file of this run with the same content has registered its row by now)
+            vec_row, width, height = p.extra["reuse"] if "reuse" in p.extra else hashes[digest]
             rows.append((f.path, f.size, f.mtime_ns, digest, width, height, "ok", None, vec_row))
             if row is not None:
                 report.updated += 1

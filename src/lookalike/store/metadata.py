@@ -109,6 +109,14 @@ class MetadataDB:
         """``with db.transaction(): ...`` commits on success and rolls back on error."""
         return _Transaction(self.conn)
 
+    def snapshot(self) -> "_Snapshot":
+        """``with db.snapshot(): ...``: every read inside sees the database as of one moment.
+
+        Concurrent writers still commit (WAL); this connection just does not see them until the
+        block ends. Inside a transaction already open on this connection it adds nothing.
+        """
+        return _Snapshot(self.conn)
+
     def close(self) -> None:
         self.conn.close()
 
@@ -221,6 +229,24 @@ class MetadataDB:
 
     def iter_paths(self) -> Iterator[tuple[int, str]]:
         yield from self.conn.execute("SELECT id, path FROM items ORDER BY id")
+
+
+class _Snapshot:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.owned = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN")
+            # A deferred transaction takes its read snapshot at the first read, so read now.
+            self.conn.execute("SELECT 1 FROM state LIMIT 1").fetchall()
+            self.owned = True
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.owned:
+            self.conn.execute("COMMIT")
 
 
 class _Transaction:

@@ -1,0 +1,326 @@
+"""The `lookalike` command line: index, search, info, models, and how errors are reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from support import make_image
+from lookalike.cli.app import app
+from lookalike.models import registry
+from lookalike.search import parse_query
+from lookalike.store.collection import Collection
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 10
+
+
+@pytest.fixture(scope="module")
+def patched_models(lite_model: Any) -> Iterator[None]:
+    """Make the CLI's load_model("lite") return the session's loaded model instead of loading another."""
+    real = registry.load_model
+
+    def load_model(name: str = "lite", *, device: Any = None) -> Any:
+        if registry.parse_model_name(name).canonical == "lite":
+            return lite_model
+        return real(name, device=device)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry, "load_model", load_model)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def cli_env(patched_models: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No inherited default collection, a private data home, and a wide console for tables."""
+    monkeypatch.delenv("LOOKALIKE_COLLECTION", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, lite_model: Any) -> tuple[Path, Path]:
+    """A folder of N images and a lite collection of it, built once: (folder, collection)."""
+    base = tmp_path_factory.mktemp("cli")
+    folder = base / "pics"
+    for i in range(N):
+        make_image(folder / f"p{i:02d}.png", seed=500 + i)
+    with Collection.create(base / "c.lkl", model=lite_model) as coll:
+        assert coll.add([folder]).added == N
+    return folder, base / "c.lkl"
+
+
+def run(*args: str | Path) -> Any:
+    """Invoke the CLI in-process; stdout and stderr are captured separately."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _assert_clean_error(result: Any, code: int, *fragments: str) -> None:
+    """A failed command: the given exit code, one 'error:' line on stderr, no traceback, nothing on stdout."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected a one-line message, got: {result.stderr!r}"
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def _path_of(coll_path: Path, item_id: int) -> str:
+    with Collection.open(coll_path) as c:
+        return c.item(item_id).path
+
+
+# --------------------------------------------------------------------------- index
+def test_index_creates_then_reports_unchanged(image_folder: Callable[..., Path], tmp_path: Path) -> None:
+    """Guards `index`: creates the collection and prints counts; a second run reports everything unchanged."""
+    folder = image_folder(6)
+    target = tmp_path / "new.lkl"
+    first = run("index", folder, "-c", target)
+    assert first.exit_code == 0, first.output
+    assert (target / "manifest.json").is_file()
+    assert "done" in first.stderr and "6 added" in first.stderr and "0 failed" in first.stderr
+    assert str(target) in first.stderr
+    assert first.stdout == "", "index writes its summary to stderr, keeping stdout for data"
+    second = run("index", folder, "-c", target)
+    assert second.exit_code == 0
+    assert "0 added" in second.stderr and "6 unchanged" in second.stderr
+    with Collection.open(target) as c:
+        assert len(c) == 6
+
+
+def test_index_quiet_prints_nothing(image_folder: Callable[..., Path], tmp_path: Path) -> None:
+    """Guards --quiet: no summary and no progress output."""
+    result = run("index", image_folder(2), "-c", tmp_path / "q.lkl", "--quiet")
+    assert result.exit_code == 0 and result.output == ""
+
+
+def test_index_reports_failed_files(tmp_path: Path) -> None:
+    """Guards failed files during index: a skip line naming the file and reason, counted in the summary."""
+    folder = tmp_path / "f"
+    make_image(folder / "ok.png", seed=1)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = run("index", folder, "-c", tmp_path / "c.lkl")
+    assert result.exit_code == 0
+    assert "1 added" in result.stderr and "1 failed" in result.stderr
+    assert "skip" in result.stderr and "broken.jpg" in result.stderr
+
+
+# --------------------------------------------------------------------------- search
+def test_search_prints_table(built: tuple[Path, Path]) -> None:
+    """Guards the default output: a table with rank, score, id and path, best first."""
+    _, coll = built
+    result = run("search", "id:3", "-c", coll, "-k", "4")
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    assert lines[0].split() == ["rank", "score", "id", "path"]
+    assert len(lines) == 5
+    rank, score, item_id, path = lines[1].split()
+    assert (rank, item_id, path) == ("1", "3", _path_of(coll, 3)) and float(score) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_search_json_lines(built: tuple[Path, Path]) -> None:
+    """Guards --json: one JSON object per line with exactly id, path and score."""
+    _, coll = built
+    result = run("search", "id:2", "-c", coll, "-k", "5", "--json")
+    assert result.exit_code == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 5 and all(set(r) == {"id", "path", "score"} for r in rows)
+    assert rows[0]["id"] == 2 and rows[0]["path"] == _path_of(coll, 2)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+
+def test_search_files_only(built: tuple[Path, Path]) -> None:
+    """Guards -f: bare paths, one per line, nothing else on stdout."""
+    folder, coll = built
+    result = run("search", "id:1", "-c", coll, "-k", "3", "-f")
+    assert result.exit_code == 0
+    paths = result.stdout.splitlines()
+    assert len(paths) == 3 and paths[0] == _path_of(coll, 1)
+    assert all(Path(p).is_file() and Path(p).parent == folder for p in paths)
+
+
+def test_search_options_min_score_and_under(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """Guards --min-score and --under reaching the library."""
+    _, coll = built
+    result = run("search", "id:1", "-c", coll, "-k", "10", "--json", "--min-score", "0.999")
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [1]
+    elsewhere = run("search", "id:1", "-c", coll, "--under", tmp_path, "-f")
+    assert elsewhere.exit_code == 0 and elsewhere.stdout == ""
+    table = run("search", "id:1", "-c", coll, "--under", tmp_path)
+    assert table.exit_code == 0 and "no results" in table.stderr
+
+
+def test_search_weighted_mix(built: tuple[Path, Path]) -> None:
+    """Guards a mixed query `"2:word" + IMG - "other"` giving the library's ranking for the same query."""
+    folder, coll = built
+    img = folder / "p04.png"
+    tokens = ["2:red square", "+", str(img), "-", "blue circle"]
+    result = run("search", *tokens, "-c", coll, "-k", "5", "--json")
+    assert result.exit_code == 0, result.output
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    with Collection.open(coll) as c:
+        c._model = registry.load_model("lite")
+        want = c.search(parse_query(tokens), k=5)
+    assert [r["id"] for r in got] == [h.id for h in want]
+    assert [r["score"] for r in got] == pytest.approx([h.score for h in want], abs=1e-5)
+
+
+def test_search_by_image_path(built: tuple[Path, Path]) -> None:
+    """Guards an image path argument: the same image is the top hit."""
+    folder, coll = built
+    result = run("search", folder / "p06.png", "-c", coll, "-k", "1", "-f")
+    assert result.exit_code == 0 and result.stdout.strip() == str(folder / "p06.png")
+
+
+def test_default_collection_from_env(image_folder: Callable[..., Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards $LOOKALIKE_COLLECTION as the default for index, search and info (with ~ expanded)."""
+    folder = image_folder(3)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOOKALIKE_COLLECTION", "~/mine.lkl")
+    assert run("index", folder).exit_code == 0
+    assert (tmp_path / "home" / "mine.lkl" / "manifest.json").is_file()
+    result = run("search", "id:1", "--json")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3
+    assert str(tmp_path / "home" / "mine.lkl") in run("info").stdout
+
+
+def test_default_collection_falls_back_to_xdg(image_folder: Callable[..., Path], tmp_path: Path) -> None:
+    """Guards the fallback default: $XDG_DATA_HOME/lookalike/default.lkl when no env var is set."""
+    assert run("index", image_folder(2)).exit_code == 0
+    assert (tmp_path / "xdg" / "lookalike" / "default.lkl" / "manifest.json").is_file()
+
+
+# --------------------------------------------------------------------------- info and models
+def test_info_shows_model_counts_and_errors(tmp_path: Path, lite_model: Any) -> None:
+    """Guards `info`: model, counts, and each failed file with its reason; --json carries the same."""
+    folder = tmp_path / "pics"
+    for i in range(3):
+        make_image(folder / f"i{i}.png", seed=i)
+    (folder / "bad.png").write_bytes(b"nope")
+    coll = tmp_path / "c.lkl"
+    assert run("index", folder, "-c", coll).exit_code == 0
+    result = run("info", "-c", coll)
+    assert result.exit_code == 0
+    out = result.stdout
+    summary = out.split("failed files")[0]
+    fields = dict(m.groups() for m in re.finditer(r"^\s*(\S.*?)\s{2,}(\S.*?)\s*$", summary, re.MULTILINE))
+    assert fields["model"] == "lite" and fields["images"] == "3" and fields["failed"] == "1"
+    assert fields["dimensions"] == "1280" and fields["fingerprint"] == lite_model.fingerprint()
+    assert "failed files" in out and f"{folder / 'bad.png'}: not an image" in out
+    data = json.loads(run("info", "-c", coll, "--json").stdout)
+    assert (data["model_id"], data["items"], data["failed"], data["dim"]) == ("lite", 3, 1, 1280)
+    assert data["errors"][0][0] == str(folder / "bad.png")
+
+
+def test_models_lists_lite() -> None:
+    """Guards `models`: the bundled model is listed as offline, in the table and in --json."""
+    result = run("models")
+    assert result.exit_code == 0
+    lite_line = next(ln for ln in result.stdout.splitlines() if ln.split()[:1] == ["lite"])
+    assert "1280" in lite_line and "yes" in lite_line
+    data = json.loads(run("models", "--json").stdout)
+    lite = next(m for m in data if m["name"] == "lite")
+    assert lite["offline"] is True and lite["dim"] == 1280
+
+
+def test_version() -> None:
+    """Guards --version."""
+    import lookalike
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"lookalike {lookalike.__version__}"
+
+
+# --------------------------------------------------------------------------- errors
+def test_missing_collection_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a long error message stays on one line (it was wrapped at the console width)."""
+    monkeypatch.setenv("COLUMNS", "60")
+    missing = tmp_path / "no" / "such" / "collection.lkl"
+    _assert_clean_error(run("search", "dog", "-c", missing), 1, "no lookalike collection", str(missing))
+    _assert_clean_error(run("info", "-c", missing), 1, "no lookalike collection")
+
+
+@pytest.mark.parametrize("query,fragment", [
+    (["dog", "+"], "ends with an operator"),
+    (["dog", "+", "-", "cat"], "two operators"),
+    (["id:abc"], "whole number"),
+    (["./no/such/picture.jpg"], "no such image file"),
+    (["id:999"], "no item with id 999"),
+])
+def test_bad_query_exits_2(built: tuple[Path, Path], query: list[str], fragment: str) -> None:
+    """Guards query errors: exit status 2 and the parser's explanation, no traceback."""
+    _, coll = built
+    _assert_clean_error(run("search", *query, "-c", coll), 2, fragment)
+
+
+def test_unknown_model_exits_2_and_creates_nothing(image_folder: Callable[..., Path], tmp_path: Path) -> None:
+    """Guards an unknown model name: exit 2 with a hint, and no half-made collection left behind."""
+    target = tmp_path / "x.lkl"
+    _assert_clean_error(run("index", image_folder(1), "-c", target, "--model", "nosuchmodel"), 2,
+                        "unknown model 'nosuchmodel'")
+    assert not target.exists()
+
+
+def test_model_mismatch_on_existing_collection(built: tuple[Path, Path]) -> None:
+    """Guards indexing into a collection with another model: exit 1 with how to make a new collection."""
+    folder, coll = built
+    _assert_clean_error(run("index", folder, "-c", coll, "--model", "openclip:ViT-B-32/laion2b_s34b_b79k"), 1,
+                        "new collection", "--collection")
+
+
+def test_k_below_one_is_usage_error(built: tuple[Path, Path]) -> None:
+    """Guards -k 0: rejected before any work."""
+    _, coll = built
+    result = run("search", "id:1", "-c", coll, "-k", "0")
+    assert result.exit_code == 2 and result.stdout == ""
+
+
+# --------------------------------------------------------------------------- literal output
+def test_paths_with_markup_and_emoji_codes_print_verbatim(tmp_path: Path) -> None:
+    """Regression: file names with "[...]" or ":name:" were eaten as rich markup / turned into emoji."""
+    folder = tmp_path / "odd"
+    odd = make_image(folder / "a[red]b :smile: [/x].png", seed=11)
+    bad = folder / "bad[bold].png"
+    bad.write_bytes(b"not an image")
+    coll = tmp_path / "c.lkl"
+    indexed = run("index", folder, "-c", coll)
+    assert indexed.exit_code == 0, indexed.output
+    assert f"skip {bad}:" in indexed.stderr
+    files = run("search", odd, "-c", coll, "-f")
+    assert files.stdout.splitlines() == [str(odd)]
+    table = run("search", odd, "-c", coll)
+    assert table.exit_code == 0 and str(odd) in table.stdout
+    info = run("info", "-c", coll)
+    assert f"{bad}: not an image" in info.stdout
+
+
+def test_error_message_with_brackets_is_literal(tmp_path: Path) -> None:
+    """Regression: an error naming a path with "[...]" showed it mangled by markup."""
+    missing = tmp_path / "x[red]y.lkl"
+    _assert_clean_error(run("info", "-c", missing), 1, str(missing))
+
+
+# --------------------------------------------------------------------------- the installed script
+def test_console_script_help() -> None:
+    """Guards the installed entry point: `lookalike --help` runs and lists the commands."""
+    exe = Path(sys.executable).parent / "lookalike"
+    if not exe.exists():
+        exe = ROOT / ".venv" / "bin" / "lookalike"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "120"})
+    assert proc.returncode == 0, proc.stderr
+    for command in ("index", "search", "info", "models"):
+        assert command in proc.stdout
+    assert "Traceback" not in proc.stderr

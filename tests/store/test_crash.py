@@ -1,0 +1,391 @@
+"""Crash safety: an indexer killed with SIGKILL at any moment leaves a collection that the next run repairs.
+
+The main test runs the real indexer in child processes and kills them at chosen moments (as
+soon as the vector file grows, mid-run, after a random delay, during compaction), checking the
+committed state after each kill and the completed state after re-running. The smaller tests
+stop the indexer at exact points in-process by making one step raise, which is what a crash at
+that point leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pytest
+
+from support import make_image
+from lookalike.store import indexer
+from lookalike.store.collection import Collection
+from lookalike.store.metadata import MetadataDB
+
+DIM = 1280
+ROW_BYTES = DIM * 4
+N_IMAGES = 150
+ATOL = 1e-5
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    import lookalike
+    from lookalike.store import indexer
+    from lookalike.store.collection import Collection
+
+    coll_path, folder = sys.argv[1], sys.argv[2]
+    indexer.COMMIT_EVERY_FILES = int(sys.argv[3])
+    indexer.COMPACT_MIN_ROWS = int(sys.argv[4])
+    model = lookalike.load_model("lite", device="cpu")
+    print("ready", flush=True)
+    sys.stdin.readline()  # wait for "go", so the model load is not part of the timing
+    with Collection.open(coll_path, model=model) as coll:
+        report = coll.add([folder], batch_size=16, workers=2)
+    print("done", report.added, report.embedded, report.removed, flush=True)
+    """
+)
+
+
+class Worker:
+    """An indexer child process that loads the model, then waits for go()."""
+
+    def __init__(self, script: Path, coll: Path, folder: Path, log: Path, *, commit_every: int = 10,
+                 compact_min_rows: int = 1000) -> None:
+        self.log = log
+        self._log_file = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), str(coll), str(folder), str(commit_every), str(compact_min_rows)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def go(self, timeout: float = 180.0) -> None:
+        """Wait until the model is loaded, then let the child start indexing."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"worker never became ready:\n{self.stderr()}") from None
+        assert line == "ready", f"unexpected worker output {line!r}:\n{self.stderr()}"
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def kill_when(self, condition: Callable[[], bool], timeout: float = 180.0) -> bool:
+        """SIGKILL the child as soon as ``condition()`` holds; False if it finished first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                self.proc.kill()
+                self.proc.wait()
+                return True
+            if self.proc.poll() is not None:
+                assert self.proc.returncode == 0, f"worker failed:\n{self.stderr()}"
+                return False
+            time.sleep(0.0005)
+        self.proc.kill()
+        raise AssertionError(f"condition not met within {timeout}s:\n{self.stderr()}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._log_file.close()
+
+
+# --------------------------------------------------------------------------- checks
+def _vector_file(coll_path: Path) -> tuple[Path, int]:
+    """(current vector file, committed rows) as recorded in SQLite."""
+    conn = sqlite3.connect(coll_path / "items.sqlite")
+    try:
+        state = dict(conn.execute("SELECT key, value FROM state"))
+    finally:
+        conn.close()
+    return coll_path / state["vector_file"], int(state["vector_rows"])
+
+
+def check_consistent(coll_path: Path, reference: dict[str, np.ndarray], *, complete: bool,
+                     expected_paths: set[str] | None = None) -> int:
+    """Check the invariants of a collection; returns how many items are embedded.
+
+    Always: every ok item points at a committed row, no two items share a row (the images are
+    distinct), paths are unique and known, and every stored vector equals a fresh embedding.
+    ``complete`` (after a writer ran to the end): the vector file holds exactly the committed
+    rows, there is one vector file, and the items are exactly ``expected_paths``.
+    """
+    vec_path, committed = _vector_file(coll_path)
+    size = vec_path.stat().st_size if vec_path.exists() else 0
+    others = sorted(f.name for f in coll_path.glob("vectors-*.f32") if f != vec_path)
+    print(f"{vec_path.name}: {committed} committed rows, {size / ROW_BYTES:.2f} rows on disk, other files {others}")
+    assert size >= committed * ROW_BYTES, "committed rows are missing from the vector file"
+    with Collection.open(coll_path) as coll:
+        rows = list(coll.db.conn.execute("SELECT path, status, vec_row FROM items"))
+        paths = [r[0] for r in rows]
+        assert len(paths) == len(set(paths)), "duplicate paths"
+        assert set(paths) <= set(reference), "an item that is not one of the images"
+        ok = [(p, v) for p, s, v in rows if s == "ok"]
+        assert all(s == "ok" for _, s, _ in rows), "an image failed to index"
+        vec_rows = [v for _, v in ok]
+        assert all(v is not None and 0 <= v < committed for v in vec_rows), "an item points past the committed rows"
+        assert len(set(vec_rows)) == len(ok), "two distinct images share a vector row"
+        assert len(ok) <= committed
+        mm = coll.vectors()
+        for p, v in ok:
+            np.testing.assert_allclose(mm[v], reference[p], atol=ATOL, err_msg=f"wrong vector for {p}")
+        if complete:
+            assert size == committed * ROW_BYTES, f"vector file has {size - committed * ROW_BYTES} stray bytes"
+            assert len(ok) == committed, "garbage rows left behind by a crash"
+            assert [f.name for f in coll_path.glob("vectors-*.f32")] == [vec_path.name]
+            assert expected_paths is not None and set(paths) == expected_paths
+        return len(ok)
+
+
+@pytest.fixture(scope="module")
+def crash_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """N_IMAGES distinct small images in three sub-folders."""
+    folder = tmp_path_factory.mktemp("crash") / "imgs"
+    for i in range(N_IMAGES):
+        make_image(folder / f"sub{i % 3}" / f"img_{i:04d}.{'png' if i % 2 else 'jpg'}", seed=10_000 + i)
+    return folder
+
+
+def _image_paths(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- the SIGKILL test
+def test_sigkill_at_many_points_then_resume(crash_images: Path, lite_model: Any, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards crash safety end to end: SIGKILLs mid-commit, mid-run, at random and during compaction all resume
+    to a collection whose every vector is the right one, with no stray rows, duplicates or lost files."""
+    folder = tmp_path / "imgs"
+    shutil.copytree(crash_images, folder)
+    coll_path = tmp_path / "c.lkl"
+    Collection.create(coll_path, model=lite_model).close()
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    all_paths = _image_paths(folder)
+    assert len(all_paths) == N_IMAGES
+
+    # Start every child now: their model loading overlaps the reference embedding below.
+    workers = [Worker(script, coll_path, folder, tmp_path / f"w{i}.log") for i in range(3)]
+    workers.append(Worker(script, coll_path, folder, tmp_path / "w3.log", compact_min_rows=1))
+    try:
+        reference = dict(zip(all_paths, lite_model.encode_images(all_paths, batch_size=32)))
+        vec0 = coll_path / "vectors-0.f32"
+
+        def size() -> int:
+            return vec0.stat().st_size if vec0.exists() else 0
+
+        # 1. The moment the first batch of vectors reaches the file (before or just after its commit).
+        workers[0].go()
+        assert workers[0].kill_when(lambda: size() > 0), "the run ended before it could be killed"
+        n1 = check_consistent(coll_path, reference, complete=False)
+        assert n1 < N_IMAGES
+
+        # 2. Mid-run, right as a later batch is appended (the previous kill's tail is repaired first).
+        _, committed = _vector_file(coll_path)
+        threshold = (committed + 30) * ROW_BYTES
+        workers[1].go()
+        assert workers[1].kill_when(lambda: size() > threshold)
+        n2 = check_consistent(coll_path, reference, complete=False)
+        assert n1 <= n2 < N_IMAGES
+
+        # 3. After a random delay.
+        delay = float(np.random.default_rng(int(time.time())).uniform(0.2, 2.0))
+        workers[2].go()
+        started = time.monotonic()
+        workers[2].kill_when(lambda: time.monotonic() - started > delay)
+        n3 = check_consistent(coll_path, reference, complete=False)
+        assert n2 <= n3, f"items were lost (delay {delay:.2f}s)"
+
+        # Re-run to completion in this process: exactly the missing images are embedded.
+        with Collection.open(coll_path, model=lite_model) as coll:
+            report = coll.add([folder])
+        assert report.added == N_IMAGES - n3 and report.embedded == N_IMAGES - n3 and report.unchanged == n3
+        assert report.failed == [] and report.removed == 0
+        check_consistent(coll_path, reference, complete=True, expected_paths=set(all_paths))
+
+        # 4. Delete most files, then kill during the compaction that follows the sweep.
+        keep = set(all_paths[::4])
+        for p in all_paths:
+            if p not in keep:
+                os.unlink(p)
+        workers[3].go()
+        workers[3].kill_when(lambda: (coll_path / "vectors-1.f32").exists())
+        check_consistent(coll_path, reference, complete=False)
+        monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
+        with Collection.open(coll_path, model=lite_model) as coll:
+            report = coll.add([folder])
+            assert report.embedded == 0 and coll.vector_rows == len(keep)
+        check_consistent(coll_path, reference, complete=True, expected_paths=keep)
+        vec_path, committed = _vector_file(coll_path)
+        assert vec_path.name != "vectors-0.f32" and committed == len(keep)
+        with Collection.open(coll_path) as coll:
+            for p in sorted(keep)[:5]:
+                item_id = coll.db.items_under([p])[p].id
+                assert coll.search(f"id:{item_id}", k=1)[0].path == p
+    finally:
+        for w in workers:
+            w.close()
+
+
+# --------------------------------------------------------------------------- exact crash points, in-process
+@pytest.fixture
+def small(image_folder: Callable[..., Path], lite_model: Any, tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, np.ndarray]]]:
+    """(folder of 12 images, collection path, reference vectors)."""
+    folder = image_folder(12)
+    paths = _image_paths(folder)
+    reference = dict(zip(paths, lite_model.encode_images(paths)))
+    Collection.create(tmp_path / "c.lkl", model=lite_model).close()
+    yield folder, tmp_path / "c.lkl", reference
+
+
+class Crash(Exception):
+    """Stands in for the process dying at this point."""
+
+
+def test_crash_between_vector_append_and_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the append-then-commit order: rows written but not committed are invisible, then cut and redone."""
+    folder, coll_path, reference = small
+    monkeypatch.setattr(indexer, "COMMIT_EVERY_FILES", 4)
+    calls = {"n": 0}
+    real_upsert = MetadataDB.upsert
+
+    def upsert(self: MetadataDB, rows: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Crash
+        real_upsert(self, rows)
+
+    monkeypatch.setattr(MetadataDB, "upsert", upsert)
+    with Collection.open(coll_path, model=lite_model) as coll:
+        with pytest.raises(Crash):
+            coll.add([folder], batch_size=4)
+        assert coll.vector_rows == 4 and len(coll) == 4
+        assert coll.vectors_file.path.stat().st_size == 8 * ROW_BYTES, "the second batch should be on disk"
+        assert len(coll.search("id:1", k=50)) == 4, "uncommitted items must not be searchable"
+    check_consistent(coll_path, reference, complete=False)
+    monkeypatch.setattr(MetadataDB, "upsert", real_upsert)
+    with Collection.open(coll_path, model=lite_model) as coll:
+        report = coll.add([folder], batch_size=4)
+    assert (report.added, report.embedded, report.unchanged) == (8, 8, 4)
+    check_consistent(coll_path, reference, complete=True, expected_paths=set(reference))
+
+
+def test_torn_tail_is_ignored_by_readers_and_cut_by_writers(small: tuple[Path, Path, dict[str, np.ndarray]],
+                                                           lite_model: Any) -> None:
+    """Guards a torn write (partial rows past the committed end): readers ignore it, the next writer cuts it."""
+    folder, coll_path, reference = small
+    with Collection.open(coll_path, model=lite_model) as coll:
+        coll.add([folder])
+    vec_path, committed = _vector_file(coll_path)
+    with open(vec_path, "ab") as f:
+        f.write(b"\x7f" * (2 * ROW_BYTES + 100))
+    with Collection.open(coll_path) as coll:
+        assert len(coll.search("id:1", k=50)) == 12
+    with Collection.open(coll_path, model=lite_model) as coll:
+        assert coll.add([folder]).unchanged == 12  # nothing to append: the repair alone must cut the tail
+    assert vec_path.stat().st_size == committed * ROW_BYTES
+    make_image(folder / "late.png", seed=31337)
+    reference[str(folder / "late.png")] = lite_model.encode_images([folder / "late.png"])[0]
+    with Collection.open(coll_path, model=lite_model) as coll:
+        report = coll.add([folder])
+    assert report.added == 1 and report.unchanged == 12
+    check_consistent(coll_path, reference, complete=True, expected_paths=set(reference))
+
+
+def test_vector_file_shorter_than_committed(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any) -> None:
+    """Guards the lost-write case (an OS crash dropping fsynced rows): affected items are re-embedded, never served garbage."""
+    folder, coll_path, reference = small
+    with Collection.open(coll_path, model=lite_model) as coll:
+        coll.add([folder])
+    vec_path, committed = _vector_file(coll_path)
+    with open(vec_path, "r+b") as f:
+        f.truncate(9 * ROW_BYTES + 17)  # three rows and a torn one gone
+    with Collection.open(coll_path, model=lite_model) as coll:
+        report = coll.add([folder])
+    assert report.added == 3 and report.embedded == 3 and report.unchanged == 9
+    check_consistent(coll_path, reference, complete=True, expected_paths=set(reference))
+
+
+def _delete_most(folder: Path) -> set[str]:
+    paths = _image_paths(folder)
+    keep = set(paths[::3])
+    for p in paths:
+        if p not in keep:
+            os.unlink(p)
+    return keep
+
+
+def test_crash_during_compaction_before_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards compaction dying after writing the new generation but before committing: the old one stays current."""
+    folder, coll_path, reference = small
+    with Collection.open(coll_path, model=lite_model) as coll:
+        coll.add([folder])
+    keep = _delete_most(folder)
+    monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
+
+    def remap(self: MetadataDB, mapping: dict[int, int]) -> None:
+        raise Crash
+
+    with monkeypatch.context() as mp:
+        mp.setattr(MetadataDB, "remap_vec_rows", remap)
+        with Collection.open(coll_path, model=lite_model) as coll, pytest.raises(Crash):
+            coll.add([folder])
+    assert (coll_path / "vectors-1.f32").exists(), "the new generation should have been written"
+    vec_path, committed = _vector_file(coll_path)
+    assert vec_path.name == "vectors-0.f32" and committed == 12
+    check_consistent(coll_path, reference, complete=False)
+    with Collection.open(coll_path) as coll:
+        assert len(coll.search("id:1", k=50)) == len(keep)
+    with Collection.open(coll_path, model=lite_model) as coll:
+        coll.add([folder])
+    check_consistent(coll_path, reference, complete=True, expected_paths=keep)
+    assert _vector_file(coll_path)[1] == len(keep)
+
+
+def test_crash_during_compaction_after_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards compaction dying after its commit but before deleting the old generation: the leftover is removed."""
+    folder, coll_path, reference = small
+    with Collection.open(coll_path, model=lite_model) as coll:
+        coll.add([folder])
+    keep = _delete_most(folder)
+    monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.name == "vectors-0.f32":
+            raise Crash
+        real_unlink(self, missing_ok=missing_ok)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Path, "unlink", unlink)
+        with Collection.open(coll_path, model=lite_model) as coll, pytest.raises(Crash):
+            coll.add([folder])
+    assert (coll_path / "vectors-0.f32").exists()
+    vec_path, committed = _vector_file(coll_path)
+    assert vec_path.name == "vectors-1.f32" and committed == len(keep)
+    check_consistent(coll_path, reference, complete=False)
+    with Collection.open(coll_path, model=lite_model) as coll:
+        assert coll.add([folder]).unchanged == len(keep)
+    check_consistent(coll_path, reference, complete=True, expected_paths=keep)
