@@ -12,7 +12,8 @@ For each folder, in one run and with the same model (``lite`` on the CPU by defa
              decoding with bounded prefetch overlapped with batched forward passes, commits;
 * naive      the loop tutorials show: open one image, preprocess it, run the model on a
              batch of one, repeat (timed on ``--naive-sample`` files, reported per image);
-* decode     the pipeline's decoding alone (same threads, JPEG draft, preprocessing);
+* decode     the pipeline's input stage alone: read, content hash, decode (JPEG draft),
+             preprocess, on the same thread pool;
 * model      the pipeline's forward passes alone, on preprocessed pixels already in memory.
 
 Targets: pipeline >= 3x naive on photos; pipeline wall <= 1.3x max(decode, model).
@@ -25,6 +26,7 @@ that time against the first run's, through the library and through the CLI.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -58,11 +60,12 @@ def naive_rate(model: lookalike.EmbeddingModel, files: list[Path]) -> float:
 
 
 def decode_only(model: lookalike.EmbeddingModel, files: list[Path], workers: int, batch: int) -> tuple[float, list]:
-    """Seconds to read, decode and preprocess every file with the pipeline's pool; keeps a sample."""
+    """Seconds for the input stage on every file with the pipeline's pool; keeps a sample."""
     transform, min_side = model.image_transform, model.preprocess.min_decode_side
 
     def prepare(path: Path) -> np.ndarray:
         data = path.read_bytes()
+        hashlib.blake2b(data, digest_size=16).digest()
         return transform(decode_image(data, min_side=min_side, name=str(path)).image)
 
     keep: list[np.ndarray] = []
@@ -100,10 +103,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=samples.cache_dir() / "bench")
     args = parser.parse_args()
 
-    print(f"cores: {os.cpu_count()}, torch threads: ", end="")
     import torch
 
-    print(torch.get_num_threads(), f"| decode threads: {args.workers} | batch: {args.batch_size}")
+    print(f"cores: {os.cpu_count()} | torch threads: {torch.get_num_threads()} | decode threads: {args.workers} "
+          f"| batch: {args.batch_size} | model: {args.model} on {args.device}", flush=True)
     folders = {
         "photos": samples.make_photo_folder(args.data / f"photos-{args.photos}", n=args.photos),
         "clip art": samples.make_clipart_folder(args.data / f"clipart-{args.clipart}", n=args.clipart),
