@@ -10,20 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import UnsupportedModality
+from ..errors import ModelLoadError, UnsupportedModality
 from ..images.decode import ImageSource
 from ..images.transforms import PreprocessConfig, build_transform
 from ..progress import ProgressCallback
 from .device import autocast_dtype, resolve_device
 
-__all__ = ["EmbeddingModel", "ModelInfo", "Modality", "local_folder_identity"]
+__all__ = ["EmbeddingModel", "ModelInfo", "Modality", "local_folder_identity", "load_failure"]
 
 Modality = str  # "image" or "text"
 
@@ -78,6 +79,12 @@ class EmbeddingModel(ABC):
         """A string that changes when the weights do (file digest, hub revision...)."""
         return ""
 
+    def _autocast(self) -> ContextManager[Any]:
+        """Reduced precision where :func:`autocast_dtype` chose one (CUDA), else a no-op."""
+        if self._amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._amp_dtype)
+
     # ----------------------------------------------------------------- public API
     @property
     def supports_text(self) -> bool:
@@ -110,10 +117,7 @@ class EmbeddingModel(ABC):
         batch = batch.to(self.device, non_blocking=True)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        if self._amp_dtype is not None:
-            with torch.autocast(self.device.type, dtype=self._amp_dtype):
-                out = self._forward_images(batch)
-        else:
+        with self._autocast():
             out = self._forward_images(batch)
         return _finish(out, normalize)
 
@@ -158,10 +162,7 @@ class EmbeddingModel(ABC):
         chunks = []
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start : start + batch_size])
-            if self._amp_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self._amp_dtype):
-                    out = self._forward_text(chunk)
-            else:
+            with self._autocast():
                 out = self._forward_text(chunk)
             chunks.append(_finish(out, normalize))
         return np.concatenate(chunks, axis=0)
@@ -185,6 +186,14 @@ def _finish(out: torch.Tensor, normalize: bool) -> np.ndarray:
     if normalize:
         out = torch.nn.functional.normalize(out, dim=-1)
     return out.cpu().numpy().astype(np.float32, copy=False)
+
+
+def load_failure(model_id: str, exc: Exception) -> ModelLoadError:
+    """The error for weights that could not be loaded, with the usual offline explanation."""
+    return ModelLoadError(
+        f"model '{model_id}' could not be loaded ({type(exc).__name__}: {exc}). If you are offline, "
+        "the weights must already be in the Hugging Face cache, or point to a local folder."
+    )
 
 
 def local_folder_identity(folder: Path, config_name: str, weight_globs: Sequence[str]) -> str:

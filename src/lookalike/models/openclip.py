@@ -18,7 +18,7 @@ import torch
 
 from ..errors import MissingExtra, ModelLoadError, UnknownModel
 from ..images.transforms import PreprocessConfig
-from .base import EmbeddingModel, local_folder_identity
+from .base import EmbeddingModel, load_failure, local_folder_identity
 from .registry import ModelSpec
 
 __all__ = ["OpenClipModel", "preprocess_from_openclip", "save_local"]
@@ -77,10 +77,7 @@ class OpenClipModel(EmbeddingModel):
                                    "print(open_clip.list_pretrained())'` lists valid names.") from exc
             raise ModelLoadError(f"model '{model_id}': {msg}") from exc
         except Exception as exc:  # noqa: BLE001 - hub, file and config errors all land here
-            raise ModelLoadError(
-                f"model '{model_id}' could not be loaded ({type(exc).__name__}: {exc}). If you are offline, "
-                "the weights must already be in the Hugging Face cache, or point to a local folder."
-            ) from exc
+            raise load_failure(model_id, exc) from exc
         model.eval().to(self.device)
         self.net = model
         self.preprocess = preprocess_from_openclip(open_clip.get_model_preprocess_cfg(model))

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ModelLoadError, UnknownModel
 from ..images.transforms import PreprocessConfig
-from .base import EmbeddingModel, local_folder_identity
+from .base import EmbeddingModel, load_failure, local_folder_identity
 from .registry import ModelSpec
 
 __all__ = ["TimmModel", "preprocess_from_timm"]
@@ -77,10 +77,7 @@ class TimmModel(EmbeddingModel):
                 raise UnknownModel(_unknown_name_message(timm, timm_name)) from exc
             raise ModelLoadError(f"model '{model_id}': {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - hub, file and config errors all land here
-            raise ModelLoadError(
-                f"model '{model_id}' could not be loaded ({type(exc).__name__}: {exc}). If you are offline, "
-                "the weights must already be in the Hugging Face cache, or point to a local folder."
-            ) from exc
+            raise load_failure(model_id, exc) from exc
         net.eval().to(self.device)
         # The architecture, not the name: for hf-hub: and local-dir: names only the config knows it.
         arch = str((getattr(net, "pretrained_cfg", None) or {}).get("architecture") or timm_name)
