@@ -29,7 +29,9 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(soft_wrap=True)
+# Off a terminal (logs, `| less`) rich would assume 80 columns and fold every long path;
+# a wide page keeps one result per line.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 ENV_COLLECTION = "LOOKALIKE_COLLECTION"
