@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -563,3 +565,21 @@ def test_file_vanishing_while_identified_is_still_unreadable(
 
     monkeypatch.setattr(decode_mod.os.path, "getsize", gone)
     assert refused(path).reason.startswith("not an image")
+
+
+def test_heic_decodes_without_discovery_first(tmp_path: Path) -> None:
+    """Regression: a HEIC decoded before any folder scan registered pillow-heif was refused as unreadable."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    path = tmp_path / "photo.heic"
+    try:
+        pillow_heif.from_pillow(Image.new("RGB", (64, 48), (200, 30, 30))).save(path, quality=90)
+    except Exception as exc:  # noqa: BLE001 - a libheif build without an encoder
+        pytest.skip(f"this pillow-heif cannot encode HEIC: {exc}")
+    # A fresh interpreter: the opener must not already be registered by this test session.
+    code = (
+        "from lookalike.images.decode import decode_image; "
+        f"d = decode_image({str(path)!r}); print(d.width, d.height, d.image.getpixel((32, 24)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["64", "48"]
+    assert int(out[2].strip("(,")) > 150

@@ -137,6 +137,7 @@ def _open_uncapped(fp: str | BinaryIO) -> Image.Image:
 def _open(source: ImageSource, name: str) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
+    heif_available()  # registers the HEIC/AVIF opener once, whoever decodes first
     fp: str | BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
     try:
         try:
