@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_EXCLUDES",
     "discover",
     "is_image_name",
+    "is_unreadable_reason",
 ]
 
 #: Extensions Pillow reads out of the box.
@@ -36,6 +37,15 @@ HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
 DEFAULT_EXCLUDES: tuple[str, ...] = ("@eaDir", "__MACOSX", "$RECYCLE.BIN", "node_modules", "*.lkl")
 
 SkipCallback = Callable[[str, str], None]
+
+#: Reasons that start with this mean "could not be read", as opposed to "chose to pass over":
+#: an indexer must not take the files under such a path for deleted.
+UNREADABLE_PREFIX = "cannot "
+
+
+def is_unreadable_reason(reason: str) -> bool:
+    """True for an ``on_skip`` reason saying the path could not be read (stat or listing failed)."""
+    return reason.startswith(UNREADABLE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,7 @@ def discover(
             try:
                 fst = os.stat(folder)
             except OSError as exc:
-                skip(folder, f"cannot access: {exc.strerror or exc}")
+                skip(folder, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
                 continue
             key = (fst.st_dev, fst.st_ino)
             if key in seen_dirs:
@@ -114,7 +124,7 @@ def discover(
                 with os.scandir(folder) as it:
                     entries = sorted(it, key=lambda e: e.name)
             except OSError as exc:
-                skip(folder, f"cannot list folder: {exc.strerror or exc}")
+                skip(folder, f"{UNREADABLE_PREFIX}list folder: {exc.strerror or exc}")
                 continue
             subdirs: list[str] = []
             for entry in entries:
@@ -142,7 +152,7 @@ def discover(
                         continue
                     est = entry.stat(follow_symlinks=True)
                 except OSError as exc:
-                    skip(entry.path, f"cannot access: {exc.strerror or exc}")
+                    skip(entry.path, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
                     continue
                 if entry.path in seen_files:
                     continue
@@ -156,7 +166,7 @@ def discover(
         try:
             st = os.stat(root_path)
         except OSError as exc:
-            skip(root_path, f"cannot access: {exc.strerror or exc}")
+            skip(root_path, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
             continue
         if not os.path.isdir(root_path):
             if root_path not in seen_files:

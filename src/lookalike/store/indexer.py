@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import UnreadableImage
 from ..images.decode import decode_image
-from ..images.discover import FoundFile, discover
+from ..images.discover import FoundFile, discover, is_unreadable_reason
 from ..images.transforms import PreprocessConfig, build_transform
 from ..pipeline.embed import Prepared, embed_prepared
 from ..pipeline.loader import ordered_map
@@ -139,9 +139,9 @@ def index_paths(
         # Only files positively missing from a folder that was listed are gone: rows under a
         # folder that could not be read (permissions, a flaky mount) are kept as they are.
         gone = [row for path, row in known.items() if path not in found_paths]
-        # ("cannot access" / "cannot list folder" from discover; a folder skipped as already
-        # visited was read under another path, so rows below it may still be swept.)
-        unreadable = {p for p, reason in report.skipped if reason.startswith("cannot ")}
+        # (A folder skipped as already visited was read under another path, so rows below it
+        # may still be swept.)
+        unreadable = {p for p, reason in report.skipped if is_unreadable_reason(reason)}
         if gone and unreadable:
             gone = [row for row in gone if not unseen(row.path, unreadable)]
         if todo:
