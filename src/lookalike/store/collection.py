@@ -45,6 +45,8 @@ log = logging.getLogger("lookalike")
 MANIFEST = "manifest.json"
 DATABASE = "items.sqlite"
 LOCKFILE = ".lock"
+#: What :meth:`Collection.create` writes before the manifest that makes a folder a collection.
+_CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCKFILE})
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,13 @@ class Collection:
             raise CollectionExists(f"{root}: a collection already exists here; open it, or pick another path")
         if root.exists() and not root.is_dir():
             raise CollectionError(f"{root}: exists and is not a directory")
-        if root.exists() and any(root.iterdir()):
-            raise CollectionError(f"{root}: directory is not empty and is not a collection; pick another path")
+        if root.exists():
+            names = {p.name for p in root.iterdir()}
+            if names and not names <= _CREATE_LEFTOVERS:
+                raise CollectionError(f"{root}: directory is not empty and is not a collection; pick another path")
+            # Only files a create interrupted before its manifest was written: start over.
+            for name in names:
+                (root / name).unlink()
         loaded = _load(model, device)
         from .. import __version__
 
