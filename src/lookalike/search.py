@@ -33,8 +33,21 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .store.collection import Collection
+    from .store.filters import Filter
 
-__all__ = ["Hit", "Term", "Query", "QueryLike", "parse_query", "query_vector", "search_collection", "fetch_url"]
+__all__ = [
+    "Hit",
+    "Term",
+    "Query",
+    "QueryLike",
+    "parse_query",
+    "query_vector",
+    "query_vectors",
+    "rank",
+    "search_collection",
+    "search_many",
+    "fetch_url",
+]
 
 #: Limits on images fetched from URLs given as queries.
 URL_TIMEOUT_S = 10.0
@@ -193,16 +206,23 @@ def _as_query(query: QueryLike) -> Query:
 
 def query_vector(coll: "Collection", query: QueryLike) -> np.ndarray:
     """Turn a query into one normalised float32 vector in the collection's space."""
-    q = _as_query(query)
+    return query_vectors(coll, [query])[0]
+
+
+def query_vectors(coll: "Collection", queries: Sequence[QueryLike]) -> np.ndarray:
+    """Turn queries into normalised float32 vectors ``(Q, d)``; all their texts are embedded in one batch."""
+    parsed = [_as_query(q) for q in queries]
+    texts = sorted({t.value for q in parsed for t in q.terms if t.kind == "text"})
+    text_vecs = dict(zip(texts, coll.model.encode_text(texts))) if texts else {}
+    return np.stack([_combine(coll, q, text_vecs) for q in parsed])
+
+
+def _combine(coll: "Collection", q: Query, text_vecs: dict[str, np.ndarray]) -> np.ndarray:
     dim = coll.manifest.dim
     total = np.zeros(dim, dtype=np.float64)
-    texts = [t for t in q.terms if t.kind == "text"]
-    if texts:
-        vecs = coll.model.encode_text([t.value for t in texts])
-        for t, v in zip(texts, vecs):
-            total += t.weight * v
     for t in q.terms:
         if t.kind == "text":
+            total += t.weight * text_vecs[t.value]
             continue
         if t.kind == "id":
             v = coll.get_vectors([t.value])[0]
@@ -226,6 +246,55 @@ def query_vector(coll: "Collection", query: QueryLike) -> np.ndarray:
     return (total / norm).astype(np.float32)
 
 
+#: Below this many candidate rows, exact search over them beats asking the ANN index.
+EXACT_BELOW = 20_000
+
+
+def rank(coll: "Collection", vectors: np.ndarray, k: int, *, under: Sequence[str] = (),
+         where: "Filter | None" = None) -> list[list[Hit]]:
+    """The best ``k`` items for each query vector ``(Q, d)``: exact or through the ANN index."""
+    from .index.exact import exact_topk
+
+    vectors = np.atleast_2d(vectors)
+    if k < 1:
+        raise QueryError(f"k must be at least 1, not {k}")
+    ids, rows, matrix = coll.search_arrays(under, where)
+    filtered = bool(under) or (where is not None and not where.is_empty())
+    # A forced index kind is always used; "auto" skips it for small candidate sets, where
+    # exact search is both faster and exact.
+    ann = coll.ann_index() if len(ids) >= EXACT_BELOW or coll.index_settings.mode != "auto" else None
+    results: list[list[tuple[int, float]]] = []
+    if ann is None:
+        scores, positions = exact_topk(matrix, vectors, k, rows=rows)
+        for s_row, p_row in zip(scores, positions):
+            results.append([(int(ids[p]), float(sc)) for p, sc in zip(p_row, s_row)])
+    else:
+        live = np.unique(rows)
+        # Every live row is in the index (load_index appends missing ones); when the index also
+        # holds deleted rows, or a filter applies, only the allowed rows may come back.
+        allowed = live if filtered or ann.ntotal != len(live) else None
+        scores, found = ann.search(matrix, vectors, k, allowed)
+        # The index must return k rows whenever k are allowed; where it came up short (a very
+        # selective filter), that query is answered exactly over the allowed rows instead.
+        short = np.flatnonzero((found >= 0).sum(axis=1) < min(k, len(live)))
+        if len(short):
+            ex_scores, ex_pos = exact_topk(matrix, vectors[short], k, rows=live)
+            pad = k - ex_scores.shape[1]
+            scores[short] = np.pad(ex_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            found[short] = np.pad(live[ex_pos], ((0, 0), (0, pad)), constant_values=-1)
+        for s_row, f_row in zip(scores, found):
+            hits: list[tuple[int, float]] = []
+            for r, sc in zip(f_row, s_row):
+                if r < 0:
+                    continue
+                lo, hi = np.searchsorted(rows, r, "left"), np.searchsorted(rows, r, "right")
+                hits.extend((int(i), float(sc)) for i in ids[lo:hi])  # copies share a vector row
+            results.append(hits[:k])
+    wanted = {i for hits in results for i, _ in hits}
+    items = coll.db.get_many(sorted(wanted))
+    return [[Hit(i, items[i].path, sc) for i, sc in hits if i in items] for hits in results]
+
+
 def search_collection(
     coll: "Collection",
     query: QueryLike,
@@ -233,18 +302,26 @@ def search_collection(
     k: int = 10,
     min_score: float | None = None,
     under: Sequence[str] = (),
+    where: "Filter | None" = None,
 ) -> list[Hit]:
     """Implementation of :meth:`Collection.search`."""
-    from .index.exact import exact_topk
+    return search_many(coll, [query], k=k, min_score=min_score, under=under, where=where)[0]
 
-    if k < 1:
-        raise QueryError(f"k must be at least 1, not {k}")
-    vector = query_vector(coll, query)
-    ids, vec_rows, vectors = coll.search_arrays(under)
-    scores, positions = exact_topk(vectors, vector, k, rows=vec_rows)
-    hit_ids = [int(ids[p]) for p in positions[0]]
-    rows = coll.db.get_many(hit_ids)
-    hits = [Hit(i, rows[i].path, float(s)) for i, s in zip(hit_ids, scores[0]) if i in rows]
+
+def search_many(
+    coll: "Collection",
+    queries: Sequence[QueryLike],
+    *,
+    k: int = 10,
+    min_score: float | None = None,
+    under: Sequence[str] = (),
+    where: "Filter | None" = None,
+) -> list[list[Hit]]:
+    """Implementation of :meth:`Collection.search_batch`: texts embedded together, one ranking pass."""
+    if not queries:
+        return []
+    vectors = query_vectors(coll, queries)
+    out = rank(coll, vectors, k, under=under, where=where)
     if min_score is not None:
-        hits = [h for h in hits if h.score >= min_score]
-    return hits
+        out = [[h for h in hits if h.score >= min_score] for hits in out]
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
 
@@ -57,6 +58,18 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2 if isinstance(exc, (QueryError, UnknownModel)) else 1)
 
 
+def _parse_bytes(text: str) -> int:
+    """'500MB', '2GB', '1.5g', '1000000' -> bytes (binary units)."""
+    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+             "t": 1 << 40, "tb": 1 << 40}
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("kmgtb")
+    try:
+        return int(float(num) * units[t[len(num):]])
+    except (ValueError, KeyError):
+        raise ValueError(f"cannot read the size {text!r}; write it like 500MB or 2GB") from None
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
@@ -76,8 +89,15 @@ def index(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, even if unchanged."),
     device: str = DeviceOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip messages."),
+    index_mode: Optional[str] = typer.Option(
+        None, "--index", help="auto (default: exact below 50,000 images, else tuned ANN), exact, flat, hnsw, ivf, "
+        "ivfpq, sq8, fp16 or binary."),
+    recall: Optional[float] = typer.Option(None, "--recall", help="Recall@10 the index must reach [default: 0.95]."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="Index memory budget, e.g. 500MB or 2GB."),
+    latency_ms: Optional[float] = typer.Option(None, "--latency-ms", help="Median query latency budget in ms."),
 ) -> None:
     """Add images to a collection, creating it if needed. Re-runs only process what changed."""
+    from ..store.ann import IndexSettings
     from ..store.collection import Collection
 
     target = collection or default_collection()
@@ -87,9 +107,21 @@ def index(
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             coll = Collection.create(target, model=model or "lite", device=device)
+        settings = None
+        if any(v is not None for v in (index_mode, recall, memory, latency_ms)):
+            current = coll.index_settings
+            settings = IndexSettings(
+                mode=index_mode or current.mode,
+                recall=recall if recall is not None else current.recall,
+                memory_bytes=_parse_bytes(memory) if memory is not None else current.memory_bytes,
+                latency_ms=latency_ms if latency_ms is not None else current.latency_ms,
+            )
         with coll, IndexProgress(err, quiet=quiet) as progress:
             report = coll.add(paths, exclude=exclude, batch_size=batch_size, workers=workers,
-                              retry_failed=retry_failed, progress=progress)
+                              retry_failed=retry_failed, progress=progress, index=settings)
+    except ValueError as exc:  # bad --index / --recall / --memory values
+        err.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(2)
     except LookalikeError as exc:
         _fail(exc)
         return
@@ -126,29 +158,91 @@ def _print_hits(hits: list, as_json: bool, files_only: bool) -> None:
             err.print("no results")
 
 
+def _date(text: Optional[str], option: str) -> Optional[datetime]:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} takes a date like 2024-06-30 or 2024-06-30T18:00, not {text!r}") from None
+
+
 @app.command()
 def search(
-    query: List[str] = typer.Argument(..., help="Text, image path or URL, id:N, or a mix: \"2:dog\" + ./a.jpg - grass"),
+    query: Optional[List[str]] = typer.Argument(
+        None, help="Text, image path or URL, id:N, or a mix: \"2:dog\" + ./a.jpg - grass"),
     collection: Optional[Path] = CollectionOpt,
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines: {\"id\", \"path\", \"score\"}."),
     files_only: bool = typer.Option(False, "-f", "--files", help="Bare paths, one per line, for piping."),
+    batch: Optional[Path] = typer.Option(
+        None, "--batch", help="File with one query per line (same syntax); '-' reads stdin. With --json each "
+        "line also carries \"query\"."),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="Drop results scoring below this."),
     under: List[Path] = typer.Option([], "--under", help="Only files below this folder; repeatable."),
+    glob: Optional[str] = typer.Option(None, "--glob", help="Only paths matching this pattern, e.g. '*.jpg'."),
+    after: Optional[str] = typer.Option(None, "--after", help="Only files modified on or after this date."),
+    before: Optional[str] = typer.Option(None, "--before", help="Only files modified before this date."),
+    min_width: Optional[int] = typer.Option(None, "--min-width", help="Only images at least this wide."),
+    min_height: Optional[int] = typer.Option(None, "--min-height", help="Only images at least this tall."),
     device: str = DeviceOpt,
 ) -> None:
     """Search a collection. Terms are joined with + and -, each optionally weighted as W:term."""
-    from ..search import parse_query
+    from ..search import Query, parse_query
     from ..store.collection import Collection
+    from ..store.filters import Filter
 
+    lines: list[str] = []
+    if batch is not None:
+        try:
+            lines = (sys.stdin.read() if str(batch) == "-" else batch.read_text(encoding="utf-8")).splitlines()
+        except OSError as exc:
+            _fail(QueryError(f"cannot read {batch}: {exc.strerror or exc}"))
     try:
-        parsed = parse_query(query)
+        if batch is not None:
+            if query:
+                raise QueryError("give either a query or --batch FILE, not both")
+            texts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            queries = [Query.parse(t) for t in texts]
+        elif query:
+            texts, queries = [" ".join(query)], [parse_query(query)]
+        else:
+            raise QueryError("give a query (text, image, id:N) or --batch FILE")
+        flt = Filter(glob=glob, modified_after=_date(after, "--after"), modified_before=_date(before, "--before"),
+                     min_width=min_width, min_height=min_height)
         with Collection.open(collection or default_collection(), device=device) as coll:
-            hits = coll.search(parsed, k=k, min_score=min_score, under=[str(u) for u in under])
+            results = coll.search_batch(queries, k=k, min_score=min_score, under=[str(u) for u in under],
+                                        where=None if flt.is_empty() else flt)
+    except ValueError as exc:
+        _fail(exc if isinstance(exc, LookalikeError) else QueryError(str(exc)))
+        return
     except LookalikeError as exc:
         _fail(exc)
         return
-    _print_hits(hits, as_json, files_only)
+    if batch is None:
+        _print_hits(results[0], as_json, files_only)
+        return
+    for text, hits in zip(texts, results):
+        if as_json:
+            for rank_, h in enumerate(hits, 1):
+                sys.stdout.write(json.dumps({"query": text, "rank": rank_, "id": h.id, "path": h.path,
+                                             "score": round(h.score, 6)}) + "\n")
+        else:
+            if not files_only:
+                out.print(Text(f"\n{text}", style="bold"))
+            _print_hits(hits, False, files_only)
+
+
+def _describe_index(index: Optional[dict]) -> str:
+    settings = (index or {}).get("settings") or {"mode": "auto", "recall": 0.95}
+    state = (index or {}).get("state")
+    asked = f"{settings['mode']}, recall target {settings['recall']}"
+    if not state:
+        return f"exact search ({asked})"
+    m = state["measured"]
+    verdict = "" if state.get("met_target", True) else " (target not met: best reached)"
+    return (f"{state['label']} ({asked}): measured recall@10 {m['recall']:.3f}, p50 {m['p50_ms']:.2f} ms, "
+            f"p99 {m['p99_ms']:.2f} ms, {_human_bytes(m['memory_bytes'])} in RAM{verdict}")
 
 
 @app.command()
@@ -181,6 +275,7 @@ def info(
         ("failed", f"{summary.failed:,}"),
         ("vector rows", f"{summary.vector_rows:,}"),
         ("size on disk", _human_bytes(summary.bytes_on_disk)),
+        ("index", _describe_index(summary.index)),
     ]:
         table.add_row(label, Text(value))
     out.print(table)

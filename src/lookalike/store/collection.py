@@ -31,9 +31,12 @@ from .metadata import ItemRow, MetadataDB
 from .vectors import VectorFile
 
 if TYPE_CHECKING:
+    from ..index.faiss_index import AnnIndex
     from ..models.base import EmbeddingModel
     from ..progress import ProgressCallback
     from ..search import Hit, QueryLike
+    from .ann import IndexSettings
+    from .filters import Filter
     from .indexer import AddReport
 
 __all__ = ["Collection", "CollectionInfo"]
@@ -63,6 +66,8 @@ class CollectionInfo:
     bytes_on_disk: int
     created: float
     errors: list[tuple[str, str]]
+    #: ``{"settings": ..., "state": ...}`` as in the manifest (None: never configured).
+    index: dict | None = None
 
 
 class Collection:
@@ -81,6 +86,7 @@ class Collection:
         self._device = device
         self.db = MetadataDB(path / DATABASE)
         self._search_cache: tuple[int, tuple[str, ...], tuple[np.ndarray, np.ndarray]] | None = None
+        self._ann_cache: tuple[tuple[int, ...], "AnnIndex | None"] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -265,6 +271,7 @@ class Collection:
     def invalidate_cache(self) -> None:
         """Forget cached search arrays (SQLite's data_version misses this connection's own writes)."""
         self._search_cache = None
+        self._ann_cache = None
 
     def compact(self) -> int:
         """Rewrite the vector file without unreferenced rows; returns how many were dropped.
@@ -291,7 +298,7 @@ class Collection:
     # ------------------------------------------------------------------ add
     def add(self, paths: Sequence[str | os.PathLike[str]], *, exclude: Sequence[str] = (),
             batch_size: int | None = None, workers: int | None = None, retry_failed: bool = False,
-            progress: "ProgressCallback | None" = None) -> "AddReport":
+            progress: "ProgressCallback | None" = None, index: "IndexSettings | None" = None) -> "AddReport":
         """Index the images under ``paths`` (folders or files), incrementally.
 
         Unchanged files (same path, size and mtime) are skipped; a new path whose content
@@ -299,11 +306,15 @@ class Collection:
         were in the collection under ``paths`` but are gone are removed. Files that fail to
         decode are recorded with their reason and not retried until they change (or
         ``retry_failed``). Safe to interrupt at any point: the next run resumes.
+
+        Afterwards the search index is brought up to date: new rows are appended, and it is
+        rebuilt when drift, deletions or new ``index`` settings call for it (see
+        :mod:`lookalike.store.ann`; by default exact search below 50,000 images).
         """
         from .indexer import index_paths
 
         return index_paths(self, paths, exclude=exclude, batch_size=batch_size, workers=workers,
-                           retry_failed=retry_failed, progress=progress)
+                           retry_failed=retry_failed, progress=progress, index=index)
 
     # ------------------------------------------------------------------ read
     def __len__(self) -> int:
@@ -325,14 +336,61 @@ class Collection:
             self._search_cache = (version, folders, self.db.searchable(folders))
         return self._search_cache[2]
 
-    def search_arrays(self, under: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def search_arrays(self, under: Sequence[str] = (), flt: "Filter | None" = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(ids, vec_rows, vectors)`` from one consistent moment, for ranking.
 
         Reading the rows and the vector file separately could pair row numbers from before a
         concurrent compaction with the renumbered file written by it.
         """
-        (ids, rows), vectors = self._consistent_read(lambda: self.searchable(under))
+        if flt is None or flt.is_empty():
+            read = lambda: self.searchable(under)  # noqa: E731 - cached path
+        else:
+            read = lambda: self.db.searchable(tuple(under), flt)  # noqa: E731
+        (ids, rows), vectors = self._consistent_read(read)
         return ids, rows, vectors
+
+    # ------------------------------------------------------------------ ANN index
+    @property
+    def index_settings(self) -> "IndexSettings":
+        """The index mode and budgets asked for (``auto``, recall 0.95, no budgets by default)."""
+        from .ann import IndexSettings
+
+        return IndexSettings.from_dict((self.manifest.index or {}).get("settings"))
+
+    def set_index_state(self, settings: "IndexSettings", state: dict | None) -> None:
+        """Record the index settings and what was built, in the manifest (atomically)."""
+        self.manifest.index = {"settings": settings.to_dict(), "state": state}
+        self.manifest.save(self.path / MANIFEST)
+        self._ann_cache = None
+
+    def build_index(self, mode: str = "auto", *, recall: float = 0.95, memory_bytes: int | None = None,
+                    latency_ms: float | None = None) -> "AnnIndex | None":
+        """Choose, build and save the search index now; see :mod:`lookalike.store.ann`.
+
+        ``mode`` is ``auto`` (exact below the size threshold, else the cheapest index that
+        meets ``recall``@10 within the budgets), ``exact``, or a kind to force: ``flat``,
+        ``hnsw``, ``ivf``, ``ivfpq``, ``sq8``, ``fp16``, ``binary``. Returns None for exact.
+        """
+        from .ann import IndexSettings, build_index
+
+        settings = IndexSettings(mode, recall, memory_bytes, latency_ms)
+        with self.write_lock():
+            return build_index(self, settings)
+
+    def ann_index(self) -> "AnnIndex | None":
+        """The approximate index searches use, or None for exact search (cached per file version)."""
+        from .ann import INDEX_FILE, load_index
+
+        path = self.path / INDEX_FILE
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_mtime_ns, st.st_size, self.vector_rows, self.db.data_version())
+        if self._ann_cache is None or self._ann_cache[0] != key:
+            self._ann_cache = (key, load_index(self))
+        return self._ann_cache[1]
 
     def _consistent_read(self, read: "Callable[[], T]", attempts: int = 5) -> "tuple[T, np.ndarray]":
         """Run ``read()`` and map the vector file within one database snapshot.
@@ -353,16 +411,25 @@ class Collection:
         raise AssertionError("unreachable")
 
     def search(self, query: "QueryLike", k: int = 10, *, min_score: float | None = None,
-               under: Sequence[str] = ()) -> list["Hit"]:
+               under: Sequence[str] = (), where: "Filter | None" = None) -> list["Hit"]:
         """The ``k`` items most similar to ``query``, best first.
 
         ``query`` is text, an image path or URL, ``"id:N"``, a weighted mix such as
         ``"2:dog + ./a.jpg - grass"``, a PIL image, a :class:`~lookalike.search.Query`, or a
-        vector. ``under`` keeps only files below those folders; ``min_score`` drops weaker hits.
+        vector. ``under`` keeps only files below those folders, ``where`` applies a
+        :class:`~lookalike.store.filters.Filter` (dates, sizes, glob, any predicate) inside
+        the search; ``min_score`` drops weaker hits.
         """
         from ..search import search_collection
 
-        return search_collection(self, query, k=k, min_score=min_score, under=under)
+        return search_collection(self, query, k=k, min_score=min_score, under=under, where=where)
+
+    def search_batch(self, queries: Sequence["QueryLike"], k: int = 10, *, min_score: float | None = None,
+                     under: Sequence[str] = (), where: "Filter | None" = None) -> list[list["Hit"]]:
+        """:meth:`search` for many queries at once (texts are embedded in batches); one list per query."""
+        from ..search import search_many
+
+        return search_many(self, queries, k=k, min_score=min_score, under=under, where=where)
 
     def info(self, max_errors: int = 20) -> CollectionInfo:
         """Counts, sizes and recent errors, for ``lookalike info``."""
@@ -379,6 +446,7 @@ class Collection:
             bytes_on_disk=size,
             created=self.manifest.created,
             errors=[(r.path, r.error or "") for r in self.db.failures(limit=max_errors)],
+            index=self.manifest.index,
         )
 
 

@@ -31,9 +31,11 @@ from ..images.transforms import PreprocessConfig, build_transform
 from ..pipeline.embed import Prepared, embed_prepared
 from ..pipeline.loader import ordered_map
 from ..progress import ProgressCallback, ProgressEvent
+from .ann import refresh_index
 from .metadata import ItemRow
 
 if TYPE_CHECKING:
+    from .ann import IndexSettings
     from .collection import Collection
 
 __all__ = ["AddReport", "index_paths", "file_hash"]
@@ -94,6 +96,7 @@ def index_paths(
     workers: int | None = None,
     retry_failed: bool = False,
     progress: ProgressCallback | None = None,
+    index: "IndexSettings | None" = None,
 ) -> AddReport:
     """Implementation of :meth:`Collection.add`."""
     t0 = time.perf_counter()
@@ -154,6 +157,9 @@ def index_paths(
         garbage = coll.vector_rows - len(coll.db.referenced_vec_rows())
         if garbage >= COMPACT_MIN_ROWS and garbage > COMPACT_GARBAGE_SHARE * coll.vector_rows:
             coll.compact()
+        if index is not None:
+            coll.set_index_state(index, coll.manifest.index_state)
+        refresh_index(coll)
     report.seconds = time.perf_counter() - t0
     emit(ProgressEvent("done", done=report.total_seen, total=report.total_seen))
     return report

@@ -49,6 +49,13 @@ class Manifest:
     created: float = field(default_factory=time.time)
     lookalike_version: str = ""
     format_version: int = FORMAT_VERSION
+    #: ``{"settings": IndexSettings.to_dict(), "state": {spec, label, measured, ...} | None}``
+    index: dict[str, Any] | None = None
+
+    @property
+    def index_state(self) -> dict[str, Any] | None:
+        """What index is built and how it measured (None: exact search)."""
+        return (self.index or {}).get("state")
 
     @property
     def model_id(self) -> str:
@@ -72,6 +79,7 @@ class Manifest:
                 "model": self.model,
                 "dtype": self.dtype,
                 "metric": self.metric,
+                "index": self.index,
             },
             indent=2,
             sort_keys=True,
@@ -101,6 +109,7 @@ class Manifest:
                 created=float(data.get("created", 0.0)),
                 lookalike_version=data.get("lookalike_version", ""),
                 format_version=int(data["format_version"]),
+                index=data.get("index"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionCorrupt(f"{path}: manifest is missing fields ({exc})") from exc

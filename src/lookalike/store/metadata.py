@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import CollectionCorrupt
+
+if TYPE_CHECKING:
+    from .filters import Filter
 
 __all__ = ["MetadataDB", "ItemRow", "SCHEMA_VERSION", "path_prefix_range"]
 
@@ -189,19 +192,30 @@ class MetadataDB:
                 out[r[0]] = ItemRow(*r)
         return out
 
-    def searchable(self, under: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, vec_rows)`` of embedded items (optionally only below ``under``), by vec_row."""
+    def searchable(self, under: Sequence[str] = (), flt: "Filter | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vec_rows)`` of embedded items below ``under`` and passing ``flt``, by vec_row."""
         sql = "SELECT id, vec_row FROM items WHERE status = 'ok'"
-        params: list[str] = []
-        if under:
+        params: list[object] = []
+        folders = list(under) + list(flt.folders() if flt is not None else ())
+        if folders:
             clauses = []
-            for folder in under:
+            for folder in folders:
                 lo, hi = path_prefix_range(folder)
                 clauses.append("(path >= ? AND path < ?) OR path = ?")
                 params += [lo, hi, folder]
             sql += " AND (" + " OR ".join(clauses) + ")"
+        if flt is not None:
+            clauses, extra = flt.sql()
+            for clause in clauses:
+                sql += f" AND {clause}"
+            params += extra
         sql += " ORDER BY vec_row"
-        arr = np.array(self.conn.execute(sql, params).fetchall(), dtype=np.int64).reshape(-1, 2)
+        if flt is not None and flt.where is not None:
+            sql = sql.replace("SELECT id, vec_row", f"SELECT {_COLUMNS}", 1)
+            keep = [(r[0], r[9]) for r in self.conn.execute(sql, params) if flt.where(ItemRow(*r))]
+            arr = np.array(keep, dtype=np.int64).reshape(-1, 2)
+        else:
+            arr = np.array(self.conn.execute(sql, params).fetchall(), dtype=np.int64).reshape(-1, 2)
         return arr[:, 0].copy(), arr[:, 1].copy()
 
     def counts(self) -> dict[str, int]:
