@@ -34,6 +34,7 @@ from .errors import (
 from .progress import ProgressCallback, ProgressEvent
 from .search import Hit, Query, parse_query
 from .store.collection import Collection, CollectionInfo
+from .store.filters import Filter
 from .store.indexer import AddReport
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ __all__ = [
     "CollectionInfo",
     "AddReport",
     "Hit",
+    "Filter",
     "Query",
     "parse_query",
     "ProgressEvent",

@@ -324,3 +324,43 @@ def test_console_script_help() -> None:
     for command in ("index", "search", "info", "models"):
         assert command in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- index flags, batch, filters
+
+
+def test_index_flag_builds_and_info_reports_it(tmp_path: Path) -> None:
+    """--index ivf builds an index whose measured recall, latency and memory `info` shows."""
+    pytest.importorskip("faiss")
+    folder = tmp_path / "imgs"
+    for i in range(40):
+        make_image(folder / f"i{i:02d}.png", seed=i)
+    coll = tmp_path / "c.lkl"
+    result = run("index", str(folder), "--collection", str(coll), "--index", "ivf", "-q")
+    assert result.exit_code == 0, result.output
+    info_out = run("info", "--collection", str(coll)).output
+    assert "IVF" in info_out and "measured recall@10" in info_out and "p50" in info_out
+    bad = run("index", str(folder), "--collection", str(coll), "--index", "lsh")
+    _assert_clean_error(bad, 2, "unknown index mode")
+
+
+def test_search_batch_json_and_filters(tmp_path: Path) -> None:
+    """--batch FILE answers each line; --json lines carry the query; --min-width filters inside."""
+    folder = tmp_path / "imgs"
+    for i in range(12):
+        make_image(folder / f"i{i:02d}.png", seed=i, size=(60 + 40 * (i % 2), 50))
+    coll = tmp_path / "c.lkl"
+    assert run("index", str(folder), "--collection", str(coll), "-q").exit_code == 0
+    queries = tmp_path / "q.txt"
+    queries.write_text("# a comment\nid:1\n\nid:2 + 0.5:red\n")
+    result = run("search", "--batch", str(queries), "--collection", str(coll), "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["query"] for r in rows] == ["id:1"] * 3 + ["id:2 + 0.5:red"] * 3
+    assert rows[0]["rank"] == 1 and rows[0]["id"] == 1
+    wide = run("search", "id:1", "--collection", str(coll), "-k", "12", "-f", "--min-width", "90")
+    assert wide.exit_code == 0 and len(wide.stdout.splitlines()) == 6
+    both = run("search", "id:1", "--batch", str(queries), "--collection", str(coll))
+    assert both.exit_code == 2
+    bad_date = run("search", "id:1", "--collection", str(coll), "--after", "yesterday")
+    _assert_clean_error(bad_date, 2, "2024-06-30")

@@ -111,6 +111,8 @@ def spec_for(kind: str, n: int, dim: int) -> IndexSpec:
 def candidate_specs(n: int, dim: int, *, matryoshka: bool = False) -> list[IndexSpec]:
     """Configurations to try, cheapest memory first (flat last, as the exact fallback)."""
     specs = [spec_for("binary", n, dim), spec_for("ivfpq", n, dim)]
+    if dim >= 64:
+        specs.append(IndexSpec("sq8", reduce="pca", reduce_dim=dim // 4, rerank=8))
     if matryoshka and dim >= 256:
         specs.append(replace(spec_for("ivf", n, dim // 2), reduce="matryoshka", reduce_dim=dim // 2))
     specs += [IndexSpec("sq8"), spec_for("ivf", n, dim), IndexSpec("hnsw"), IndexSpec("flat")]

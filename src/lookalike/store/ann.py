@@ -120,12 +120,15 @@ def build_index(coll: "Collection", settings: IndexSettings) -> "AnnIndex | None
         path.unlink(missing_ok=True)
         coll.set_index_state(settings, None)
         return None
-    from ..index.tune import auto_index, spec_for
+    from ..index.tune import auto_index, candidate_specs, spec_for
 
     vectors = coll.vectors()
     if settings.mode == "auto":
+        # Matryoshka truncation is only offered for models trained for it (their info says so).
+        candidates = candidate_specs(len(live), vectors.shape[1],
+                                     matryoshka=bool(coll.manifest.model.get("matryoshka")))
         result = auto_index(vectors, live, recall=settings.recall, memory_bytes=settings.memory_bytes,
-                            latency_ms=settings.latency_ms)
+                            latency_ms=settings.latency_ms, candidates=candidates)
     else:
         spec = spec_for(settings.mode, len(live), vectors.shape[1])
         result = auto_index(vectors, live, recall=settings.recall, candidates=[spec])
