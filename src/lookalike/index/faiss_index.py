@@ -107,7 +107,7 @@ class IndexSpec:
             knobs.append(f"nprobe={self.nprobe}")
         if self.kind == "hnsw":
             knobs.append(f"efSearch={self.ef_search}")
-        if self.kind != "flat":
+        if self.kind != "flat" or self.reduce:  # reduced flat search re-ranks too
             knobs.append(f"rerank={self.rerank}")
         return " ".join([prefix + body, *knobs])
 
@@ -196,8 +196,15 @@ class AnnIndex:
             index = faiss.index_factory(d, _factory(spec, dim), faiss.METRIC_INNER_PRODUCT)
         trained_on = 0
         if not index.is_trained:
+            n_train = min(train_size, len(rows))
+            d_opq = spec.reduce_dim if spec.reduce else dim
+            if spec.opq and n_train < d_opq:
+                # FAISS's OPQ training corrupts the heap (a crash, not an error) when it has
+                # fewer training vectors than dimensions.
+                raise ValueError(f"OPQ needs at least {d_opq} training vectors (one per dimension), "
+                                 f"got {n_train}")
             rng = np.random.default_rng(seed)
-            sample = np.sort(rng.choice(rows, size=min(train_size, len(rows)), replace=False))
+            sample = np.sort(rng.choice(rows, size=n_train, replace=False))
             index.train(_reduce(np.ascontiguousarray(vectors[sample], dtype=np.float32), spec))
             trained_on = len(sample)
         ann = cls(spec, dim, index, np.empty(0, dtype=np.int64), trained_on)
@@ -268,10 +275,17 @@ class AnnIndex:
             return np.full((len(q), 1), -1, dtype=np.int64)
         selector, bitmap = self._selector(None, mask)
         spec = self.spec
+        # A filter that keeps a fraction f of the rows leaves ~f of each probed cell (or graph
+        # neighbourhood) usable: search 1/f times harder so k allowed rows are still reached.
+        # (Should that still fall short, search() answers from the allowed rows exactly.)
+        boost = 1.0
+        if mask is not None:
+            boost = self.ntotal / max(1, int(np.count_nonzero(mask)))
         if spec.kind in ("ivf", "ivfpq"):
-            params = faiss.SearchParametersIVF(nprobe=spec.nprobe)
+            nlist = faiss.extract_index_ivf(self.index).nlist
+            params = faiss.SearchParametersIVF(nprobe=int(min(nlist, np.ceil(spec.nprobe * boost))))
         elif spec.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=spec.ef_search)
+            params = faiss.SearchParametersHNSW(efSearch=int(min(4096, np.ceil(spec.ef_search * boost))))
         else:
             params = faiss.SearchParameters()
         params.sel = selector

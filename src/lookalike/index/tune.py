@@ -55,19 +55,26 @@ class TuneResult:
 
 
 def ground_truth(vectors: np.ndarray, rows: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k rows for each query row among ``rows``, the query's own row excluded."""
+    """Exact top-k rows for each query row among ``rows``, the query's own row excluded.
+
+    ``-1`` pads where fewer than k other rows exist (a collection of one or a few vectors).
+    """
     queries = np.asarray(vectors[query_rows], dtype=np.float32)
     _, pos = exact_topk(vectors, queries, k + 1, rows=rows)
     found = rows[pos]
-    out = np.empty((len(query_rows), k), dtype=np.int64)
+    out = np.full((len(query_rows), k), -1, dtype=np.int64)
     for i, (qr, f) in enumerate(zip(query_rows, found)):
-        out[i] = f[f != qr][:k]
+        others = f[f != qr][:k]
+        out[i, : len(others)] = others
     return out
 
 
 def measure(index: AnnIndex, vectors: np.ndarray, query_rows: np.ndarray, truth: np.ndarray, k: int,
-            build_s: float = 0.0) -> Measurement:
-    """Recall@k (own row excluded) and per-query latency, queries sent one at a time."""
+            build_s: float = 0.0, memory_bytes: int | None = None) -> Measurement:
+    """Recall@k (own row excluded) and per-query latency, queries sent one at a time.
+
+    ``memory_bytes``: the index's size if already known (measuring it serialises the index).
+    """
     queries = np.asarray(vectors[query_rows], dtype=np.float32)
     times = np.empty(len(queries))
     hits = 0
@@ -76,13 +83,14 @@ def measure(index: AnnIndex, vectors: np.ndarray, query_rows: np.ndarray, truth:
         _, found = index.search(vectors, q, k + 1)
         times[i] = time.perf_counter() - t0
         got = found[0][found[0] != query_rows[i]][:k]
-        hits += len(np.intersect1d(got, truth[i]))
+        hits += len(np.intersect1d(got[got >= 0], truth[i][truth[i] >= 0]))
+    expected = int(np.count_nonzero(truth >= 0))
     return Measurement(
         label=index.spec.label(),
-        recall=hits / truth.size,
+        recall=hits / expected if expected else 1.0,  # nothing to find: nothing missed
         p50_ms=float(np.percentile(times, 50) * 1e3),
         p99_ms=float(np.percentile(times, 99) * 1e3),
-        memory_bytes=index.memory_bytes(),
+        memory_bytes=index.memory_bytes() if memory_bytes is None else memory_bytes,
         build_s=build_s,
     )
 
@@ -108,15 +116,44 @@ def spec_for(kind: str, n: int, dim: int) -> IndexSpec:
     return IndexSpec(kind)  # type: ignore[arg-type]
 
 
+def _estimated_memory(spec: IndexSpec, n: int, dim: int) -> int:
+    """Approximate RAM of ``spec`` built over n vectors of dim d (what :meth:`AnnIndex.memory_bytes`
+    will measure): codes per vector, IVF list ids, the row map, and trained tables."""
+    d = spec.reduce_dim if spec.reduce else dim
+    per = 8  # the row map
+    fixed = 4 * (dim + d) * dim if spec.reduce == "pca" else 0  # PCA: eigenvectors, projection
+    if spec.kind == "binary":
+        per += (d + 7) // 8
+    elif spec.kind == "ivfpq":
+        per += (spec.pq_m * spec.pq_bits + 7) // 8 + 8
+        fixed += 4 * d * (spec.nlist + (1 << spec.pq_bits)) + (4 * d * d if spec.opq else 0)
+    elif spec.kind == "sq8":
+        per += d
+        fixed += 8 * d
+    elif spec.kind == "fp16":
+        per += 2 * d
+    elif spec.kind == "ivf":
+        per += 4 * d + 8
+        fixed += 4 * d * spec.nlist
+    elif spec.kind == "hnsw":
+        per += 4 * d + 4 * 2 * spec.hnsw_m + 4 * 2  # level-0 links, upper levels on average
+    else:
+        per += 4 * d
+    return per * n + fixed
+
+
 def candidate_specs(n: int, dim: int, *, matryoshka: bool = False) -> list[IndexSpec]:
     """Configurations to try, cheapest memory first (flat last, as the exact fallback)."""
     specs = [spec_for("binary", n, dim), spec_for("ivfpq", n, dim)]
     if dim >= 64:
         specs.append(IndexSpec("sq8", reduce="pca", reduce_dim=dim // 4, rerank=8))
+    specs.append(IndexSpec("sq8"))
     if matryoshka and dim >= 256:
         specs.append(replace(spec_for("ivf", n, dim // 2), reduce="matryoshka", reduce_dim=dim // 2))
-    specs += [IndexSpec("sq8"), spec_for("ivf", n, dim), IndexSpec("hnsw"), IndexSpec("flat")]
-    return specs
+    specs += [spec_for("ivf", n, dim), IndexSpec("hnsw")]
+    # Which is smaller depends on n and d (IVF-PQ's tables against PCA-SQ8's codes, say).
+    specs.sort(key=lambda s: _estimated_memory(s, n, dim))
+    return specs + [IndexSpec("flat")]
 
 
 def _efforts(spec: IndexSpec) -> Iterator[IndexSpec]:
@@ -163,19 +200,14 @@ def auto_index(
     truth = ground_truth(vectors, rows, query_rows, kk)
     tried: list[Measurement] = []
     best_effort: tuple[float, AnnIndex, Measurement] | None = None
-    specs = list(candidates) if candidates is not None else candidate_specs(len(rows), vectors.shape[1])
-    for spec in specs:
-        t0 = time.perf_counter()
-        try:
-            built = AnnIndex.build(spec, vectors, rows, seed=seed)
-        except (ValueError, RuntimeError):
-            continue  # e.g. too few vectors to train this many cells
-        build_s = time.perf_counter() - t0
-        if memory_bytes is not None and built.memory_bytes() > memory_bytes:
-            continue
-        for effort in _efforts(spec):
+    # The smallest index over the memory budget: the best effort when none fits.
+    smallest: tuple[int, AnnIndex, float] | None = None
+
+    def sweep(built: AnnIndex, build_s: float, memory: int) -> TuneResult | None:
+        nonlocal best_effort
+        for effort in _efforts(built.spec):
             candidate = built.with_search_params(**{f: getattr(effort, f) for f in ("nprobe", "ef_search", "rerank")})
-            m = measure(candidate, vectors, query_rows, truth, kk, build_s)
+            m = measure(candidate, vectors, query_rows, truth, kk, build_s, memory_bytes=memory)
             tried.append(m)
             if on_measure is not None:
                 on_measure(m)
@@ -185,6 +217,30 @@ def auto_index(
                 if latency_ms is None or m.p50_ms <= latency_ms:
                     return TuneResult(candidate, m, tried, True)
                 break  # more effort only gets slower
+        return None
+
+    specs = list(candidates) if candidates is not None else candidate_specs(len(rows), vectors.shape[1])
+    for spec in specs:
+        t0 = time.perf_counter()
+        try:
+            built = AnnIndex.build(spec, vectors, rows, seed=seed)
+        except (ValueError, RuntimeError):
+            continue  # e.g. too few vectors to train this many cells
+        build_s = time.perf_counter() - t0
+        memory = built.memory_bytes()  # serialises the index: once per build, not per effort
+        if memory_bytes is not None and memory > memory_bytes:
+            if smallest is None or memory < smallest[0]:
+                smallest = (memory, built, build_s)
+            continue
+        result = sweep(built, build_s, memory)
+        if result is not None:
+            return result
+    if best_effort is None and smallest is not None:
+        # Nothing fits the memory budget: rather than fail (the procedure promises an answer),
+        # report the smallest index, searched as well as it can be, as not meeting the target.
+        result = sweep(smallest[1], smallest[2], smallest[0])
+        if result is not None:
+            return TuneResult(result.index, result.chosen, tried, False)
     if best_effort is None:
         raise ValueError("no index configuration could be built for these vectors")
     return TuneResult(best_effort[1], best_effort[2], tried, False)
