@@ -16,8 +16,6 @@ trained for it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import CollectionCorrupt, MissingExtra
+from ..fsutil import atomic_writer
 from .exact import exact_topk
 
 __all__ = ["IndexSpec", "AnnIndex", "KINDS", "import_faiss"]
@@ -362,19 +361,9 @@ class AnnIndex:
         """Write index, row map and metadata as one file, atomically (old or new, never half)."""
         meta = {"spec": self.spec.to_dict(), "dim": self.dim, "trained_on": self.trained_on,
                 "added_since_training": self.added_since_training, "ntotal": self.ntotal}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, index=self._serialised(), rows=self.rows,
-                         meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_writer(path) as f:
+            np.savez(f, index=self._serialised(), rows=self.rows,
+                     meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
 
     @classmethod
     def load(cls, path: Path) -> "AnnIndex":

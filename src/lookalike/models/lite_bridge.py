@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingExtra, ModelLoadError
+from ..fsutil import atomic_writer
 
 __all__ = ["load_minilm", "load_or_fit_bridge", "fit_bridge", "class_prompts", "cache_dir", "BRIDGE_VERSION"]
 
@@ -131,13 +131,5 @@ def _minilm_identity() -> str:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path) as f:
+        np.save(f, array)
