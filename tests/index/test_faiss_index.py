@@ -29,14 +29,6 @@ from lookalike.index.faiss_index import KINDS, AnnIndex, IndexSpec  # noqa: E402
 K = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    """FAISS's OpenMP threads spin against each other on a busy 2-core machine: use one."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
 
 # ---------------------------------------------------------------------------- synthetic data
 def _clustered(n: int, d: int, n_clusters: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -30,13 +30,6 @@ from lookalike.index.tune import (  # noqa: E402
 K = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
 
 def _data(n: int, d: int, nq: int, decay: float = 0.98, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Anisotropic unit vectors (per-dimension scales decaying), and held-out queries."""
