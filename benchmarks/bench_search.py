@@ -29,28 +29,26 @@ distribution (same centres, other random stream): they are not in the index.
 
 Measured, in one run:
 
-* ground truth: exact top-10 of every query by ``index.exact.exact_topk`` (chunked), timed;
+* held out: the 500 rows ``tune.split_queries`` gives ``auto_index`` as its own queries;
+  every index below is built on the other rows, so auto's builds can be served from them;
+* ground truth: exact top-10 of every query among those rows, by ``index.exact.exact_topk``
+  (chunked), timed;
 * baseline: numpy brute force on the in-RAM float32 matrix (``vectors @ q`` +
   ``argpartition``), single queries, p50/p99; memory n*d*4;
 * each index kind (``flat hnsw ivf ivfpq sq8 binary``; build parameters from
-  ``tune.spec_for``; ``--hnsw-m`` changes HNSW's degree, 32 by default): built
-  once, then its search effort raised along ``tune._efforts`` (nprobe / efSearch / re-rank
-  depth) until recall@10 on the queries reaches 0.95 (else the cheapest effort within 0.005
-  of the best recall is kept);
-  reported with build time, ``AnnIndex.memory_bytes``, ``AnnIndex.save`` file size,
-  single-query p50/p99 of ``AnnIndex.search`` (re-rank included) and recall@10;
+  ``tune.spec_for``; ``--hnsw-m`` changes HNSW's degree, 32 by default): built once, then
+  searched along ``tune._effort_lines`` (nprobe / efSearch / re-rank depth) as auto_index
+  does, and the fastest setting that reaches recall@10 0.95 on the queries is kept (else
+  the cheapest within 0.005 of the best recall); reported with build time,
+  ``AnnIndex.memory_bytes``, ``AnnIndex.save`` file size, single-query p50/p99 of
+  ``AnnIndex.search`` (re-rank included) and recall@10;
 * ``auto``: ``tune.auto_index(vectors, recall=0.95)`` with its default candidates and
-  in-collection queries. So that nothing is built twice, its ``AnnIndex.build`` calls are
-  answered with the indexes built above (same specs, seed and train size, so the same
-  indexes it would build); a candidate not built above is built then (and reported), except
-  HNSW, skipped and said so. Its choice is then measured on the held-out queries like the
-  rest. auto_index has no latency budget by default, so it is run a second time with
-  ``latency_ms=2`` (and 100 queries, as it times each) to show what the budget buys;
-* a kind within 1/16 of the float32 matrix that stays below 0.95 along ``tune._efforts``
-  gets a second row, "deeper re-rank": 2x, 4x, 8x its last re-rank depth (exact re-scoring
-  of more candidates is cheap next to holding more bits per vector);
-* any other candidate auto_index built is reported too ("auto candidate", tuned like the
-  kinds);
+  latency budget (``tune.DEFAULT_LATENCY_MS``), on its held-out rows. So that nothing is
+  built twice, its ``AnnIndex.build`` calls are answered with the indexes built above
+  (same specs, rows, seed and train size, so the same indexes it would build); a candidate
+  not built above is built then (and reported as "auto candidate"), except HNSW, skipped
+  and said so. Its choice is then measured on the benchmark's queries like the rest. It is
+  run a second time with ``latency_ms=None`` to show what memory alone would pick;
 * compressed: the configuration with the best recall among those using <= 1/16 of the
   float32 matrix.
 
@@ -67,8 +65,8 @@ pass ``--budget-s``; the table then reports the rows it reached, its recall over
 and the projected full build time. ``--hnsw-m 16`` builds faster but tops out lower.
 
     python benchmarks/bench_search.py [--n 1000000] [--dim 512] [--queries 500]
-        [--train-size 100000] [--hnsw-m 32] [--skip hnsw,...] [--budget-s 840]
-        [--latency-threads 1] [--no-auto-latency]
+        [--auto-queries 500] [--train-size 100000] [--hnsw-m 32] [--skip hnsw,...]
+        [--budget-s 840] [--latency-threads 1] [--no-memory-only]
 
 The default size peaks at ~11 GB resident (the mapped vector file included) and ~3 GB of
 temp disk, and finishes in under 15 minutes on 2 cores (the elapsed time is printed last).
@@ -85,13 +83,13 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from lookalike.index import tune
 from lookalike.index.exact import exact_topk
-from lookalike.index.faiss_index import AnnIndex, IndexSpec, import_faiss
+from lookalike.index.faiss_index import AnnIndex, IndexSpec, faiss_threads, import_faiss
 
 K = 10
 RECALL_TARGET = 0.95
@@ -178,30 +176,10 @@ def set_latency_threads(n: int) -> None:
     LATENCY_THREADS = n
 
 
-@contextlib.contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Limit BLAS and OpenMP (numpy's and FAISS's) to n threads; FAISS's OpenMP only without threadpoolctl."""
-    faiss = import_faiss()
-    before = faiss.omp_get_max_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    faiss.omp_set_num_threads(n)
-    try:
-        if threadpool_limits is None:
-            yield
-        else:
-            with threadpool_limits(n):
-                yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
 def latencies(fn, queries: np.ndarray, max_s: float, min_n: int = 20) -> tuple[float, float, int]:
     """p50, p99 (ms) of ``fn(q)`` one query at a time: all queries, or fewer after ``max_s``."""
     times = []
-    with threads(LATENCY_THREADS):
+    with faiss_threads(LATENCY_THREADS):
         fn(queries[-1])  # warm-up (page-in, lazy allocations)
         start = time.perf_counter()
         for q in queries:
@@ -215,36 +193,35 @@ def latencies(fn, queries: np.ndarray, max_s: float, min_n: int = 20) -> tuple[f
 
 
 def tune_effort(ann: AnnIndex, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray,
-                target: float, efforts: Iterable[IndexSpec] | None = None) -> tuple[AnnIndex, float, int]:
-    """Raise search effort along ``tune._efforts`` until recall >= target.
+                target: float) -> tuple[AnnIndex, float, int]:
+    """The fastest search effort along ``tune._effort_lines`` whose recall reaches ``target``.
 
-    If no effort reaches it, keep the first (cheapest) within half a point of the best recall
-    seen: the last few efforts often buy +0.003 recall for 3x the latency.
+    Like ``tune.auto_index``'s sweep, on the benchmark's queries: each line is walked until
+    it reaches the target or stops gaining (less than half a point per step); the settings
+    that reached it are timed on 30 queries and the fastest is kept. If none reaches it, the
+    cheapest setting within half a point of the best recall seen is kept.
     """
     seen: list[tuple[float, AnnIndex]] = []
-    for effort in tune._efforts(ann.spec) if efforts is None else efforts:
-        cand = ann.with_search_params(nprobe=effort.nprobe, ef_search=effort.ef_search, rerank=effort.rerank)
-        r = recall_of(cand, vectors, queries, truth)
-        seen.append((r, cand))
-        if r >= target:
-            return cand, r, len(seen)
-    best = max(r for r, _ in seen)
-    r, cand = next((r, c) for r, c in seen if r >= best - 0.005)
+    met: list[AnnIndex] = []
+    for line in tune._effort_lines(ann.spec):
+        previous = -1.0
+        for effort in line:
+            cand = ann.with_search_params(nprobe=effort.nprobe, ef_search=effort.ef_search, rerank=effort.rerank)
+            r = recall_of(cand, vectors, queries, truth)
+            seen.append((r, cand))
+            if r >= target:
+                met.append(cand)
+                break
+            if r < previous + 0.005:
+                break
+            previous = r
+    if met:
+        quick = [(latencies(lambda q, c=c: c.search(vectors, q, K), queries[:30], 1e9)[0], i) for i, c in enumerate(met)]
+        best = met[min(quick)[1]]
+        return best, next(r for r, c in seen if c is best), len(seen)
+    top = max(r for r, _ in seen)
+    r, cand = next((r, c) for r, c in seen if r >= top - 0.005)
     return cand, r, len(seen)
-
-
-def deeper(spec: IndexSpec) -> Iterator[IndexSpec]:
-    """Re-rank depths past ``tune._efforts``' last, for the compressed kinds (exact re-scoring is cheap).
-
-    For IVF kinds, each depth is tried with nprobe rising from 8 to 256.
-    """
-    for rerank in (2 * spec.rerank, 4 * spec.rerank, 8 * spec.rerank):
-        if spec.kind in ("ivf", "ivfpq"):
-            for nprobe in (8, 16, 32, 64, 128, 256):
-                if nprobe <= spec.nlist:
-                    yield replace(spec, rerank=rerank, nprobe=nprobe)
-        else:
-            yield replace(spec, rerank=rerank)
 
 
 def file_size(ann: AnnIndex, tmp: Path) -> int:
@@ -256,10 +233,9 @@ def file_size(ann: AnnIndex, tmp: Path) -> int:
 
 
 def measure_row(name: str, ann: AnnIndex, build_s: float | None, vectors: np.ndarray, queries: np.ndarray,
-                truth: np.ndarray, tmp: Path, lat_s: float, note: str = "", tuned: bool = True,
-                efforts: Iterable[IndexSpec] | None = None) -> tuple[Row, AnnIndex]:
+                truth: np.ndarray, tmp: Path, lat_s: float, note: str = "", tuned: bool = True) -> tuple[Row, AnnIndex]:
     if tuned:
-        ann, rec, tried = tune_effort(ann, vectors, queries, truth, RECALL_TARGET, efforts)
+        ann, rec, tried = tune_effort(ann, vectors, queries, truth, RECALL_TARGET)
         if rec < RECALL_TARGET:
             note = (note + "; " if note else "") + f"{RECALL_TARGET} not reached in {tried} efforts; ~best shown"
     else:
@@ -294,7 +270,7 @@ def prebuilt(built: dict[IndexSpec, AnnIndex], build_s: dict[IndexSpec, float], 
                     raise RuntimeError(f"{spec.label()} is not built in this run")
                 log(f"auto_index needs {spec.label()}: building ...")
                 t0 = time.perf_counter()
-                built[key] = AnnIndex.build(spec, vectors, rows, train_size=train_size, **kw)
+                built[key] = AnnIndex.build(spec, vectors, rows, **{"train_size": train_size, **kw})
                 build_s[key] = time.perf_counter() - t0
                 log(f"built {spec.label()} in {build_s[key]:.1f}s")
             return built[key].with_search_params(nprobe=spec.nprobe, ef_search=spec.ef_search, rerank=spec.rerank)
@@ -321,8 +297,10 @@ def main() -> None:
                         help="time cap per configuration for single-query timing (>= 20 queries)")
     parser.add_argument("--budget-s", type=float, default=840.0,
                         help="HNSW (built last) stops adding rows when the run would pass this")
-    parser.add_argument("--no-auto-latency", action="store_true",
-                        help="don't run auto_index a second time with latency_ms=2")
+    parser.add_argument("--auto-queries", type=int, default=500,
+                        help="rows auto_index holds out as its own queries (its n_queries)")
+    parser.add_argument("--no-memory-only", action="store_true",
+                        help="don't run auto_index a second time without a latency budget")
     parser.add_argument("--latency-threads", type=int, default=1,
                         help="BLAS/OpenMP threads while timing single queries (builds and batches use all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -344,10 +322,15 @@ def main() -> None:
         t_gen = time.perf_counter() - t0
         log(f"generated {n} x {d} in {t_gen:.1f}s")
 
+        # Every index is built on the rows auto_index does not hold out as its own queries, so
+        # that its builds can be served from the ones here (see prebuilt()).
+        _, build_rows = tune.split_queries(np.arange(n), args.auto_queries, args.seed)
+
         # ---------------------------------------------------------------- ground truth + numpy baseline
         ram = np.array(vectors)  # the in-RAM float32 matrix of the baseline
         t0 = time.perf_counter()
-        _, truth = exact_topk(ram, queries, K)
+        _, pos = exact_topk(ram, queries, K, rows=build_rows)
+        truth = build_rows[pos]
         t_gt = time.perf_counter() - t0
         log(f"ground truth for {len(queries)} queries in {t_gt:.1f}s")
         nn_cos = float(np.mean(np.sum(ram[truth[:, 0]] * queries, axis=1)))
@@ -382,66 +365,50 @@ def main() -> None:
             spec = tune.spec_for(kind, n, d)
             log(f"building {spec.label()} ...")
             t0 = time.perf_counter()
-            ann = AnnIndex.build(spec, vectors, train_size=args.train_size, seed=args.seed)
+            ann = AnnIndex.build(spec, vectors, build_rows, train_size=args.train_size, seed=args.seed)
             b = time.perf_counter() - t0
             log(f"built {spec.label()} in {b:.1f}s")
             built[_build_key(spec)] = ann
             build_s[_build_key(spec)] = b
-            row, best = measure_row(kind, ann, b, vectors, queries, truth, tmp, args.latency_s)
+            row, _ = measure_row(kind, ann, b, vectors, queries, truth, tmp, args.latency_s)
             rows.append(row)
             reported.add(_build_key(spec))
-            if row.memory * 16 <= flat_bytes and row.recall < RECALL_TARGET:
-                # Compressed but short of the target: how far does re-ranking more candidates go?
-                row, _ = measure_row(f"{kind}, deeper re-rank", best, b, vectors, queries, truth, tmp, args.latency_s,
-                                     "re-rank depths past tune._efforts", efforts=deeper(best.spec))
-                rows.append(row)
-            del ann, best
+            del ann
             if kind == "flat":  # n x d floats again, kept only if auto_index falls back to it (rebuilt: a copy)
                 del built[_build_key(spec)]
 
         # ---------------------------------------------------------------- auto, from the indexes above
-        skipped: list[str] = []
-        auto_note = ""
-        t0 = time.perf_counter()
-        refuse = skip | {"hnsw"}  # HNSW (M=32 in auto's list) is built last, within the budget
-        with prebuilt(built, build_s, args.train_size, skipped, refuse), threads(LATENCY_THREADS):
-            result = tune.auto_index(vectors, recall=RECALL_TARGET, k=K, seed=args.seed)
-        t_auto = time.perf_counter() - t0
-        chosen = result.index
-        key = _build_key(chosen.spec)
-        if skipped:
-            auto_note = "skipped (not built here): " + ", ".join(skipped)
-        if not result.met_target:
-            auto_note = (auto_note + "; " if auto_note else "") + "auto_index did not meet its target"
-        log(f"auto_index chose {chosen.spec.label()} in {t_auto:.1f}s (its own in-collection queries: "
-            f"recall {result.chosen.recall:.3f}, p50 {result.chosen.p50_ms:.2f} ms)")
-        auto_row, _ = measure_row("auto", chosen, build_s.get(key), vectors, queries, truth, tmp,
-                                  args.latency_s, auto_note, tuned=False)
-        rows.append(auto_row)
+        refuse = skip | {"hnsw"}  # HNSW is built last, within the budget
 
-        auto_chosen = (result.chosen, result.met_target)
-        del result, chosen
-
-        # auto_index has no latency budget unless given one: show what the same procedure picks
-        # when told the 2 ms target too (fewer queries: it times each one).
-        if not args.no_auto_latency:
-            skipped2: list[str] = []
+        def run_auto(name: str, latency_ms: float | None) -> tuple[Row, tune.TuneResult, float]:
+            skipped: list[str] = []
             t0 = time.perf_counter()
-            with prebuilt(built, build_s, args.train_size, skipped2, refuse), threads(LATENCY_THREADS):
-                result = tune.auto_index(vectors, recall=RECALL_TARGET, k=K, latency_ms=AUTO_P50_MS,
-                                         n_queries=100, seed=args.seed)
-            t_auto2 = time.perf_counter() - t0
-            note = f"auto_index(latency_ms={AUTO_P50_MS}, n_queries=100), {t_auto2:.0f}s"
-            if skipped2:
-                note += "; skipped (not built here): " + ", ".join(skipped2)
+            with prebuilt(built, build_s, args.train_size, skipped, refuse):
+                result = tune.auto_index(vectors, recall=RECALL_TARGET, k=K, latency_ms=latency_ms,
+                                         n_queries=args.auto_queries, seed=args.seed, train_size=args.train_size,
+                                         restore_held_out=False)
+            took = time.perf_counter() - t0
+            note = f"auto_index(latency_ms={latency_ms}) took {took:.0f}s"
+            if skipped:
+                note += "; skipped (not built here): " + ", ".join(skipped)
             if not result.met_target:
-                note += "; auto_index did not meet its targets (best recall returned)"
-            log(f"auto_index with latency_ms={AUTO_P50_MS} chose {result.index.spec.label()} in {t_auto2:.1f}s "
-                f"(own queries: recall {result.chosen.recall:.3f}, p50 {result.chosen.p50_ms:.2f} ms)")
-            auto2_row, _ = measure_row(f"auto, latency_ms={AUTO_P50_MS:g}", result.index,
-                                       build_s.get(_build_key(result.index.spec)), vectors, queries, truth, tmp,
-                                       args.latency_s, note, tuned=False)
-            rows.append(auto2_row)
+                note += "; missed: " + ", ".join(result.missed)
+            m = result.chosen
+            log(f"{name}: auto_index chose {m.label} in {took:.1f}s (its held-out rows: recall {m.recall:.3f} "
+                f"+- {m.recall_se:.3f}, p50 {m.p50_ms:.2f} ms)")
+            row, _ = measure_row(name, result.index, build_s.get(_build_key(result.index.spec)), vectors, queries,
+                                 truth, tmp, args.latency_s, note, tuned=False)
+            return row, result, took
+
+        auto_row, result, t_auto = run_auto("auto", tune.DEFAULT_LATENCY_MS)
+        rows.append(auto_row)
+        reported.add(_build_key(result.index.spec))  # not again as an "auto candidate"
+        auto_chosen = result.chosen
+        del result
+        if not args.no_memory_only:
+            # What the procedure picks on memory alone, without the default latency budget.
+            row, result, _ = run_auto("auto, latency_ms=None", None)
+            rows.append(row)
             del result
 
         for key_, ann in list(built.items()):  # what auto_index built beyond the kinds above
@@ -459,21 +426,23 @@ def main() -> None:
             chunk = max(10_000, n // 40)
             log(f"building {spec.label()} in chunks of {chunk} ...")
             t0 = time.perf_counter()
-            ann = AnnIndex.build(spec, vectors, np.arange(min(chunk, n)), seed=args.seed)
+            ann = AnnIndex.build(spec, vectors, build_rows[:chunk], seed=args.seed)
             reserve = 45.0 + 6 * args.latency_s  # to tune, time and save it afterwards
-            while ann.ntotal < n:
+            nb = len(build_rows)
+            while ann.ntotal < nb:
                 per_row = (time.perf_counter() - t0) / ann.ntotal
-                nxt = min(n, ann.ntotal + chunk)
+                nxt = min(nb, ann.ntotal + chunk)
                 if time.perf_counter() - T0 + per_row * (nxt - ann.ntotal) * 1.15 + reserve > args.budget_s:
                     break
-                ann.add(vectors, np.arange(ann.ntotal, nxt))
+                ann.add(vectors, build_rows[ann.ntotal:nxt])
             b = time.perf_counter() - t0
             m = ann.ntotal
-            if m < n:
+            if m < nb:
                 projected = b * (n / m) * (np.log(n) / np.log(m))
                 note = (f"PARTIAL: budget reached after {m} of {n} rows; full build projected ~{projected:.0f}s; "
                         f"recall vs exact over those {m} rows")
-                _, sub_truth = exact_topk(vectors, queries, K, rows=np.arange(m))
+                _, sub = exact_topk(vectors, queries, K, rows=build_rows[:m])
+                sub_truth = build_rows[:m][sub]
                 hrow, _ = measure_row("hnsw", ann, b, vectors, queries, sub_truth, tmp, args.latency_s, note)
             else:
                 hrow, _ = measure_row("hnsw", ann, b, vectors, queries, truth, tmp, args.latency_s)
@@ -503,12 +472,13 @@ def main() -> None:
                   f"{r.note + '; ' if r.note else ''}{r.lat_n} timed |")
         print()
         for r in rows:
-            if r.name == "auto" or r.name.startswith("auto,"):
+            if r.name == "auto":  # the other auto row (no latency budget) is for comparison only
                 ok = r.p50_ms <= AUTO_P50_MS and r.recall >= RECALL_TARGET
-                print(f"target {r.name}: p50 <= {AUTO_P50_MS} ms at recall@10 >= {RECALL_TARGET}: "
+                print(f"target auto: p50 <= {AUTO_P50_MS} ms at recall@10 >= {RECALL_TARGET}: "
                       f"{'PASS' if ok else 'FAIL'} ({r.config}: p50 {r.p50_ms:.2f} ms, recall {r.recall:.3f})")
-        print(f"(auto_index, default budgets, took {t_auto:.0f}s; on its own in-collection queries it measured "
-              f"recall {auto_chosen[0].recall:.3f}, p50 {auto_chosen[0].p50_ms:.2f} ms)")
+        print(f"(auto_index, default budgets, took {t_auto:.0f}s; on its {auto_chosen.n_queries} held-out rows it "
+              f"measured recall {auto_chosen.recall:.3f} +- {auto_chosen.recall_se:.3f}, "
+              f"p50 {auto_chosen.p50_ms:.2f} ms)")
         if comp is None:
             print(f"target compressed: no configuration within 1/16 of float32 ({flat_bytes / 16e6:.0f} MB): FAIL")
         else:

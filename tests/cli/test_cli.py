@@ -340,8 +340,19 @@ def test_index_flag_builds_and_info_reports_it(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     info_out = run("info", "--collection", str(coll)).output
     assert "IVF" in info_out and "measured recall@10" in info_out and "p50" in info_out
+    assert "held-out images" in info_out and "latency budget 2 ms" in info_out
     bad = run("index", str(folder), "--collection", str(coll), "--index", "lsh")
     _assert_clean_error(bad, 2, "unknown index mode")
+    # Budgets are remembered and shown; --latency-ms 0 lifts the latency budget.
+    assert run("index", str(folder), "--collection", str(coll), "--index", "auto", "--memory", "1GB",
+               "--latency-ms", "5", "-q").exit_code == 0
+    info_out = run("info", "--collection", str(coll)).output
+    assert "exact search (auto" in info_out and "latency budget 5 ms" in info_out and "memory budget" in info_out
+    assert run("index", str(folder), "--collection", str(coll), "--latency-ms", "0", "-q").exit_code == 0
+    info_out = run("info", "--collection", str(coll)).output
+    assert "latency budget" not in info_out and "memory budget" in info_out
+    _assert_clean_error(run("index", str(folder), "--collection", str(coll), "--latency-ms", "-3"), 2,
+                        "latency budget must be positive")
 
 
 def test_search_batch_json_and_filters(tmp_path: Path) -> None:

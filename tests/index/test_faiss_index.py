@@ -60,6 +60,9 @@ SYNTH: dict[str, tuple[IndexSpec, int, float]] = {
     "ivfpq": (IndexSpec("ivfpq", nlist=64, pq_m=8, nprobe=32, rerank=16), 5_000, 0.90),  # 0.943
     "ivfpq+opq": (IndexSpec("ivfpq", nlist=64, pq_m=8, opq=True, nprobe=32, rerank=16), 2_000, 0.92),  # 0.9705
     "sq8": (IndexSpec("sq8", rerank=4), 20_000, 0.98),  # 1.000
+    "ivfsq8": (IndexSpec("sq8", nlist=64, nprobe=32, rerank=2), 20_000, 0.98),  # 1.000
+    "ivfpq-fastscan": (IndexSpec("ivfpq", nlist=64, pq_m=16, pq_bits=4, fast_scan=True, nprobe=32, rerank=16),
+                       5_000, 0.88),  # 0.936
     "fp16": (IndexSpec("fp16", rerank=2), 0, 0.99),  # 1.000
     "binary": (IndexSpec("binary", rerank=20), 0, 0.95),  # 0.990
     "ivf+pca": (IndexSpec("ivf", nlist=64, nprobe=32, rerank=8, reduce="pca", reduce_dim=32), 20_000, 0.95),  # 0.9985
@@ -421,6 +424,13 @@ def test_spec_validation() -> None:
         IndexSpec("ivfpq", nlist=16)
     with pytest.raises(ValueError, match="binary"):
         IndexSpec("binary", reduce="pca", reduce_dim=32)  # PCA used to be silently skipped
+    with pytest.raises(ValueError, match="fast_scan needs"):
+        IndexSpec("ivfpq", nlist=16, pq_m=8, fast_scan=True)  # 8-bit codes: no fast scan
+    with pytest.raises(ValueError, match="nlist"):
+        IndexSpec("hnsw", nlist=16)
+    # An old manifest's spec (before fast_scan and ef_construction existed) still loads.
+    old = {k: v for k, v in IndexSpec("hnsw").to_dict().items() if k not in ("fast_scan", "ef_construction")}
+    assert IndexSpec.from_dict(old) == IndexSpec("hnsw")
     spec = IndexSpec("ivfpq", nlist=64, pq_m=8, opq=True, nprobe=5, rerank=3)
     assert IndexSpec.from_dict(spec.to_dict()) == spec
     assert not IndexSpec("flat").needs_training() and not IndexSpec("binary").needs_training()
@@ -476,10 +486,52 @@ def test_labels() -> None:
     assert IndexSpec("ivfpq", nlist=1024, pq_m=64, nprobe=8, rerank=8).label() == "IVF1024,PQ64x8 nprobe=8 rerank=8"
     assert IndexSpec("ivfpq", nlist=256, pq_m=16, opq=True).label() == "OPQ,IVF256,PQ16x8 nprobe=16 rerank=4"
     assert IndexSpec("sq8", rerank=2).label() == "SQ8 rerank=2"
+    assert IndexSpec("sq8", nlist=512, nprobe=4, rerank=2).label() == "IVF512,SQ8 nprobe=4 rerank=2"
+    assert (IndexSpec("ivfpq", nlist=64, pq_m=32, pq_bits=4, fast_scan=True).label()
+            == "IVF64,PQ32x4fs nprobe=16 rerank=4")
     assert IndexSpec("fp16").label() == "SQfp16 rerank=4"
     assert IndexSpec("binary", rerank=16).label() == "Binary rerank=16"
     assert IndexSpec("ivf", nlist=64, reduce="pca", reduce_dim=32).label() == "PCA32,IVF64,Flat nprobe=16 rerank=4"
     assert IndexSpec("flat", reduce="matryoshka", reduce_dim=256, rerank=8).label() == "MATRYOSHKA256,Flat rerank=8"
+
+
+def test_build_parameters_reach_faiss() -> None:
+    """ef_construction, fast scan and IVF-SQ8 are built as asked, not silently defaulted."""
+    x = X[:3000]
+    hnsw = AnnIndex.build(IndexSpec("hnsw", hnsw_m=8, ef_construction=80), x)
+    assert faiss.downcast_index(hnsw.index).hnsw.efConstruction == 80
+    pca_hnsw = AnnIndex.build(IndexSpec("hnsw", hnsw_m=8, ef_construction=24, reduce="pca", reduce_dim=16), x)
+    assert faiss.downcast_index(pca_hnsw.index.index).hnsw.efConstruction == 24
+    fs = AnnIndex.build(IndexSpec("ivfpq", nlist=16, pq_m=16, pq_bits=4, fast_scan=True), x)
+    assert isinstance(faiss.downcast_index(fs.index), faiss.IndexIVFPQFastScan)
+    sq = AnnIndex.build(IndexSpec("sq8", nlist=16), x)
+    assert isinstance(faiss.downcast_index(sq.index), faiss.IndexIVFScalarQuantizer)
+    assert faiss.extract_index_ivf(sq.index).nlist == 16
+
+
+def test_ivf_training_uses_gpus_when_faiss_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the GPU build of FAISS, the IVF k-means assigns through a GPU flat index, and the
+    trained index is a plain CPU index (borrowed GPU index released). Simulated: a CPU flat
+    index stands in for the GPU one, counting the searches k-means makes through it."""
+    cloned: list[object] = []
+
+    def to_gpus(index: object) -> object:
+        cloned.append(index)
+        return index
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus, raising=False)
+    ann = AnnIndex.build(IndexSpec("ivf", nlist=32, nprobe=32), X[:4000])
+    assert len(cloned) == 1 and cloned[0].d == DIM and cloned[0].ntotal == 32, "k-means ran through it"
+    assert faiss.extract_index_ivf(ann.index).clustering_index is None
+    assert _recall(ann.search(X, Q, K)[1], exact_topk(X, Q, K, rows=np.arange(4000))[1]) == 1.0
+    # A GPU build that cannot clone falls back to the CPU, with a warning, not an error.
+    def refuse(index: object) -> object:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", refuse, raising=False)
+    ann = AnnIndex.build(IndexSpec("ivf", nlist=32, nprobe=32), X[:4000])
+    assert ann.ntotal == 4000
 
 
 def test_empty_and_small() -> None:

@@ -94,7 +94,8 @@ def index(
         "ivfpq, sq8, fp16 or binary."),
     recall: Optional[float] = typer.Option(None, "--recall", help="Recall@10 the index must reach [default: 0.95]."),
     memory: Optional[str] = typer.Option(None, "--memory", help="Index memory budget, e.g. 500MB or 2GB."),
-    latency_ms: Optional[float] = typer.Option(None, "--latency-ms", help="Median query latency budget in ms."),
+    latency_ms: Optional[float] = typer.Option(
+        None, "--latency-ms", help="Median single-query latency budget in ms [default: 2]; 0 for none."),
 ) -> None:
     """Add images to a collection, creating it if needed. Re-runs only process what changed."""
     from ..store.ann import IndexSettings
@@ -114,7 +115,7 @@ def index(
                 mode=index_mode or current.mode,
                 recall=recall if recall is not None else current.recall,
                 memory_bytes=_parse_bytes(memory) if memory is not None else current.memory_bytes,
-                latency_ms=latency_ms if latency_ms is not None else current.latency_ms,
+                latency_ms=(latency_ms or None) if latency_ms is not None else current.latency_ms,
             )
         with coll, IndexProgress(err, quiet=quiet) as progress:
             report = coll.add(paths, exclude=exclude, batch_size=batch_size, workers=workers,
@@ -237,11 +238,20 @@ def _describe_index(index: Optional[dict]) -> str:
     settings = (index or {}).get("settings") or {"mode": "auto", "recall": 0.95}
     state = (index or {}).get("state")
     asked = f"{settings['mode']}, recall target {settings['recall']}"
+    if settings.get("latency_ms"):
+        asked += f", latency budget {settings['latency_ms']:g} ms"
+    if settings.get("memory_bytes"):
+        asked += f", memory budget {_human_bytes(settings['memory_bytes'])}"
     if not state:
         return f"exact search ({asked})"
     m = state["measured"]
-    verdict = "" if state.get("met_target", True) else " (target not met: best reached)"
-    return (f"{state['label']} ({asked}): measured recall@10 {m['recall']:.3f}, p50 {m['p50_ms']:.2f} ms, "
+    verdict = ""
+    if not state.get("met_target", True):
+        missed = state.get("missed") or ["target"]
+        verdict = f" (missed: {', '.join(missed)}; best reached)"
+    se = f" ± {m['recall_se']:.3f}" if m.get("recall_se") else ""
+    held = f" on {m['n_queries']} held-out images" if m.get("n_queries") else ""
+    return (f"{state['label']} ({asked}): measured recall@10 {m['recall']:.3f}{se}{held}, p50 {m['p50_ms']:.2f} ms, "
             f"p99 {m['p99_ms']:.2f} ms, {_human_bytes(m['memory_bytes'])} in RAM{verdict}")
 
 

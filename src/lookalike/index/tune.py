@@ -3,35 +3,52 @@
 The procedure, faiss-contrib style (approximate results are always checked against an
 exact reference):
 
-1. draw ``n_queries`` rows of the collection as queries, and compute their exact top-k
-   (each query's own row excluded, as a user never needs to be told an image matches itself);
+1. hold out ``n_queries`` rows of the collection as queries; candidates are built on the
+   other rows, so a query is a new vector, as a user's query is, and recall@k is measured
+   with exactly the k-result searches users make. Their exact top-k among the built rows is
+   the ground truth;
 2. walk the candidate configurations from the smallest memory footprint to the largest;
    for each, build it once, then raise its search effort (nprobe, efSearch, re-rank depth)
-   step by step until recall@k reaches the target;
-3. keep the first configuration that meets the recall target within the memory and latency
-   budgets. Its measured recall, latency and memory are what ``lookalike info`` shows.
+   along each line of :func:`_effort_lines` until recall@k reaches the target, or gains
+   less than half a point a step, or gets slower than a setting that already reached it
+   (or twice the latency budget);
+3. a setting *meets the recall target* when its measured recall minus one standard error
+   (of the per-query recalls) is at or above it, so that the sampling noise of a few
+   hundred queries does not pass an index that misses; the fastest such setting of the
+   cheapest configuration within the memory and latency budgets is chosen;
+4. the held-out rows are added to the chosen index, which then covers every row.
 
 Flat (exact) search is always a valid last resort, so the procedure cannot fail; it can
-only report that nothing cheaper met the target.
+only report that nothing cheaper met the target. When nothing meets every budget, the
+answer is, in order: the fastest setting that reaches the recall (latency budget missed),
+else the best recall within the memory budget, else the smallest index; ``met_target`` is
+False and ``missed`` says which budget.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .exact import exact_topk
-from .faiss_index import AnnIndex, IndexSpec
+from .faiss_index import AnnIndex, IndexSpec, faiss_threads
 
-__all__ = ["Measurement", "TuneResult", "ground_truth", "measure", "candidate_specs", "auto_index", "spec_for"]
+__all__ = ["Measurement", "TuneResult", "DEFAULT_LATENCY_MS", "split_queries", "ground_truth", "measure",
+           "candidate_specs", "auto_index", "spec_for"]
+
+#: The default median single-query latency budget: what a server answering several users
+#: at once on one core per query needs to feel instant. ``None`` lifts it (memory alone
+#: then decides, and at a million vectors the smallest index is several times slower).
+DEFAULT_LATENCY_MS = 2.0
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One configuration, measured: recall@k against exact, single-query latency, memory."""
+    """One configuration, measured: recall@k against exact (and its standard error over
+    the queries), single-query latency on one thread, memory, build time."""
 
     label: str
     recall: float
@@ -39,19 +56,44 @@ class Measurement:
     p99_ms: float
     memory_bytes: int
     build_s: float
+    recall_se: float = 0.0
+    n_queries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def meets(self, target: float) -> bool:
+        """Whether the recall reaches ``target`` with a one-standard-error margin."""
+        return self.recall - self.recall_se >= target
+
 
 @dataclass
 class TuneResult:
-    """The chosen index, its measurement, and every configuration tried on the way."""
+    """The chosen index, its measurement, and every configuration tried on the way.
+
+    ``missed`` names the budgets the choice does not meet (``"recall"``, ``"latency"``,
+    ``"memory"``); empty when ``met_target``.
+    """
 
     index: AnnIndex
     chosen: Measurement
     tried: list[Measurement] = field(default_factory=list)
     met_target: bool = True
+    missed: tuple[str, ...] = ()
+
+
+def split_queries(rows: np.ndarray, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(query_rows, build_rows)``: a random held-out sample and the rest, both sorted.
+
+    At most a tenth of the rows are held out (at least one), so the index measured is
+    nearly the index that will serve. A single row cannot be split; it is both.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) < 2:
+        return rows.copy(), rows.copy()
+    nq = max(1, min(n_queries, len(rows) // 10))
+    query_rows = np.sort(np.random.default_rng(seed).choice(rows, size=nq, replace=False))
+    return query_rows, np.setdiff1d(rows, query_rows)
 
 
 def ground_truth(vectors: np.ndarray, rows: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
@@ -61,58 +103,77 @@ def ground_truth(vectors: np.ndarray, rows: np.ndarray, query_rows: np.ndarray, 
     """
     queries = np.asarray(vectors[query_rows], dtype=np.float32)
     _, pos = exact_topk(vectors, queries, k + 1, rows=rows)
-    found = rows[pos]
+    found = np.where(pos >= 0, rows[np.maximum(pos, 0)], -1)
     out = np.full((len(query_rows), k), -1, dtype=np.int64)
     for i, (qr, f) in enumerate(zip(query_rows, found)):
-        others = f[f != qr][:k]
+        others = f[(f != qr) & (f >= 0)][:k]
         out[i, : len(others)] = others
     return out
 
 
 def measure(index: AnnIndex, vectors: np.ndarray, query_rows: np.ndarray, truth: np.ndarray, k: int,
             build_s: float = 0.0, memory_bytes: int | None = None) -> Measurement:
-    """Recall@k (own row excluded) and per-query latency, queries sent one at a time.
+    """Recall@k and single-query latency (one thread), queries sent one at a time.
 
+    The queries should be held out of ``index`` (see :func:`split_queries`): a query's own
+    row, if indexed, takes one of the k results and is not in ``truth``.
     ``memory_bytes``: the index's size if already known (measuring it serialises the index).
     """
     queries = np.asarray(vectors[query_rows], dtype=np.float32)
     times = np.empty(len(queries))
+    per_query = np.ones(len(queries))  # nothing to find: nothing missed
     hits = 0
-    for i, q in enumerate(queries):
-        t0 = time.perf_counter()
-        _, found = index.search(vectors, q, k + 1)
-        times[i] = time.perf_counter() - t0
-        got = found[0][found[0] != query_rows[i]][:k]
-        hits += len(np.intersect1d(got[got >= 0], truth[i][truth[i] >= 0]))
+    with faiss_threads(1):
+        for i, q in enumerate(queries):
+            t0 = time.perf_counter()
+            _, found = index.search(vectors, q, k)
+            times[i] = time.perf_counter() - t0
+            want = truth[i][truth[i] >= 0]
+            if len(want):
+                h = len(np.intersect1d(found[0][found[0] >= 0], want))
+                hits += h
+                per_query[i] = h / len(want)
     expected = int(np.count_nonzero(truth >= 0))
     return Measurement(
         label=index.spec.label(),
-        recall=hits / expected if expected else 1.0,  # nothing to find: nothing missed
+        recall=hits / expected if expected else 1.0,
         p50_ms=float(np.percentile(times, 50) * 1e3),
         p99_ms=float(np.percentile(times, 99) * 1e3),
         memory_bytes=index.memory_bytes() if memory_bytes is None else memory_bytes,
         build_s=build_s,
+        recall_se=float(np.std(per_query) / np.sqrt(len(queries))) if len(queries) > 1 else 0.0,
+        n_queries=len(queries),
     )
 
 
-def spec_for(kind: str, n: int, dim: int) -> IndexSpec:
-    """Sensible build parameters for a forced ``--index KIND`` on n vectors of dim d."""
-    # ~4 sqrt(n) cells, but never fewer than 39 training points per cell (FAISS's minimum for
-    # stable k-means; below it FAISS warns on stderr), as a power of two.
-    nlist = int(min(65536, 4 * np.sqrt(n), max(1, n // 39)))
-    nlist = 1 << max(0, int(np.floor(np.log2(max(1, nlist)))))
+def _nlist(n: int, train_size: int) -> int:
+    """~4 sqrt(n) IVF cells as a power of two, but never fewer than 39 training points per
+    cell (FAISS's minimum for stable k-means; below it FAISS warns on stderr)."""
+    nlist = int(min(65536, 4 * np.sqrt(n), max(1, min(n, train_size) // 39)))
+    return 1 << max(0, int(np.floor(np.log2(max(1, nlist)))))
+
+
+def spec_for(kind: str, n: int, dim: int, *, train_size: int = 100_000) -> IndexSpec:
+    """Sensible build parameters for a forced ``--index KIND`` on n vectors of dim d.
+
+    ``train_size`` is what :meth:`AnnIndex.build` trains on; it caps the IVF cells.
+    """
+    nlist = _nlist(n, train_size)
     if kind == "ivf":
-        return IndexSpec("ivf", nlist=nlist)
+        # Full float vectors in the cells: FAISS's scores are already exact, nothing to re-rank.
+        return IndexSpec("ivf", nlist=nlist, rerank=1)
     if kind == "ivfpq":
         # 8 bytes of code per 64 dims (dim/8 bytes = 1/32 of float32), the usual sweet spot.
         m = max(4, dim // 8)
         while dim % m:
             m -= 1
         # 2**bits centroids per sub-quantiser also need 39 training points each.
-        bits = int(max(1, min(8, np.floor(np.log2(max(2, n // 39))))))
+        bits = int(max(1, min(8, np.floor(np.log2(max(2, min(n, train_size) // 39))))))
         return IndexSpec("ivfpq", nlist=nlist, pq_m=m, pq_bits=bits, opq=False, rerank=8)
     if kind == "binary":
         return IndexSpec("binary", rerank=16)
+    if kind == "hnsw":
+        return IndexSpec("hnsw", rerank=1)  # stores float vectors: exact scores
     return IndexSpec(kind)  # type: ignore[arg-type]
 
 
@@ -122,19 +183,21 @@ def _estimated_memory(spec: IndexSpec, n: int, dim: int) -> int:
     d = spec.reduce_dim if spec.reduce else dim
     per = 8  # the row map
     fixed = 4 * (dim + d) * dim if spec.reduce == "pca" else 0  # PCA: eigenvectors, projection
+    if spec.is_ivf:
+        per += 8  # IVF list ids
+        fixed += 4 * d * spec.nlist  # centroids
     if spec.kind == "binary":
         per += (d + 7) // 8
     elif spec.kind == "ivfpq":
-        per += (spec.pq_m * spec.pq_bits + 7) // 8 + 8
-        fixed += 4 * d * (spec.nlist + (1 << spec.pq_bits)) + (4 * d * d if spec.opq else 0)
+        per += (spec.pq_m * spec.pq_bits + 7) // 8
+        fixed += 4 * d * (1 << spec.pq_bits) + (4 * d * d if spec.opq else 0)
     elif spec.kind == "sq8":
         per += d
         fixed += 8 * d
     elif spec.kind == "fp16":
         per += 2 * d
     elif spec.kind == "ivf":
-        per += 4 * d + 8
-        fixed += 4 * d * spec.nlist
+        per += 4 * d
     elif spec.kind == "hnsw":
         per += 4 * d + 4 * 2 * spec.hnsw_m + 4 * 2  # level-0 links, upper levels on average
     else:
@@ -142,36 +205,55 @@ def _estimated_memory(spec: IndexSpec, n: int, dim: int) -> int:
     return per * n + fixed
 
 
-def candidate_specs(n: int, dim: int, *, matryoshka: bool = False) -> list[IndexSpec]:
-    """Configurations to try, cheapest memory first (flat last, as the exact fallback)."""
-    specs = [spec_for("binary", n, dim), spec_for("ivfpq", n, dim)]
+def candidate_specs(n: int, dim: int, *, matryoshka: bool = False, train_size: int = 100_000) -> list[IndexSpec]:
+    """Configurations to try, cheapest memory first (flat last, as the exact fallback).
+
+    From sign bits (d/8 bytes a vector) through product quantisation (d/8 and d/4 bytes)
+    and 8-bit scalar codes (d/4 with PCA, d bytes, either scanned whole or inside IVF cells)
+    to full float vectors (IVF cells or an HNSW graph). Compressed codes rank candidates;
+    exact re-ranking from the vector file decides the results.
+    """
+    ivfpq = spec_for("ivfpq", n, dim, train_size=train_size)
+    nlist = _nlist(n, train_size)
+    specs = [spec_for("binary", n, dim), ivfpq]
+    if ivfpq.pq_bits == 8 and dim % (2 * ivfpq.pq_m) == 0:
+        specs.append(replace(ivfpq, pq_m=2 * ivfpq.pq_m))  # twice the code: finer ranking
     if dim >= 64:
         specs.append(IndexSpec("sq8", reduce="pca", reduce_dim=dim // 4, rerank=8))
-    specs.append(IndexSpec("sq8"))
+    specs += [IndexSpec("sq8"), IndexSpec("sq8", nlist=nlist, rerank=2)]
     if matryoshka and dim >= 256:
-        specs.append(replace(spec_for("ivf", n, dim // 2), reduce="matryoshka", reduce_dim=dim // 2))
-    specs += [spec_for("ivf", n, dim), IndexSpec("hnsw")]
+        specs.append(replace(spec_for("ivf", n, dim // 2, train_size=train_size), reduce="matryoshka",
+                             reduce_dim=dim // 2, rerank=4))
+    specs += [spec_for("ivf", n, dim, train_size=train_size), spec_for("hnsw", n, dim)]
     # Which is smaller depends on n and d (IVF-PQ's tables against PCA-SQ8's codes, say).
     specs.sort(key=lambda s: _estimated_memory(s, n, dim))
     return specs + [IndexSpec("flat")]
 
 
-def _efforts(spec: IndexSpec) -> Iterator[IndexSpec]:
-    """The same index searched harder and harder, cheapest first."""
-    if spec.kind in ("ivf", "ivfpq"):
-        reranks = (spec.rerank,) if spec.kind == "ivf" else (4, 8, 16, 32)
-        for rerank in reranks:
-            for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256):
-                if nprobe <= spec.nlist:
-                    yield replace(spec, nprobe=nprobe, rerank=rerank)
-    elif spec.kind == "hnsw":
-        for ef in (16, 32, 64, 128, 256, 512):
-            yield replace(spec, ef_search=ef)
-    elif spec.kind in ("binary", "sq8", "fp16"):
-        for rerank in (2, 4, 8, 16, 32, 64):
-            yield replace(spec, rerank=rerank)
-    else:
-        yield spec
+_NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_RERANKS = (2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _effort_lines(spec: IndexSpec) -> list[list[IndexSpec]]:
+    """The same index searched harder and harder: lines of settings, each cheapest first.
+
+    IVF kinds whose codes are compressed have two knobs, so one line per re-rank depth with
+    nprobe rising along it; other kinds have one knob and one line. Kinds that hold float
+    vectors (IVF-Flat, HNSW, unreduced) score exactly and are never re-ranked deeper.
+    """
+    exact_scores = spec.kind in ("ivf", "hnsw", "flat") and not spec.reduce
+    reranks = (spec.rerank,) if exact_scores else tuple(r for r in _RERANKS if r >= min(spec.rerank, 2))
+    if spec.is_ivf:
+        return [[replace(spec, nprobe=p, rerank=r) for p in _NPROBES if p <= spec.nlist] for r in reranks]
+    if spec.kind == "hnsw":
+        return [[replace(spec, ef_search=ef, rerank=r) for r in reranks for ef in (16, 32, 64, 128, 256, 512)]]
+    return [[replace(spec, rerank=r) for r in reranks]]
+
+
+def _chosen(met: list[tuple[Measurement, AnnIndex]], latency_ms: float | None) -> tuple[Measurement, AnnIndex] | None:
+    """The fastest setting within the latency budget, or None."""
+    ok = [(m, ix) for m, ix in met if latency_ms is None or m.p50_ms <= latency_ms]
+    return min(ok, key=lambda t: t[0].p50_ms) if ok else None
 
 
 def auto_index(
@@ -181,66 +263,106 @@ def auto_index(
     recall: float = 0.95,
     k: int = 10,
     memory_bytes: int | None = None,
-    latency_ms: float | None = None,
-    n_queries: int = 200,
+    latency_ms: float | None = DEFAULT_LATENCY_MS,
+    n_queries: int = 500,
     candidates: Iterable[IndexSpec] | None = None,
     seed: int = 0,
+    train_size: int = 100_000,
+    restore_held_out: bool = True,
     on_measure: Callable[[Measurement], None] | None = None,
 ) -> TuneResult:
     """Build the cheapest index that reaches ``recall``@``k`` within the budgets; see module doc.
 
     ``memory_bytes`` bounds the index's RAM (re-ranking reads float32 vectors from the
     memory-mapped vector file, which the OS pages in and out); ``latency_ms`` bounds the
-    median single-query latency.
+    median single-query latency on one thread (``None``: no bound). ``restore_held_out=False``
+    leaves the held-out query rows (:func:`split_queries` with the same ``n_queries`` and
+    ``seed``) out of the returned index, for benchmarks that measure on it further.
     """
     rows = np.arange(vectors.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    query_rows = np.sort(rng.choice(rows, size=min(n_queries, len(rows)), replace=False))
-    kk = min(k, max(1, len(rows) - 1))
-    truth = ground_truth(vectors, rows, query_rows, kk)
+    query_rows, build_rows = split_queries(rows, n_queries, seed)
+    kk = max(1, min(k, len(build_rows)))
+    truth = ground_truth(vectors, build_rows, query_rows, kk)
     tried: list[Measurement] = []
-    best_effort: tuple[float, AnnIndex, Measurement] | None = None
-    # The smallest index over the memory budget: the best effort when none fits.
-    smallest: tuple[int, AnnIndex, float] | None = None
+    reached: tuple[Measurement, AnnIndex] | None = None  # fastest that met recall within memory
+    best_effort: tuple[Measurement, AnnIndex] | None = None  # best recall within memory
+    smallest: tuple[int, AnnIndex, float] | None = None  # smallest build over the memory budget
 
-    def sweep(built: AnnIndex, build_s: float, memory: int) -> TuneResult | None:
+    def record(m: Measurement) -> None:
+        tried.append(m)
+        if on_measure is not None:
+            on_measure(m)
+
+    def sweep(built: AnnIndex, build_s: float, memory: int) -> list[tuple[Measurement, AnnIndex]]:
+        """Every line of efforts, walked as far as it can still win; the settings that met recall."""
         nonlocal best_effort
-        for effort in _efforts(built.spec):
-            candidate = built.with_search_params(**{f: getattr(effort, f) for f in ("nprobe", "ef_search", "rerank")})
-            m = measure(candidate, vectors, query_rows, truth, kk, build_s, memory_bytes=memory)
-            tried.append(m)
-            if on_measure is not None:
-                on_measure(m)
-            if best_effort is None or m.recall > best_effort[0]:
-                best_effort = (m.recall, candidate, m)
-            if m.recall >= recall:
-                if latency_ms is None or m.p50_ms <= latency_ms:
-                    return TuneResult(candidate, m, tried, True)
-                break  # more effort only gets slower
-        return None
+        met: list[tuple[Measurement, AnnIndex]] = []
+        for line in _effort_lines(built.spec):
+            previous: Measurement | None = None
+            for effort in line:
+                candidate = built.with_search_params(nprobe=effort.nprobe, ef_search=effort.ef_search,
+                                                     rerank=effort.rerank)
+                m = measure(candidate, vectors, query_rows, truth, kk, build_s, memory_bytes=memory)
+                record(m)
+                if best_effort is None or m.recall > best_effort[0].recall:
+                    best_effort = (m, candidate)
+                if m.meets(recall):
+                    met.append((m, candidate))
+                    break  # more effort on this line is only slower
+                fastest = _chosen(met, latency_ms)
+                if fastest is not None and m.p50_ms >= fastest[0].p50_ms:
+                    break  # already slower than a setting that met the target
+                if latency_ms is not None and m.p50_ms > 2 * latency_ms:
+                    break  # far over budget, and more effort only gets slower
+                if previous is not None and m.recall < previous.recall + 0.005:
+                    break  # saturated: doubling this knob gains less than half a point
+                previous = m
+        return met
 
-    specs = list(candidates) if candidates is not None else candidate_specs(len(rows), vectors.shape[1])
+    def finish(choice: tuple[Measurement, AnnIndex], missed: tuple[str, ...]) -> TuneResult:
+        m, index = choice
+        missing = np.setdiff1d(query_rows, index.rows) if restore_held_out else np.empty(0, np.int64)
+        if len(missing):
+            added = index.added_since_training
+            index.add(vectors, missing)
+            index.added_since_training = added  # part of the collection it was built for
+            m = replace(m, memory_bytes=index.memory_bytes())
+        return TuneResult(index, m, tried, not missed, missed)
+
+    specs = list(candidates) if candidates is not None else candidate_specs(
+        len(rows), vectors.shape[1], train_size=train_size)
     for spec in specs:
         t0 = time.perf_counter()
         try:
-            built = AnnIndex.build(spec, vectors, rows, seed=seed)
+            built = AnnIndex.build(spec, vectors, build_rows, seed=seed, train_size=train_size)
         except (ValueError, RuntimeError):
             continue  # e.g. too few vectors to train this many cells
         build_s = time.perf_counter() - t0
-        memory = built.memory_bytes()  # serialises the index: once per build, not per effort
+        # Serialising measures the index (once per build, not per effort); the held-out rows
+        # it will also hold are added at their estimated per-vector cost, so that the budget
+        # is not overrun by them.
+        d = vectors.shape[1]
+        memory = built.memory_bytes() + _estimated_memory(spec, len(rows), d) - _estimated_memory(
+            spec, len(build_rows), d)
         if memory_bytes is not None and memory > memory_bytes:
             if smallest is None or memory < smallest[0]:
                 smallest = (memory, built, build_s)
             continue
-        result = sweep(built, build_s, memory)
-        if result is not None:
-            return result
-    if best_effort is None and smallest is not None:
+        met = sweep(built, build_s, memory)
+        choice = _chosen(met, latency_ms)
+        if choice is not None:
+            return finish(choice, ())
+        fastest = _chosen(met + ([reached] if reached else []), None)
+        reached = fastest if fastest is not None else reached
+    if reached is not None:
+        return finish(reached, ("latency",))
+    if best_effort is not None:
+        return finish(best_effort, ("recall",))
+    if smallest is not None:
         # Nothing fits the memory budget: rather than fail (the procedure promises an answer),
-        # report the smallest index, searched as well as it can be, as not meeting the target.
-        result = sweep(smallest[1], smallest[2], smallest[0])
-        if result is not None:
-            return TuneResult(result.index, result.chosen, tried, False)
-    if best_effort is None:
-        raise ValueError("no index configuration could be built for these vectors")
-    return TuneResult(best_effort[1], best_effort[2], tried, False)
+        # report the smallest index, searched as well as it can be.
+        met = sweep(smallest[1], smallest[2], smallest[0])
+        pick = min(met, key=lambda t: t[0].p50_ms) if met else best_effort
+        assert pick is not None  # sweep measured at least one setting
+        return finish(pick, ("memory",) if met else ("memory", "recall"))
+    raise ValueError("no index configuration could be built for these vectors")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CollectionCorrupt, LookalikeError
+from ..index.tune import DEFAULT_LATENCY_MS
 
 if TYPE_CHECKING:
     from ..index.faiss_index import AnnIndex
@@ -52,13 +53,18 @@ class IndexSettings:
     mode: str = "auto"
     recall: float = 0.95
     memory_bytes: int | None = None
-    latency_ms: float | None = None
+    #: Median single-query latency budget for ``auto`` (None: memory alone decides).
+    latency_ms: float | None = DEFAULT_LATENCY_MS
 
     def __post_init__(self) -> None:
         if self.mode not in INDEX_MODES:
             raise ValueError(f"unknown index mode {self.mode!r}; use one of {', '.join(INDEX_MODES)}")
         if not 0.0 < self.recall <= 1.0:
             raise ValueError(f"recall target must be in (0, 1], not {self.recall}")
+        if self.latency_ms is not None and self.latency_ms <= 0:
+            raise ValueError(f"latency budget must be positive (or None for none), not {self.latency_ms}")
+        if self.memory_bytes is not None and self.memory_bytes <= 0:
+            raise ValueError(f"memory budget must be positive (or None for none), not {self.memory_bytes}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "recall": self.recall, "memory_bytes": self.memory_bytes,
@@ -68,7 +74,7 @@ class IndexSettings:
     def from_dict(cls, data: dict[str, Any] | None) -> "IndexSettings":
         data = data or {}
         return cls(mode=data.get("mode", "auto"), recall=float(data.get("recall", 0.95)),
-                   memory_bytes=data.get("memory_bytes"), latency_ms=data.get("latency_ms"))
+                   memory_bytes=data.get("memory_bytes"), latency_ms=data.get("latency_ms", DEFAULT_LATENCY_MS))
 
 
 def _live_rows(coll: "Collection") -> np.ndarray:
@@ -131,7 +137,9 @@ def build_index(coll: "Collection", settings: IndexSettings) -> "AnnIndex | None
                             latency_ms=settings.latency_ms, candidates=candidates)
     else:
         spec = spec_for(settings.mode, len(live), vectors.shape[1])
-        result = auto_index(vectors, live, recall=settings.recall, candidates=[spec])
+        # A forced kind is tuned for recall alone: the fastest setting reaching it is taken,
+        # and its latency is shown, not held against it.
+        result = auto_index(vectors, live, recall=settings.recall, latency_ms=None, candidates=[spec])
     ann = result.index
     ann.save(path)
     coll.set_index_state(settings, {
@@ -139,6 +147,7 @@ def build_index(coll: "Collection", settings: IndexSettings) -> "AnnIndex | None
         "label": ann.spec.label(),
         "measured": result.chosen.to_dict(),
         "met_target": result.met_target,
+        "missed": list(result.missed),
         "vector_file": coll.vectors_file.path.name,
         "built_at": time.time(),
         "built_on": len(live),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from ..errors import CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, QueryError
+from ..index.tune import DEFAULT_LATENCY_MS
 from .manifest import Manifest
 from .metadata import ItemRow, MetadataDB
 from .vectors import VectorFile
@@ -365,12 +366,14 @@ class Collection:
         self._ann_cache = None
 
     def build_index(self, mode: str = "auto", *, recall: float = 0.95, memory_bytes: int | None = None,
-                    latency_ms: float | None = None) -> "AnnIndex | None":
+                    latency_ms: float | None = DEFAULT_LATENCY_MS) -> "AnnIndex | None":
         """Choose, build and save the search index now; see :mod:`lookalike.store.ann`.
 
         ``mode`` is ``auto`` (exact below the size threshold, else the cheapest index that
-        meets ``recall``@10 within the budgets), ``exact``, or a kind to force: ``flat``,
-        ``hnsw``, ``ivf``, ``ivfpq``, ``sq8``, ``fp16``, ``binary``. Returns None for exact.
+        meets ``recall``@10 within the budgets: ``memory_bytes`` of RAM, a median
+        single-query latency of ``latency_ms``, None for no bound), ``exact``, or a kind to
+        force: ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``sq8``, ``fp16``, ``binary``.
+        Returns None for exact.
         """
         from .ann import IndexSettings, build_index
 
