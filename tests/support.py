@@ -8,15 +8,20 @@ A plain module rather than conftest imports: test folders have no ``__init__.py`
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "samples", "make_image"]
+__all__ = ["ROOT", "samples", "make_image", "free_port", "live_server"]
 
 
 def _load_samples_module():
@@ -43,3 +48,33 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format=fmt)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(config: Any, collection: Any = None) -> Iterator[str]:
+    """Run the app under uvicorn on a loopback port in a thread; yield its base URL."""
+    import uvicorn
+
+    from lookalike.server import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config, collection=collection), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

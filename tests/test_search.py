@@ -289,6 +289,43 @@ def test_under_filter(coll: Collection, pics: Path) -> None:
     assert coll.search(f"id:{a_item}", k=12, under=[str(pics / "b") + "x"]) == []
 
 
+def test_filter_bounds_beyond_sqlite_integers(coll: Collection) -> None:
+    """Regression (found by fuzzing the API): a size or date bound past SQLite's 64-bit
+    INTEGER raised OverflowError; such bounds are clamped and select what they mean."""
+    from datetime import datetime
+
+    from lookalike.store.filters import Filter
+
+    n = len(coll)
+    assert coll.search("x", k=n, where=Filter(min_width=10**30)) == []
+    assert len(coll.search("x", k=n, where=Filter(max_width=10**30, min_height=-10**30))) == n
+    assert len(coll.search("x", k=n, where=Filter(modified_before=datetime(9999, 12, 31)))) == n
+    assert coll.search("x", k=n, where=Filter(modified_after=1e300)) == []
+
+
+def test_queries_from_others_never_touch_files(pics: Path) -> None:
+    """allow_files=False (the server's parsing): a path is refused, an existing file included,
+    and the file system is not consulted."""
+    real = str(pics / "a" / "p00.png")
+    assert Query.parse(real).terms[0].kind == "image"
+    for text in (real, "./x.jpg", "../../etc/passwd", "~/a.png", "photo.HEIC", f"dog + {real}"):
+        with pytest.raises(QueryError, match="file paths are not accepted"):
+            Query.parse(text, allow_files=False)
+    q = Query.parse("id:3 - 0.5:night sky + http://example.com/a.png", allow_files=False)
+    assert [t.kind for t in q.terms] == ["id", "text", "url"]
+
+
+def test_fetch_url_allow_list_covers_redirects(pics: Path, http_root: tuple[str, Path]) -> None:
+    base, www = http_root
+    shutil.copytree(pics / "a", www / "a")
+    host = search_mod.url_host(base)
+    with pytest.raises(UnreadableImage, match="not on the allow-list"):
+        search_mod.fetch_url(f"{base}/a/p00.png", allow_host=lambda h: False)
+    data = search_mod.fetch_url(f"{base}/a/p00.png", allow_host=lambda h: h == host)
+    assert data == (pics / "a" / "p00.png").read_bytes()
+    assert search_mod.url_host("HTTP://Example.COM:8080/x") == "example.com"
+
+
 def test_empty_collection_search(tmp_path: Path, lite_model) -> None:
     """Guards searching a collection with nothing in it: no hits, no error."""
     with Collection.create(tmp_path / "empty.lkl", model=lite_model) as c:

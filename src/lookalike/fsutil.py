@@ -12,22 +12,26 @@ __all__ = ["atomic_writer"]
 
 
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     """``with atomic_writer(path) as f: f.write(...)``: written to a temp file in the same
     folder, fsynced, then renamed over ``path``; on any error the temp file is removed and
-    ``path`` is untouched."""
+    ``path`` is untouched. ``durable=False`` skips the fsyncs, for caches that may be lost
+    in a power cut but must never be seen half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable

@@ -18,10 +18,11 @@ import os
 import re
 import shlex
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, Union
 
 import numpy as np
 
@@ -47,6 +48,7 @@ __all__ = [
     "search_collection",
     "search_many",
     "fetch_url",
+    "url_host",
 ]
 
 #: Limits on images fetched from URLs given as queries.
@@ -83,21 +85,25 @@ class Query:
     terms: tuple[Term, ...]
 
     @classmethod
-    def parse(cls, text: str) -> "Query":
-        """Parse a query written as one string (shell-style quoting is honoured)."""
-        if os.path.isfile(os.path.expanduser(text)):
+    def parse(cls, text: str, *, allow_files: bool = True) -> "Query":
+        """Parse a query written as one string (shell-style quoting is honoured).
+
+        ``allow_files=False`` never touches the file system: for queries that come from
+        someone else (a web client), where a path must not reach a local file.
+        """
+        if allow_files and os.path.isfile(os.path.expanduser(text)):
             return cls((Term(1.0, "image", os.path.expanduser(text)),))
         try:
             tokens = shlex.split(text)
         except ValueError:  # an apostrophe in plain text: "a child's toy"
             tokens = text.split()
-        return parse_query(tokens)
+        return parse_query(tokens, allow_files=allow_files)
 
 
 QueryLike = Union[str, Query, np.ndarray, "Image.Image", Path]
 
 
-def _classify(token: str) -> tuple[TermKind, Any]:
+def _classify(token: str, allow_files: bool = True) -> tuple[TermKind, Any]:
     m = _ID.match(token)
     if m:
         try:
@@ -106,18 +112,27 @@ def _classify(token: str) -> tuple[TermKind, Any]:
             raise QueryError(f"'{token}': an item id must be a whole number, as in id:42") from None
     if token.startswith(("http://", "https://")):
         return "url", token
+    ext = os.path.splitext(token)[1].lower()
+    looks_like_file = token.startswith(("/", "./", "../", "~")) or ext in IMAGE_EXTENSIONS | HEIF_EXTENSIONS
+    if not allow_files:
+        if looks_like_file:
+            raise QueryError(f"'{token}': file paths are not accepted here; upload the image instead, or quote "
+                             "the words with a space to search for them as text")
+        return "text", token
     path = os.path.expanduser(token)
     if os.path.isfile(path):
         return "image", path
-    ext = os.path.splitext(token)[1].lower()
-    if token.startswith(("/", "./", "../", "~")) or ext in IMAGE_EXTENSIONS | HEIF_EXTENSIONS:
+    if looks_like_file:
         raise QueryError(f"no such image file: {token} (to search for the words, quote them with a space or "
                          "drop the extension)")
     return "text", token
 
 
-def parse_query(tokens: Sequence[str]) -> Query:
+def parse_query(tokens: Sequence[str], *, allow_files: bool = True) -> Query:
     """Parse command-line style tokens: terms separated by ``+`` / ``-``, each optionally ``W:``-weighted.
+
+    ``allow_files=False``: a token that names a file is an error, and the file system is
+    never looked at (see :meth:`Query.parse`).
 
     Raises:
         QueryError: the tokens do not form a query, with what to change.
@@ -141,7 +156,7 @@ def parse_query(tokens: Sequence[str]) -> Query:
         m = _WEIGHT.match(token)
         if m:
             weight, body = float(m.group(1)), m.group(2)
-        kind, value = _classify(body)
+        kind, value = _classify(body, allow_files)
         if not expect_term:
             last = terms[-1]
             # Unquoted words are one text term: `lookalike search red apple` means "red apple".
@@ -158,22 +173,47 @@ def parse_query(tokens: Sequence[str]) -> Query:
     return Query(tuple(terms))
 
 
-def fetch_url(url: str, *, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
+def url_host(url: str) -> str:
+    """The lower-case host name of an http(s) URL ('' if it has none)."""
+    return (urllib.parse.urlsplit(url).hostname or "").lower()
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an http(s) URL whose host ``allow_host`` accepts."""
+
+    def __init__(self, allow_host: Callable[[str], bool]) -> None:
+        self.allow_host = allow_host
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if not newurl.startswith(("http://", "https://")) or not self.allow_host(url_host(newurl)):
+            raise UnreadableImage(req.full_url, f"redirects to {newurl}, whose host is not allowed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch_url(url: str, *, timeout: float | None = None, max_bytes: int | None = None,
+              allow_host: Callable[[str], bool] | None = None) -> bytes:
     """Download an image for a query, with a timeout and a size cap.
 
     ``timeout`` and ``max_bytes`` default to :data:`URL_TIMEOUT_S` and :data:`URL_MAX_BYTES`,
-    read at call time so that changing those module settings takes effect.
+    read at call time so that changing those module settings takes effect. ``allow_host``,
+    if given, must accept the URL's host and that of every redirect (an allow-list for
+    servers that fetch URLs on behalf of clients).
 
     Raises:
-        UnreadableImage: network error, HTTP error, timeout, or larger than ``max_bytes``.
+        UnreadableImage: a host not allowed, network error, HTTP error, timeout, or larger
+            than ``max_bytes``.
     """
     timeout = URL_TIMEOUT_S if timeout is None else timeout
     max_bytes = URL_MAX_BYTES if max_bytes is None else max_bytes
     if not url.startswith(("http://", "https://")):
         raise UnreadableImage(url, "only http:// and https:// URLs can be fetched")
+    if allow_host is not None and not allow_host(url_host(url)):
+        raise UnreadableImage(url, f"the host '{url_host(url)}' is not on the allow-list")
     request = urllib.request.Request(url, headers={"User-Agent": "lookalike"})
+    opener = urllib.request.build_opener(_CheckedRedirects(allow_host)) if allow_host else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
+        with (opener.open(request, timeout=timeout) if opener  # noqa: S310 - scheme checked above
+              else urllib.request.urlopen(request, timeout=timeout)) as resp:  # noqa: S310
             declared = resp.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise UnreadableImage(url, f"{int(declared):,} bytes is over the {max_bytes:,}-byte limit")

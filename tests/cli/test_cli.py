@@ -375,3 +375,41 @@ def test_search_batch_json_and_filters(tmp_path: Path) -> None:
     assert both.exit_code == 2
     bad_date = run("search", "id:1", "--collection", str(coll), "--after", "yesterday")
     _assert_clean_error(bad_date, 2, "2024-06-30")
+
+
+# --------------------------------------------------------------------------- serve
+@pytest.fixture
+def served_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """uvicorn.run replaced by a recorder: what `serve` would start, without serving."""
+    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("fastapi")
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    return calls
+
+
+def test_serve_binds_loopback_by_default(tmp_path: Path, served_runs: list[dict]) -> None:
+    folder = tmp_path / "imgs"
+    make_image(folder / "a.png", seed=1)
+    coll = tmp_path / "c.lkl"
+    assert run("index", str(folder), "--collection", str(coll), "-q").exit_code == 0
+    result = run("serve", "--collection", str(coll))
+    assert result.exit_code == 0, result.output
+    assert served_runs[0]["host"] == "127.0.0.1" and served_runs[0]["port"] == 8000
+    assert "http://127.0.0.1:8000/" in result.output and "warning" not in result.output
+    # Any other address without a token: served, with a warning; with a token: no warning.
+    result = run("serve", "--collection", str(coll), "--host", "0.0.0.0", "--port", "9001")
+    assert result.exit_code == 0 and served_runs[1]["host"] == "0.0.0.0"
+    assert "without a token" in result.output
+    result = run("serve", "--collection", str(coll), "--host", "0.0.0.0", "--token", "long-enough-token")
+    assert result.exit_code == 0 and "without a token" not in result.output and "?token=" in result.output
+
+
+def test_serve_errors_are_clean(tmp_path: Path, served_runs: list[dict]) -> None:
+    _assert_clean_error(run("serve", "--collection", str(tmp_path / "nothing.lkl")), 1, "no lookalike collection")
+    folder = tmp_path / "imgs"
+    make_image(folder / "a.png", seed=1)
+    coll = tmp_path / "c.lkl"
+    assert run("index", str(folder), "--collection", str(coll), "-q").exit_code == 0
+    _assert_clean_error(run("serve", "--collection", str(coll), "--token", "short"), 2, "at least 8")
+    assert not served_runs

@@ -296,6 +296,50 @@ def info(
 
 
 @app.command()
+def serve(
+    collection: Optional[Path] = CollectionOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback is an opt-in."),
+    port: int = typer.Option(8000, "--port", "-p", min=0, max=65535),
+    token: Optional[str] = typer.Option(None, "--token", envvar="LOOKALIKE_TOKEN",
+                                        help="Require this token on every request [env: LOOKALIKE_TOKEN]."),
+    allow_url_host: List[str] = typer.Option([], "--allow-url-host", help="Host whose image URLs queries may "
+                                             "name (e.g. example.com, *.example.com); repeatable. Default: none."),
+    cors_origin: List[str] = typer.Option([], "--cors-origin", help="Origin allowed to call the API from a "
+                                          "browser; repeatable. Default: none (CORS off)."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.1, help="Largest uploaded image."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds before a request gets 503."),
+) -> None:
+    """Serve the web UI and HTTP API over a collection (http://127.0.0.1:8000 by default)."""
+    from ..server import ServerConfig, create_app, is_loopback
+
+    try:
+        import uvicorn
+    except ImportError:
+        _fail(LookalikeError("serving needs uvicorn, which is not installed. "
+                             "Install it with: pip install 'lookalike[server]'"))
+        return
+    try:
+        config = ServerConfig(collection=collection or default_collection(), token=token,
+                              allow_url_hosts=tuple(allow_url_host), cors_origins=tuple(cors_origin),
+                              max_upload_bytes=int(max_upload_mb * 1024 * 1024), request_timeout_s=timeout)
+        web = create_app(config)
+    except ValueError as exc:
+        err.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(2)
+    except LookalikeError as exc:
+        _fail(exc)
+        return
+    if not is_loopback(host) and not token:
+        err.print(Text(f"warning: serving {host} without a token: anyone who can reach this machine can search "
+                       "the collection and open its images. Pass --token (or LOOKALIKE_TOKEN).", style="yellow"))
+    shown = f"[{host}]" if ":" in host else host
+    hint = "?token=YOUR_TOKEN (once; a cookie keeps it)" if token else ""
+    err.print(f"serving {escape(str(config.collection))} on http://{shown}:{port}/{hint}  (Ctrl+C stops)",
+              highlight=False)
+    uvicorn.run(web, host=host, port=port, log_level="warning", timeout_keep_alive=5, server_header=False)
+
+
+@app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List tested models: name, modalities, dimension, and whether they work offline now."""
     from ..models.registry import list_models

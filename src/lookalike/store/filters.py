@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 __all__ = ["Filter"]
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _sql_int(value: float) -> int:
+    """``value`` as an SQLite INTEGER: bounds beyond its range are clamped to it, which
+    selects exactly the same rows (no stored value lies outside it)."""
+    return int(min(max(value, _INT64[0]), _INT64[1]))
+
+
 def _timestamp(value: float | datetime | None) -> float | None:
     if value is None or isinstance(value, (int, float)):
         return value
@@ -63,13 +72,13 @@ class Filter:
         after, before = _timestamp(self.modified_after), _timestamp(self.modified_before)
         if after is not None:
             clauses.append("mtime_ns >= ?")
-            params.append(int(after * 1e9))
+            params.append(_sql_int(after * 1e9))
         if before is not None:
             clauses.append("mtime_ns < ?")
-            params.append(int(before * 1e9))
+            params.append(_sql_int(before * 1e9))
         for column, op, value in (("width", ">=", self.min_width), ("height", ">=", self.min_height),
                                   ("width", "<=", self.max_width), ("height", "<=", self.max_height)):
             if value is not None:
                 clauses.append(f"{column} {op} ?")
-                params.append(int(value))
+                params.append(_sql_int(value))
         return clauses, params

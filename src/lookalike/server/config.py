@@ -1,0 +1,74 @@
+"""What a server is allowed to do: one frozen settings object, safe by default."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ServerConfig", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of one :func:`~lookalike.server.create_app` app.
+
+    Attributes:
+        collection: the collection directory to serve.
+        token: if set, every route needs it (``Authorization: Bearer``, the ``lookalike_token``
+            cookie, or ``?token=`` once, which sets the cookie).
+        allow_url_hosts: hosts the server may fetch query images from (``example.com`` or
+            ``*.example.com``); empty means it never fetches a client-supplied URL.
+        cors_origins: origins allowed to call the API from a browser; empty means no CORS.
+        max_upload_bytes: the largest request body (uploaded query images included).
+        max_pixels: the largest uploaded image, in pixels, before it is decoded.
+        request_timeout_s: a request still running after this gets 503.
+        max_k: the most results one request may ask for (``k + offset``).
+        warm: embed a short text at start-up so the first query does not pay for loading
+            the model.
+    """
+
+    collection: Path
+    token: str | None = None
+    allow_url_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    request_timeout_s: float = 30.0
+    max_k: int = 1000
+    warm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            hint = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+            if len(self.token) < 8:
+                raise ValueError(f"the token must be at least 8 characters; {hint}")
+            if not all(33 <= ord(c) < 127 and c not in ';,"\\' for c in self.token):
+                raise ValueError(f"the token may hold printable ASCII other than ; , \" \\ and spaces; {hint}")
+        for name in ("max_upload_bytes", "max_pixels", "max_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.request_timeout_s <= 0:
+            raise ValueError("request_timeout_s must be positive")
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether ``host`` matches the URL allow-list (exactly, or a ``*.`` suffix rule)."""
+        host = host.lower().rstrip(".")
+        for rule in self.allow_url_hosts:
+            rule = rule.lower().rstrip(".")
+            if rule.startswith("*."):
+                if host.endswith(rule[1:]):
+                    return True
+            elif host == rule:
+                return True
+        return False

@@ -1,0 +1,215 @@
+"""The web UI in a real browser: Debian's headless Chromium driven by Playwright.
+
+The app is served by uvicorn on a loopback port over a collection of real clip art. The
+browser is the system's (``/usr/bin/chromium``, from apt; ``make test`` installs it);
+Playwright never downloads one. Screenshots go to ``$LOOKALIKE_SCREENSHOTS`` (default
+``.cache/screenshots``); the README's screenshot is ``search.png`` from here.
+Without Chromium these tests skip, except under CI, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import lookalike
+from lookalike.server import ServerConfig
+from support import ROOT, live_server
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+SCREENSHOTS = Path(os.environ.get("LOOKALIKE_SCREENSHOTS", ROOT / ".cache" / "screenshots"))
+TIMEOUT_MS = 30_000
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    message = "Debian's chromium is not installed (make test installs it: apt-get install chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def base_url(served_collection: Path) -> Iterator[str]:
+    with live_server(ServerConfig(collection=served_collection)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = _chromium()
+    with playwright_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=executable, headless=True,
+                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1280, "height": 820}, device_scale_factor=1)
+    p = context.new_page()
+    p.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _shot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 5_000
+    return path
+
+
+def _thumbs_loaded(page, at_least: int) -> None:
+    """Wait until that many result thumbnails have actually loaded (not just been placed)."""
+    page.wait_for_function(
+        "n => Array.from(document.querySelectorAll('#grid .card img')).filter(i => i.complete && i.naturalWidth > 0)"
+        ".length >= n", arg=at_least)
+
+
+def _ids(page) -> list[int]:
+    return [int(x) for x in page.eval_on_selector_all("#grid .card", "els => els.map(e => e.dataset.id)")]
+
+
+def test_type_a_query_and_see_thumbnails(page, base_url: str) -> None:
+    page.goto(base_url)
+    assert page.locator("#empty").is_visible()
+    assert "images by words" in page.locator("#empty-text").inner_text()
+    page.locator("#q").press_sequentially("a red apple", delay=30)
+    _thumbs_loaded(page, 12)
+    assert page.locator("#grid .card").count() == 48
+    assert re.search(r"\?q=a\+red\+apple$", page.url), page.url
+    assert re.match(r"48\+ results · \d+ ms", page.locator("#count").inner_text())
+    # The score shows on hover.
+    first = page.locator("#grid .card").first
+    first.hover()
+    page.wait_for_function("() => getComputedStyle(document.querySelector('#grid .card .score')).opacity === '1'")
+    assert float(first.locator(".score").inner_text()) > 0
+    _shot(page, "search")
+    # Infinite scroll: the next page arrives at the bottom.
+    page.mouse.wheel(0, 20_000)
+    page.wait_for_function("() => document.querySelectorAll('#grid .card').length > 48")
+    # The URL is shareable: opening it again runs the same search.
+    ids = _ids(page)[:10]
+    page.goto(page.url)
+    _thumbs_loaded(page, 10)
+    assert _ids(page)[:10] == ids and page.locator("#q").input_value() == "a red apple"
+
+
+def test_upload_an_image_and_get_results(page, base_url: str, served_collection: Path) -> None:
+    with lookalike.Collection.open(served_collection) as coll:
+        ids, _ = coll.searchable()
+        target = coll.item(int(sorted(ids)[11]))
+    page.goto(base_url)
+    page.locator("#file").set_input_files(target.path)
+    _thumbs_loaded(page, 8)
+    assert _ids(page)[0] == target.id, "the uploaded image itself comes first"
+    assert page.locator("#query-image").is_visible()
+    _shot(page, "upload")
+    page.locator("#query-image-clear").click()
+    page.wait_for_function("() => !document.querySelector('#empty').hidden")
+
+
+def test_open_a_result_and_use_more_like_this(page, base_url: str) -> None:
+    page.goto(base_url + "/?q=tree")
+    _thumbs_loaded(page, 6)
+    second = _ids(page)[1]
+    page.locator("#grid .card").nth(1).click()
+    dialog = page.locator("#detail")
+    dialog.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelectorAll('#detail-meta dt').length >= 6")
+    assert "folder" in page.locator("#detail-meta").inner_text()
+    page.wait_for_function("() => document.querySelector('#detail-img').naturalWidth > 0")
+    _shot(page, "detail")
+    # Arrow keys step through results in the detail view.
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("id => !document.querySelector('#detail-open').href.endsWith(`/${id}/image`)", arg=second)
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("id => document.querySelector('#detail-open').href.endsWith(`/${id}/image`)", arg=second)
+    page.locator("#detail-similar").click()
+    dialog.wait_for(state="hidden")
+    page.wait_for_url(re.compile(rf"similar={second}$"))
+    _thumbs_loaded(page, 6)
+    assert second not in _ids(page), "more like this leaves the item itself out"
+    assert page.locator("#refine .chip.similar").count() == 1
+    _shot(page, "similar")
+
+
+def test_thumbs_up_refines_the_query(page, base_url: str) -> None:
+    page.goto(base_url + "/?q=flower")
+    _thumbs_loaded(page, 8)
+    before = _ids(page)
+    liked = before[5]
+    card = page.locator(f"#grid .card[data-id='{liked}']")
+    card.hover()
+    card.get_by_role("button", name="More like this one (L)").click()
+    page.wait_for_url(re.compile(rf"like={liked}"))
+    page.wait_for_function("id => document.querySelector('#grid .card')?.dataset.id === String(id)", arg=liked)
+    after = _ids(page)
+    assert after != before and after[0] == liked, "the liked image now leads the mix"
+    assert page.locator("#refine .chip.like").count() == 1
+    assert page.locator(f"#grid .card.liked[data-id='{liked}']").count() == 1
+    _shot(page, "refine")
+    # 👎 from the keyboard on another result.
+    page.locator("#grid .card").nth(3).focus()
+    disliked = _ids(page)[3]
+    page.keyboard.press("d")
+    page.wait_for_url(re.compile(rf"dislike={disliked}"))
+    assert page.locator("#refine .chip.dislike").count() == 1
+
+
+def test_keyboard_navigation_and_phone_width(browser, base_url: str) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, has_touch=True,
+                                  is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(base_url + "/?q=house")
+        _thumbs_loaded(page, 4)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, "no sideways scrolling on a phone"
+        cols = page.evaluate("() => getComputedStyle(document.querySelector('#grid')).gridTemplateColumns.split(' ').length")
+        assert 2 <= cols <= 4
+        _shot(page, "phone")
+    finally:
+        context.close()
+
+
+def test_keyboard_only(page, base_url: str) -> None:
+    page.goto(base_url)
+    page.evaluate("() => document.activeElement.blur()")  # the box has autofocus; "/" brings it back
+    page.keyboard.press("/")
+    assert page.evaluate("() => document.activeElement.id") == "q"
+    page.keyboard.type("car")
+    _thumbs_loaded(page, 4)
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("() => document.activeElement.classList.contains('card')")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("() => document.activeElement.dataset.index") == "1"
+    page.keyboard.press("Enter")
+    page.locator("#detail").wait_for(state="visible")
+    page.keyboard.press("Escape")
+    page.locator("#detail").wait_for(state="hidden")
+
+
+def test_error_and_empty_states(page, base_url: str) -> None:
+    page.goto(base_url + "/?q=id:999999999")
+    page.locator("#error").wait_for(state="visible")
+    assert "no item with id 999999999" in page.locator("#error").inner_text()
+    page.locator("#q").fill("")
+    page.locator("#q").press("Enter")
+    page.wait_for_function("() => !document.querySelector('#empty').hidden && document.querySelector('#error').hidden")
