@@ -405,7 +405,9 @@ def test_slow_requests_time_out_with_503(served_collection: Path, monkeypatch: p
 
     monkeypatch.setattr(svc, "search", slow)
     with TestClient(app) as c:
+        t0 = time.perf_counter()
         _error(c.get("/api/search", params={"q": "x"}), 503, "timeout", "longer than 0.2")
+        assert time.perf_counter() - t0 < 0.8, "the 503 waited for the slow handler"
         assert c.get("/healthz").status_code == 200
 
 

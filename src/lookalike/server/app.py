@@ -101,6 +101,7 @@ class Service:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.config = config
+        self.owns_collection = collection is None  # closed at shutdown only if opened here
         self.coll = collection if collection is not None else Collection.open(config.collection)
         # One search at a time per collection: SQLite snapshots on the shared connection
         # and the model's thread pool are not meant for concurrent callers; requests queue.
@@ -120,15 +121,16 @@ class Service:
     # ------------------------------------------------------------------ queries
     def text_vector(self, text: str) -> np.ndarray:
         """The embedding of ``text``, from a small LRU cache (as-you-type repeats prefixes)."""
-        cached = self._texts.get(text)
-        if cached is not None:
-            self._texts.move_to_end(text)
-            return cached
-        vec = self.coll.model.encode_text([text])[0]
-        self._texts[text] = vec
-        if len(self._texts) > _TEXT_CACHE:
-            self._texts.popitem(last=False)
-        return vec
+        with self.lock:
+            cached = self._texts.get(text)
+            if cached is not None:
+                self._texts.move_to_end(text)
+                return cached
+            vec = self.coll.model.encode_text([text])[0]
+            self._texts[text] = vec
+            if len(self._texts) > _TEXT_CACHE:
+                self._texts.popitem(last=False)
+            return vec
 
     def fetch_image(self, url: str) -> Any:
         """A query image from an allowed URL, decoded; never fetched unless the allow-list says so."""
@@ -183,9 +185,10 @@ class Service:
 
     def search(self, query: Query, page: Page, *, exclude: int | None = None) -> tuple[list[Hit], bool]:
         """One page of hits (``offset``, ``k``) and whether more exist."""
-        want = page.k + page.offset + (1 if exclude is not None else 0)
+        want = page.k + page.offset
         if want > self.config.max_k:
             raise ApiError(400, "too_many", f"k + offset may be at most {self.config.max_k}; this asks for {want}")
+        want += 1 if exclude is not None else 0  # the item itself, dropped below
         flt = _filter(page.filters)
         with self.lock:
             hits = self.coll.search(query, k=want + 1, min_score=page.min_score, where=flt)
@@ -267,7 +270,8 @@ def create_app(config: ServerConfig, *, collection: Collection | None = None) ->
         if config.warm and svc.coll.model.supports_text:
             svc.text_vector("a photo")  # load the model now, not on the first query
         yield
-        svc.coll.close()
+        if svc.owns_collection:
+            svc.coll.close()
 
     app = FastAPI(title="lookalike", version=__version__, lifespan=lifespan, responses=_ERRORS,
                   description="Search a lookalike collection by text, image, item or a weighted mix. "

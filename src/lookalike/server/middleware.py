@@ -143,8 +143,9 @@ class BodyLimit:
 
 
 class Deadline:
-    """Answers 503 to a request still running after ``seconds`` (its worker thread, if any,
-    finishes in the background: Python threads cannot be stopped)."""
+    """Answers 503 to a request still running after ``seconds``, at once. The handler is
+    cancelled; one running in a worker thread cannot be stopped (Python threads cannot), so
+    it finishes in the background and its late answer is dropped."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
@@ -154,19 +155,26 @@ class Deadline:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = timed_out = False
 
         async def tracked(msg: dict[str, Any]) -> None:
             nonlocal started
+            if timed_out:
+                return
             started = started or msg["type"] == "http.response.start"
             await send(msg)
 
-        try:
-            await asyncio.wait_for(self.app(scope, receive, tracked), self.seconds)
-        except asyncio.TimeoutError:
-            if not started:
-                await send_error(send, 503, "timeout",
-                                 f"the request took longer than {self.seconds:g} s; try a smaller k or a simpler query")
+        task = asyncio.ensure_future(self.app(scope, receive, tracked))
+        done, _ = await asyncio.wait({task}, timeout=self.seconds)
+        if task in done:
+            task.result()  # re-raise what the app raised
+            return
+        timed_out = True
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, so nothing is logged
+        if not started:
+            await send_error(send, 503, "timeout",
+                             f"the request took longer than {self.seconds:g} s; try a smaller k or a simpler query")
 
 
 class Metrics:
