@@ -60,7 +60,8 @@ def main() -> None:
     query = next((f for f in weather if f.name == "rain.png"), (weather or sorted(files))[0])
     run("search", str(query), "--collection", str(collection), "-k", "5")
     run("search", str(query), "+", "0.5:lightning", "--collection", str(collection), "-k", "3", "--json")
-    print("\nDemo done. Try your own: lookalike index ~/Pictures && lookalike search \"a dog on a beach\"")
+    print("\nDemo done. Browse it in the web UI: make serve (http://127.0.0.1:8000).")
+    print("Try your own: lookalike index ~/Pictures && lookalike search \"a dog on a beach\"")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from lookalike.server import ServerConfig
 from support import ROOT, live_server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.browser  # in the default suite; `-m "not browser"` leaves them out
 
 SCREENSHOTS = Path(os.environ.get("LOOKALIKE_SCREENSHOTS", ROOT / ".cache" / "screenshots"))
 TIMEOUT_MS = 30_000
