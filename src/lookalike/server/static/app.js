@@ -225,7 +225,7 @@ function chip(id, kind) {
   img.src = `/api/items/${id}/thumbnail?size=128`;
   img.alt = "";
   const label = document.createElement("span");
-  label.textContent = { like: "👍", dislike: "👎", similar: "like" }[kind] + ` #${id}`;
+  label.textContent = { like: "👍", dislike: "👎", similar: "similar to" }[kind] + ` #${id}`;
   const x = document.createElement("button");
   x.type = "button";
   x.textContent = "×";
