@@ -335,14 +335,20 @@ def _delete_most(folder: Path) -> set[str]:
     return keep
 
 
-def test_crash_during_compaction_before_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards compaction dying after writing the new generation but before committing: the old one stays current."""
-    folder, coll_path, reference = small
+def _ready_to_compact(folder: Path, coll_path: Path, lite_model: Any, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Index the folder, delete two thirds of it, and make the next add compact; the kept paths."""
     with Collection.open(coll_path, model=lite_model) as coll:
         coll.add([folder])
     keep = _delete_most(folder)
     monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
+    return keep
+
+
+def test_crash_during_compaction_before_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards compaction dying after writing the new generation but before committing: the old one stays current."""
+    folder, coll_path, reference = small
+    keep = _ready_to_compact(folder, coll_path, lite_model, monkeypatch)
 
     def remap(self: MetadataDB, mapping: dict[int, int]) -> None:
         raise Crash
@@ -367,10 +373,7 @@ def test_crash_during_compaction_after_commit(small: tuple[Path, Path, dict[str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards compaction dying after its commit but before deleting the old generation: the leftover is removed."""
     folder, coll_path, reference = small
-    with Collection.open(coll_path, model=lite_model) as coll:
-        coll.add([folder])
-    keep = _delete_most(folder)
-    monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
+    keep = _ready_to_compact(folder, coll_path, lite_model, monkeypatch)
     real_unlink = Path.unlink
 
     def unlink(self: Path, missing_ok: bool = False) -> None:

@@ -199,8 +199,7 @@ class Service:
     def hit_out(self, hit: Hit, rows: dict[int, ItemRow]) -> HitOut:
         row = rows.get(hit.id)
         return HitOut(id=hit.id, score=round(hit.score, 6), path=hit.path, name=os.path.basename(hit.path),
-                      width=row.width if row else None, height=row.height if row else None,
-                      thumbnail=f"/api/items/{hit.id}/thumbnail?size=256", image=f"/api/items/{hit.id}/image")
+                      width=row.width if row else None, height=row.height if row else None, **HitOut.links(hit.id))
 
     def respond(self, resolved: tuple[Query, str], page: Page, t0: float, kind: str,
                 exclude: int | None = None) -> SearchResponse:
@@ -356,8 +355,7 @@ def create_app(config: ServerConfig, *, collection: Collection | None = None) ->
         row = svc.item(item_id)
         return ItemOut(id=row.id, path=row.path, name=os.path.basename(row.path), folder=os.path.dirname(row.path),
                        size=row.size, modified=datetime.fromtimestamp(row.mtime_ns / 1e9, tz=timezone.utc),
-                       width=row.width, height=row.height, hash=row.hash,
-                       thumbnail=f"/api/items/{row.id}/thumbnail?size=256", image=f"/api/items/{row.id}/image")
+                       width=row.width, height=row.height, hash=row.hash, **ItemOut.links(row.id))
 
     @app.get("/api/items/{item_id}/similar", response_model=SearchResponse, tags=["items"],
              summary="Items most like this one (it is left out)")

@@ -43,23 +43,37 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class TokenAuth:
+class _HTTPMiddleware:
+    """Passes anything but HTTP (lifespan, websockets) straight through; subclasses handle
+    HTTP requests in :meth:`http`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class TokenAuth(_HTTPMiddleware):
     """Every request must carry the token: ``Authorization: Bearer TOKEN``, the cookie, or
     ``?token=TOKEN``. A page opened with ``?token=`` gets the cookie (HttpOnly, SameSite=Strict)
     and is redirected to the same URL without it, so the token leaves the address bar and
     the browser's history. Tokens are compared in constant time."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
+        super().__init__(app)
         self.token = token.encode()
 
     def _ok(self, candidate: str | None) -> bool:
         return candidate is not None and hmac.compare_digest(candidate.encode(), self.token)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = _header(scope, b"authorization") or ""
         if auth[:7].lower() == "bearer " and self._ok(auth[7:].strip()):
             await self.app(scope, receive, send)
@@ -91,19 +105,16 @@ class TokenAuth:
                          "with ?token=TOKEN", [(b"www-authenticate", b"Bearer")])
 
 
-class BodyLimit:
+class BodyLimit(_HTTPMiddleware):
     """Refuses request bodies over ``max_bytes`` with 413: by Content-Length before reading,
     and by counting for bodies sent without one (the app then sees the client disconnect,
     and whatever it answers is dropped: the 413 has gone out)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = (f"the request body is over the {self.max_bytes:,}-byte limit; send a smaller image "
                    "(the server's --max-upload-mb sets the limit)")
         declared = _header(scope, b"content-length")
@@ -142,19 +153,16 @@ class BodyLimit:
                 raise
 
 
-class Deadline:
+class Deadline(_HTTPMiddleware):
     """Answers 503 to a request still running after ``seconds``, at once. The handler is
     cancelled; one running in a worker thread cannot be stopped (Python threads cannot), so
     it finishes in the background and its late answer is dropped."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
+        super().__init__(app)
         self.seconds = seconds
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = timed_out = False
 
         async def tracked(msg: dict[str, Any]) -> None:
@@ -177,27 +185,27 @@ class Deadline:
                              f"the request took longer than {self.seconds:g} s; try a smaller k or a simpler query")
 
 
-class Metrics:
+class Metrics(_HTTPMiddleware):
     """Counts requests and times them per route template (``/api/items/{item_id}``), not per
     raw path, so the label set stays bounded whatever clients send."""
 
     def __init__(self, app: ASGIApp, routes: Callable[[], list[Any]], requests: Any, duration: Any) -> None:
-        self.app = app
+        super().__init__(app)
         self.routes = routes
         self.requests = requests
         self.duration = duration
 
     def _route(self, scope: Scope) -> str:
+        matched = scope.get("route")  # set by Starlette's router on the shared scope
+        if matched is not None:
+            return getattr(matched, "path", "other")
         for route in self.routes():
             match, _ = route.matches(scope)
             if match == Match.FULL:
                 return getattr(route, "path", "other")
         return "unmatched"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = 500
         t0 = time.perf_counter()
 

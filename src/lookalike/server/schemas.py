@@ -7,7 +7,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TermIn", "Filters", "SearchRequest", "HitOut", "SearchResponse", "ItemOut", "InfoOut", "ErrorOut",
+__all__ = ["TermIn", "Filters", "SearchRequest", "ItemRef", "HitOut", "SearchResponse", "ItemOut", "InfoOut", "ErrorOut",
            "HealthOut"]
 
 _MAX_TEXT = 1000
@@ -65,9 +65,10 @@ class SearchRequest(_Strict):
         return self
 
 
-class HitOut(BaseModel):
+class ItemRef(BaseModel):
+    """What every item in an answer carries: its id, file and where to fetch its pixels."""
+
     id: int
-    score: float
     path: str
     name: str
     width: Optional[int] = None
@@ -75,9 +76,17 @@ class HitOut(BaseModel):
     thumbnail: str = Field(description="URL of a 256-pixel thumbnail")
     image: str = Field(description="URL of the original file")
 
+    @staticmethod
+    def links(item_id: int) -> dict[str, str]:
+        return {"thumbnail": f"/api/items/{item_id}/thumbnail?size=256", "image": f"/api/items/{item_id}/image"}
+
+
+class HitOut(ItemRef):
+    score: float
+
 
 class SearchResponse(BaseModel):
-    query: str = Field(description="the query as understood, e.g. '1.0*text:red apple - 0.5*id:4'")
+    query: str = Field(description="the query as understood, e.g. 'red apple - 0.5*id:4 + [image]'")
     k: int
     offset: int
     hits: list[HitOut]
@@ -85,18 +94,11 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
-class ItemOut(BaseModel):
-    id: int
-    path: str
-    name: str
+class ItemOut(ItemRef):
     folder: str
     size: int
     modified: datetime
-    width: Optional[int] = None
-    height: Optional[int] = None
     hash: Optional[str] = None
-    thumbnail: str
-    image: str
 
 
 class IndexOut(BaseModel):
