@@ -336,6 +336,10 @@ def test_index_flag_builds_and_info_reports_it(tmp_path: Path) -> None:
     for i in range(40):
         make_image(folder / f"i{i:02d}.png", seed=i)
     coll = tmp_path / "c.lkl"
+    # Never configured: info shows the defaults, the latency budget included.
+    assert run("index", str(folder), "--collection", str(coll), "-q").exit_code == 0
+    info_out = run("info", "--collection", str(coll)).output
+    assert "exact search (auto, recall target 0.95, latency budget 2 ms)" in info_out
     result = run("index", str(folder), "--collection", str(coll), "--index", "ivf", "-q")
     assert result.exit_code == 0, result.output
     info_out = run("info", "--collection", str(coll)).output

@@ -235,7 +235,9 @@ def search(
 
 
 def _describe_index(index: Optional[dict]) -> str:
-    settings = (index or {}).get("settings") or {"mode": "auto", "recall": 0.95}
+    from ..store.ann import IndexSettings
+
+    settings = (index or {}).get("settings") or IndexSettings().to_dict()  # never configured: the defaults
     state = (index or {}).get("state")
     asked = f"{settings['mode']}, recall target {settings['recall']}"
     if settings.get("latency_ms"):
