@@ -11,6 +11,8 @@ thing at fault, the reason, and what to do about it::
     ├── UnsupportedModality   (also a ValueError)  e.g. a text query on an image-only model
     ├── UnreadableImage                            one image could not be opened or decoded
     ├── QueryError            (also a ValueError)  a search query that does not parse or resolve
+    ├── InvalidArgument       (also a ValueError)  a setting or parameter outside what it accepts
+    ├── IndexBuildError                            no approximate index could be built for the vectors
     └── CollectionError
         ├── CollectionNotFound
         ├── CollectionExists
@@ -28,6 +30,8 @@ __all__ = [
     "UnsupportedModality",
     "UnreadableImage",
     "QueryError",
+    "InvalidArgument",
+    "IndexBuildError",
     "CollectionError",
     "CollectionNotFound",
     "CollectionExists",
@@ -79,6 +83,15 @@ class UnreadableImage(LookalikeError):
 
 class QueryError(LookalikeError, ValueError):
     """A search query that does not parse, or refers to something that does not exist."""
+
+
+class InvalidArgument(LookalikeError, ValueError):
+    """A setting or parameter outside what it accepts (an index mode, a recall target, a
+    thumbnail size...); the message names the value, what is allowed and how to write it."""
+
+
+class IndexBuildError(LookalikeError):
+    """No approximate index could be built for these vectors (too few to train, say)."""
 
 
 class CollectionError(LookalikeError):
