@@ -1,6 +1,6 @@
 """Indexing throughput: the lookalike pipeline against the naive loop, decode-only and model-only.
 
-Two folders of distinct real images, built and cached on first run by ``tools/samples.py``:
+Two folders of distinct real images, built and cached on first run by ``tools/bench_data.py``:
 
 * photos: camera-size JPEGs (1600-4000 px) cut from Debian's mate/gnome wallpapers by
   varied crops, sizes, small rotations and JPEG re-encodes;
@@ -37,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+# The repository root, for tools/ (helper modules that are not part of the installed package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import samples  # noqa: E402
+from tools import bench_data, samples  # noqa: E402
 
 import lookalike  # noqa: E402
 from lookalike.images.decode import decode_image  # noqa: E402
@@ -108,8 +109,8 @@ def main() -> None:
     print(f"cores: {os.cpu_count()} | torch threads: {torch.get_num_threads()} | decode threads: {args.workers} "
           f"| batch: {args.batch_size} | model: {args.model} on {args.device}", flush=True)
     folders = {
-        "photos": samples.make_photo_folder(args.data / f"photos-{args.photos}", n=args.photos),
-        "clip art": samples.make_clipart_folder(args.data / f"clipart-{args.clipart}", n=args.clipart),
+        "photos": bench_data.make_photo_folder(args.data / f"photos-{args.photos}", n=args.photos),
+        "clip art": bench_data.make_clipart_folder(args.data / f"clipart-{args.clipart}", n=args.clipart),
     }
     model = lookalike.load_model(args.model, device=args.device)
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+# The repository root, for tools/ (helper modules that are not part of the installed package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import samples  # noqa: E402
+from tools import samples  # noqa: E402
 
 import lookalike  # noqa: E402
 from lookalike.apps.evaluate import (  # noqa: E402

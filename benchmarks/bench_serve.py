@@ -4,7 +4,7 @@ What runs:
 
 * a collection of >= 5,000 real images with the bundled ``lite`` model: the benchmark
   folders of ``bench_index.py`` (2,000 camera-size photos cut from Debian's wallpapers and
-  3,000 openclipart PNGs), built and cached by ``tools/samples.py``; the collection itself
+  3,000 openclipart PNGs), built and cached by ``tools/bench_data.py``; the collection itself
   is cached in ``--workdir`` and reused when it is complete;
 * the server: ``lookalike serve`` in its own process, bound to 127.0.0.1 on a free port;
 * the load: this process sends ``--requests`` text searches (``GET /api/search?q=...&k=24``)
@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT))  # for tools/, which is not part of the installed package
 
-import samples  # noqa: E402
+from tools import bench_data, samples  # noqa: E402
 
 import lookalike  # noqa: E402
 
@@ -78,8 +78,8 @@ def build_collection(workdir: Path, photos: int, clipart: int) -> Path:
     """The cached collection over the benchmark folders (built or completed incrementally)."""
     data = samples.cache_dir() / "bench"
     folders = [data / f"photos-{photos}", data / f"clipart-{clipart}"]
-    samples.make_photo_folder(folders[0], n=photos)
-    samples.make_clipart_folder(folders[1], n=clipart)
+    bench_data.make_photo_folder(folders[0], n=photos)
+    bench_data.make_clipart_folder(folders[1], n=clipart)
     path = workdir / f"serve-{photos}-{clipart}.lkl"
     t0 = time.perf_counter()
     with lookalike.Collection.create(path, model="lite", device="cpu", exist_ok=True) as coll:

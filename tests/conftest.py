@@ -14,10 +14,8 @@ from typing import Callable
 
 import pytest
 
-import support
 from support import make_image
-
-samples = support.samples
+from tools import samples
 
 
 def _need(fn: Callable, *args, **kwargs):

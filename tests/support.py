@@ -1,15 +1,14 @@
 """Helpers shared by test modules: ``from support import make_image, samples``.
 
 A plain module rather than conftest imports: test folders have no ``__init__.py``, so
-``import conftest`` would resolve to whichever conftest pytest loaded last. ``tests/`` is on
-``sys.path`` through ``pythonpath`` in pyproject.toml.
+``import conftest`` would resolve to whichever conftest pytest loaded last. ``tests/`` (for
+this module) and the repository root (for ``tools``) are on ``sys.path`` through
+``pythonpath`` in pyproject.toml.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -19,25 +18,11 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
+from tools import samples  # re-exported: tools/samples.py fetches and caches the real sample images
+
 ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["ROOT", "samples", "make_image", "free_port", "live_server"]
-
-
-def _load_samples_module():
-    name = "lookalike_samples"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "samples.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-#: tools/samples.py: fetches and caches the real sample images.
-samples = _load_samples_module()
 
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str | None = None) -> Path:
@@ -50,6 +35,7 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str
     return path
 
 
+# --------------------------------------------------------------------------- servers
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

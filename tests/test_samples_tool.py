@@ -1,26 +1,23 @@
-"""Tests for tools/samples.py, the fetcher of real sample images.
+"""Tests for tools/: the fetcher of real sample images and the benchmark folders built from them.
 
-The samples come from Debian packages; where they cannot be fetched (no
-apt-get, no mirror) the tests are skipped rather than failed, except under CI.
+The pure parts (how a clip-art folder maps to a label, how a photo is planned and cut) run
+on made-up inputs. The rest needs the Debian packages; where they cannot be fetched (no
+apt-get, no mirror) those tests are skipped rather than failed, except under CI.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 from PIL import Image
 
-# tools/ is a sibling of src/, not part of the installed package.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools import samples  # noqa: E402 (needs the sys.path entry above)
+from tools import bench_data, photo_recipe, samples
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +33,67 @@ def fetched() -> ModuleType:
     return samples
 
 
+# --------------------------------------------------------------------------- without the packages
+@pytest.mark.parametrize(("rel_dir", "label"), [
+    ("food/fruit", "food/fruit"),
+    ("food", "food"),
+    ("animals/birds/parrots", "animals/birds"),  # merged tree: one class for all its species folders
+    ("signs_and_symbols/flags/europe/france", "signs_and_symbols/flags"),
+    ("signs_and_symbols/flags/semaphore", None),  # excluded inside a merged tree
+    ("computer/icons/crystal", None),  # excluded tree, at any depth
+    ("shapes", None),
+    ("computer", None),  # an excluded directory's own images...
+    ("computer/hardware", "computer/hardware"),  # ...but not its sub-directories
+    ("", None),
+    (".", None),
+])
+def test_clipart_label(rel_dir: str, label: str | None) -> None:
+    assert samples.clipart_label(rel_dir) == label
+
+
+def test_category_query() -> None:
+    assert samples.category_query("food/meats_and_eggs") == "meats and eggs"
+    assert samples.category_query("buildings") == "buildings"
+
+
+def test_photo_plan_is_deterministic_and_inside_the_source() -> None:
+    """A plan depends on (seed, index, attempt) only; its crop fits the source; its size is a
+    camera aspect ratio (or the source's own) with the long side within bounds."""
+    sources = [Path("a.jpg"), Path("b.png")]
+    sizes = [(4000, 3000), (1200, 2400)]
+    plans = [photo_recipe.plan_photo(i, 0, 7, sources, sizes, 300, 500) for i in range(1, 41)]
+    assert plans == [photo_recipe.plan_photo(i, 0, 7, sources, sizes, 300, 500) for i in range(1, 41)]
+    assert photo_recipe.plan_photo(1, 1, 7, sources, sizes, 300, 500) != plans[0], "a retry is another photo"
+    assert {p.source for p in plans} == {"a.jpg", "b.png"}
+    assert any(p.angle for p in plans) and any(not p.angle for p in plans) and any(p.flip for p in plans)
+    for p in plans:
+        width, height = sizes[[str(s) for s in sources].index(p.source)]
+        assert 300 <= max(p.out_w, p.out_h) <= 500
+        assert 0 <= p.cx - p.crop_w / 2 and p.cx + p.crop_w / 2 <= width
+        assert 0 <= p.cy - p.crop_h / 2 and p.cy + p.crop_h / 2 <= height
+        assert p.crop_w * p.crop_h >= 0.99 * photo_recipe.PHOTO_MIN_AREA * width * height
+        aspect = p.crop_w / p.crop_h
+        assert min(abs(aspect - a) for a in (*photo_recipe.PHOTO_ASPECTS, width / height)) < 1e-9
+
+
+def test_render_photo_cuts_the_planned_region() -> None:
+    """The rendered photo has the planned size, and (unturned, unflipped) shows the planned region."""
+    rng = np.random.default_rng(0)
+    source = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((800, 600))
+    plan = photo_recipe.PhotoPlan(index=1, attempt=0, source="x.jpg", cx=400.0, cy=300.0, crop_w=400.0,
+                                  crop_h=300.0, angle=0.0, flip=False, out_w=200, out_h=150, quality=90)
+    photo = photo_recipe.render_photo(source, plan)
+    assert photo.size == (200, 150) and photo.mode == "RGB"
+    expected = source.crop((200, 150, 600, 450)).resize((200, 150), Image.Resampling.BICUBIC)
+    diff = np.abs(np.asarray(photo, dtype=np.int16) - np.asarray(expected, dtype=np.int16))
+    assert diff.mean() < 4, diff.mean()
+    flipped = photo_recipe.render_photo(source, replace(plan, flip=True))
+    assert np.array_equal(np.asarray(flipped), np.asarray(photo)[:, ::-1])
+    turned = photo_recipe.render_photo(source, replace(plan, angle=2.5))
+    assert turned.size == (200, 150) and not np.array_equal(np.asarray(turned), np.asarray(photo))
+
+
+# --------------------------------------------------------------------------- with the packages
 def test_clipart_labelled_is_balanced_and_deterministic(fetched: ModuleType) -> None:
     labelled = fetched.clipart_labelled(per_class=12, min_class_size=20, seed=3)
 
@@ -68,7 +126,7 @@ def test_make_photo_folder(fetched: ModuleType, tmp_path: Path) -> None:
     dest = tmp_path / "photos"
     min_side, max_side = 640, 1024  # small, to keep the test quick
 
-    files = fetched.make_photo_folder(dest, n=6, seed=1, min_side=min_side, max_side=max_side, workers=2)
+    files = bench_data.make_photo_folder(dest, n=6, seed=1, min_side=min_side, max_side=max_side, workers=2)
 
     assert [f.name for f in files] == [f"photo_{i:05d}.jpg" for i in range(1, 7)]
     assert sorted(dest.glob("*.jpg")) == files
@@ -82,14 +140,14 @@ def test_make_photo_folder(fetched: ModuleType, tmp_path: Path) -> None:
 
     # A second call finds the folder complete and touches nothing.
     stamps = {f: f.stat().st_mtime_ns for f in files}
-    again = fetched.make_photo_folder(dest, n=6, seed=1, min_side=min_side, max_side=max_side, workers=2)
+    again = bench_data.make_photo_folder(dest, n=6, seed=1, min_side=min_side, max_side=max_side, workers=2)
     assert again == files
     assert {f: f.stat().st_mtime_ns for f in again} == stamps
 
 
 def test_make_clipart_folder(fetched: ModuleType, tmp_path: Path) -> None:
     dest = tmp_path / "clipart"
-    files = fetched.make_clipart_folder(dest, n=25, seed=2)
+    files = bench_data.make_clipart_folder(dest, n=25, seed=2)
 
     assert len(files) == 25
     assert all(f.is_file() and not f.is_symlink() and f.suffix == ".png" for f in files)
@@ -97,4 +155,4 @@ def test_make_clipart_folder(fetched: ModuleType, tmp_path: Path) -> None:
     # Category sub-folders are kept.
     root = fetched.clipart_root()
     assert all((root / f.relative_to(dest)).is_file() for f in files)
-    assert fetched.make_clipart_folder(dest, n=25, seed=2) == files
+    assert bench_data.make_clipart_folder(dest, n=25, seed=2) == files

@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository root, so that tools/ imports as a package, as it does for the tests and benchmarks.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import samples  # noqa: E402
+from tools import samples  # noqa: E402
 
 
 def copy_labelled(dest: Path, per_class: int) -> list[Path]:

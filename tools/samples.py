@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Fetch and cache real sample images for lookalike's tests, demo and benchmarks.
+"""Fetch and cache the real sample images used by lookalike's tests, demo and benchmarks.
 
 The sandboxes this project is developed and tested in have no general internet
 access, only the Debian package mirrors. So the samples come from three Debian
@@ -7,66 +6,41 @@ packages that ship freely licensed images:
 
 * ``openclipart-png``: about 6,900 public-domain clip-art PNGs, filed in
   category folders (``animals/birds``, ``food/fruit``, ...). The folders serve
-  as class labels for evaluation (:func:`clipart_labelled`) and as a realistic
-  folder of small mixed images (:func:`make_clipart_folder`).
+  as class labels for evaluation (:func:`clipart_labelled`).
 * ``mate-backgrounds`` and ``gnome-backgrounds``: large desktop wallpapers
-  (photographs as JPEG, and artwork as PNG/WEBP). They are the seeds for a
-  folder of camera-sized, all-distinct JPEG "photos" (:func:`make_photo_folder`).
+  (photographs as JPEG, and artwork as PNG/WEBP), listed by :func:`photo_sources`.
 
 A package is fetched with ``apt-get download`` and unpacked with ``dpkg -x``
 (neither needs the package to be installed), once, into :func:`cache_dir`.
 
-Only the standard library and Pillow are used, so the module runs in
-any of the project's environments. It is both importable (tests do
-``sys.path.insert(0, repo_root); from tools import samples``) and a script::
-
-    python tools/samples.py fetch
-    python tools/samples.py photos DEST --n 2000
-    python tools/samples.py clipart DEST --n 2000
-    python tools/samples.py labelled
+Benchmark-sized folders made from these images are in :mod:`tools.bench_data`. Only
+the standard library and Pillow are used. Import it as ``from tools import samples``
+with the repository root on ``sys.path`` (pytest's ``pythonpath`` setting puts it there
+for the tests; the demo and the benchmarks insert it themselves).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import functools
-import hashlib
 import json
-import math
-import multiprocessing
 import os
 import random
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 __all__ = [
-    "CLIPART_EXCLUDED_DIRS",
-    "CLIPART_EXCLUDED_TREES",
-    "CLIPART_MERGED_TREES",
-    "SamplesUnavailable",
-    "cache_dir",
-    "clipart_labelled",
-    "clipart_root",
-    "fetch_package",
-    "make_clipart_folder",
-    "make_photo_folder",
-    "photo_sources",
+    "ALL_PACKAGES", "CLIPART_EXCLUDED_DIRS", "CLIPART_EXCLUDED_TREES", "CLIPART_MERGED_TREES",
+    "SamplesUnavailable", "cache_dir", "category_query", "clipart_files", "clipart_label",
+    "clipart_labelled", "clipart_root", "fetch_package", "file_lock", "photo_sources",
 ]
-
-# --------------------------------------------------------------------------
-# Constants
-# --------------------------------------------------------------------------
 
 #: Environment variable that overrides the cache location.
 ENV_CACHE_DIR = "LOOKALIKE_SAMPLES_DIR"
@@ -124,30 +98,6 @@ CLIPART_MIN_SIDE = 8
 #: Wallpapers with a longer side below this are not used as photo sources (the
 #: gnome ``vnc-*.webp`` are 256 px single-colour tiles).
 PHOTO_SOURCE_MIN_SIDE = 1024
-#: JPEG wallpapers are the real photographs, so they are drawn this many times
-#: as often as the PNG/WEBP artwork in :func:`make_photo_folder`.
-PHOTO_JPEG_WEIGHT = 3.0
-
-#: Minimum fraction of a source's area that a photo's crop keeps.
-PHOTO_MIN_AREA = 0.4
-#: Largest rotation, in degrees, applied to a photo (half of them are rotated).
-PHOTO_MAX_ROTATION = 3.0
-#: Aspect ratios (width / height) that photos are cropped to, as cameras and
-#: phones produce them; portrait ones only fit taller sources.
-PHOTO_ASPECTS: tuple[float, ...] = (4 / 3, 3 / 2, 16 / 9, 1.0, 3 / 4, 2 / 3)
-#: JPEG quality range for the re-encode, inclusive.
-PHOTO_QUALITY = (70, 95)
-#: How many photos of one source a worker makes per task; the source is
-#: decoded once per task, which is the expensive part for 4k WEBPs.
-PHOTO_CHUNK = 24
-
-#: Name of the marker file that says a generated folder is complete.
-COMPLETE_MARKER = ".complete"
-#: Marker written while a folder is being generated (it holds the parameters);
-#: lets an interrupted run with the same parameters resume.
-PARTIAL_MARKER = ".partial"
-#: Bump when the generation recipe changes, so old folders get regenerated.
-RECIPE_VERSION = 1
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -157,11 +107,6 @@ class SamplesUnavailable(RuntimeError):
 
     Tests should turn this into a skip, not a failure.
     """
-
-
-# --------------------------------------------------------------------------
-# Cache and package fetching
-# --------------------------------------------------------------------------
 
 
 def cache_dir() -> Path:
@@ -177,13 +122,14 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(lock_file: Path) -> Iterator[int]:
+def file_lock(lock_file: Path) -> Iterator[int]:
     """Hold an exclusive ``flock`` on *lock_file* for the ``with`` body.
 
     Yields the lock's file descriptor. ``flock`` locks go away with the last
     process holding the descriptor, so a killed run never leaves a stale
     lock behind (unlike lock files created with O_EXCL); and a child given
     the descriptor keeps the lock held until it exits (see :func:`_run`).
+    Also used by :mod:`tools.bench_data` for its generated folders.
     """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a") as handle:
@@ -276,7 +222,7 @@ def fetch_package(name: str) -> Path:
     if _package_marker(root).is_file():
         return root
     apt_get, dpkg = _required_tools(name)
-    with _locked(debs_dir / f".{name}.lock") as lock_fd:
+    with file_lock(debs_dir / f".{name}.lock") as lock_fd:
         if _package_marker(root).is_file():  # another process finished it
             return root
         # Left-overs of killed runs (their children have exited: we hold the lock).
@@ -307,11 +253,6 @@ def clipart_root() -> Path:
     Images sit in category folders below it, e.g. ``food/fruit/apple_01.png``.
     """
     return fetch_package(CLIPART_PACKAGE) / "usr" / "share" / "openclipart" / "png"
-
-
-# --------------------------------------------------------------------------
-# Clip art
-# --------------------------------------------------------------------------
 
 
 def _png_size(path: Path) -> tuple[int, int] | None:
@@ -345,9 +286,14 @@ def _usable_clipart(path: Path) -> bool:
 
 
 @functools.cache
-def _clipart_files(root: Path) -> tuple[Path, ...]:
+def _clipart_files_below(root: Path) -> tuple[Path, ...]:
     """Return every usable clip-art PNG below *root*, sorted."""
     return tuple(sorted(p for p in root.rglob("*.png") if _usable_clipart(p)))
+
+
+def clipart_files() -> tuple[Path, ...]:
+    """Return every usable clip-art PNG (all categories, labelled or not), sorted."""
+    return _clipart_files_below(clipart_root())
 
 
 def _is_under(rel_dir: str, tree: str) -> bool:
@@ -355,7 +301,7 @@ def _is_under(rel_dir: str, tree: str) -> bool:
     return rel_dir == tree or rel_dir.startswith(tree + "/")
 
 
-def _clipart_label(rel_dir: str) -> str | None:
+def clipart_label(rel_dir: str) -> str | None:
     """Map a directory (relative to the clip-art root) to its class label.
 
     Returns None for directories left out of the labelled set.
@@ -374,12 +320,11 @@ def _clipart_classes() -> dict[str, list[Path]]:
     """Return every clip-art class (any size) with all its files, sorted."""
     root = clipart_root()
     classes: dict[str, list[Path]] = {}
-    for path in _clipart_files(root):
-        label = _clipart_label(path.parent.relative_to(root).as_posix())
+    for path in _clipart_files_below(root):
+        label = clipart_label(path.parent.relative_to(root).as_posix())
         if label is not None:
             classes.setdefault(label, []).append(path)
     return dict(sorted(classes.items()))
-
 
 
 def category_query(label: str) -> str:
@@ -432,134 +377,13 @@ def clipart_labelled(
     return sample
 
 
-# --------------------------------------------------------------------------
-# Generated folders: shared bookkeeping
-# --------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict[str, object] | None:
-    """Return the JSON object in *path*, or None if missing or unreadable."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, object]) -> None:
-    """Write *data* to *path* atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _complete_files(dest: Path, params: dict[str, object]) -> list[Path] | None:
-    """Return the files of a finished folder made with *params*, else None."""
-    marker = _read_json(dest / COMPLETE_MARKER)
-    if marker is None or marker.get("params") != params:
-        return None
-    names = marker.get("files")
-    if not isinstance(names, list):
-        return None
-    files = [dest / str(name) for name in names]
-    return files if all(f.is_file() for f in files) else None
-
-
-def _begin(dest: Path, params: dict[str, object]) -> bool:
-    """Start (re)generating *dest*; return True if a matching run may be resumed.
-
-    The complete marker goes first, so a folder being rewritten is never taken
-    as finished. Files written by an interrupted run with the same parameters
-    are kept: every file is written atomically, so each one that exists is
-    whole.
-    """
-    (dest / COMPLETE_MARKER).unlink(missing_ok=True)
-    for tmp in dest.rglob("*.tmp"):  # half-written files of a killed run
-        tmp.unlink()
-    partial = _read_json(dest / PARTIAL_MARKER)
-    resumable = partial is not None and partial.get("params") == params
-    _write_json(dest / PARTIAL_MARKER, {"params": params})
-    return resumable
-
-
-def _finish(dest: Path, params: dict[str, object], files: Sequence[Path]) -> None:
-    """Mark *dest* complete with *files* (relative names stored)."""
-    _write_json(
-        dest / COMPLETE_MARKER,
-        {"params": params, "files": [f.relative_to(dest).as_posix() for f in files]},
-    )
-    (dest / PARTIAL_MARKER).unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------
-# Clip-art folder
-# --------------------------------------------------------------------------
-
-
-def make_clipart_folder(dest: Path, n: int = 2000, seed: int = 0) -> list[Path]:
-    """Fill *dest* with *n* distinct clip-art PNGs and return their paths.
-
-    The files are a deterministic (by *seed*) sample of all usable clip art
-    (every category, unlike :func:`clipart_labelled`), copied rather than
-    linked so that tools under test can modify or delete them, and keep their
-    category sub-folders (``dest/food/fruit/apple_01.png``). No two are
-    byte-identical. A second call with the same arguments finds the
-    ``.complete`` marker and returns at once.
-
-    Raises:
-        ValueError: *n* exceeds the number of usable clip-art files.
-    """
-    dest = Path(dest)
-    params: dict[str, object] = {"kind": "clipart", "n": n, "seed": seed, "recipe": RECIPE_VERSION}
-    done = _complete_files(dest, params)
-    if done is not None:
-        return done
-    root = clipart_root()
-    pool = _clipart_files(root)
-    if not 0 < n <= len(pool):
-        raise ValueError(f"n must be between 1 and {len(pool)} (usable clip-art files), got {n}")
-    dest.mkdir(parents=True, exist_ok=True)
-    with _locked(dest / ".lock"):
-        done = _complete_files(dest, params)  # made by a process we waited for
-        if done is not None:
-            return done
-        ours = (dest / COMPLETE_MARKER).exists() or (dest / PARTIAL_MARKER).exists()
-        resumable = _begin(dest, params)
-        chosen = sorted(random.Random(seed).sample(pool, n))
-        if ours:
-            # Clip art from an earlier run with other arguments would
-            # otherwise linger (only done in a folder we made ourselves).
-            keep = {dest / src.relative_to(root) for src in chosen}
-            for stale in dest.rglob("*.png"):
-                if stale not in keep:
-                    stale.unlink()
-        files: list[Path] = []
-        for src in chosen:
-            target = dest / src.relative_to(root)
-            files.append(target)
-            if resumable and target.is_file():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
-        _finish(dest, params, files)
-    return files
-
-
-# --------------------------------------------------------------------------
-# Photo folder
-# --------------------------------------------------------------------------
-
-
 def photo_sources() -> list[Path]:
-    """Return the wallpaper images that seed :func:`make_photo_folder`, sorted.
+    """Return the wallpaper images (the seeds of :func:`tools.bench_data.make_photo_folder`), sorted.
 
     These are all raster files (JPEG, PNG, WEBP; SVGs are skipped) shipped by
     ``mate-backgrounds`` and ``gnome-backgrounds``, except tiny tiles (longer
     side below :data:`PHOTO_SOURCE_MIN_SIDE`). The JPEGs are real
-    photographs; the rest is artwork, which :func:`make_photo_folder` draws
-    less often.
+    photographs; the rest is artwork, which the photo folders draw less often.
     """
     sources: set[Path] = set()
     for package in PHOTO_PACKAGES:
@@ -572,377 +396,3 @@ def photo_sources() -> list[Path]:
                     continue
             sources.add(path.resolve())  # resolve: a symlinked copy counts once
     return sorted(sources)
-
-
-def _is_jpeg(path: Path) -> bool:
-    return path.suffix.lower() in {".jpg", ".jpeg"}
-
-
-@dataclass(frozen=True)
-class _PhotoPlan:
-    """Everything needed to render one photo; drawn up front in the parent.
-
-    Coordinates are in source pixels. The crop is the rectangle of size
-    ``crop_w`` x ``crop_h`` centred on (``cx``, ``cy``) and turned by
-    ``angle`` degrees; it becomes an ``out_w`` x ``out_h`` image.
-    """
-
-    index: int
-    attempt: int
-    source: str
-    cx: float
-    cy: float
-    crop_w: float
-    crop_h: float
-    angle: float
-    flip: bool
-    out_w: int
-    out_h: int
-    quality: int
-
-
-def _photo_name(index: int) -> str:
-    return f"photo_{index:05d}.jpg"
-
-
-def _plan_photo(
-    index: int,
-    attempt: int,
-    seed: int,
-    sources: Sequence[Path],
-    sizes: Sequence[tuple[int, int]],
-    min_side: int,
-    max_side: int,
-) -> _PhotoPlan:
-    """Draw the random recipe for photo *index*.
-
-    Each photo has its own ``random.Random`` seeded with (seed, index,
-    attempt), so a photo does not depend on how many others are made, and a
-    retry (*attempt* > 0) gives a different photo.
-    """
-    rng = random.Random(f"photo/{seed}/{index}/{attempt}")
-    weights = [PHOTO_JPEG_WEIGHT if _is_jpeg(p) else 1.0 for p in sources]
-    choice = rng.choices(range(len(sources)), weights=weights)[0]
-    width, height = sizes[choice]
-
-    angle = rng.uniform(-PHOTO_MAX_ROTATION, PHOTO_MAX_ROTATION) if rng.random() < 0.5 else 0.0
-    cos_a, sin_a = math.cos(math.radians(abs(angle))), math.sin(math.radians(abs(angle)))
-
-    def largest_crop_height(aspect: float) -> float:
-        # The turned crop's bounding box must fit in the source:
-        #   w*cos + h*sin <= W  and  w*sin + h*cos <= H,  with w = aspect * h.
-        return min(width / (aspect * cos_a + sin_a), height / (aspect * sin_a + cos_a))
-
-    # Try camera aspect ratios in random order; take the first one that still
-    # leaves room for a varied crop size above the minimum area.
-    aspects = list(PHOTO_ASPECTS)
-    rng.shuffle(aspects)
-    aspects.append(width / height)  # the source's own ratio always fits best
-    for aspect in aspects:
-        max_h = largest_crop_height(aspect)
-        max_area = aspect * max_h * max_h / (width * height)
-        if max_area >= PHOTO_MIN_AREA + 0.1:
-            break
-    area = rng.uniform(PHOTO_MIN_AREA, max_area) if max_area > PHOTO_MIN_AREA else max_area
-    crop_h = math.sqrt(area * width * height / aspect)
-    crop_w = aspect * crop_h
-    # The centre may go anywhere that keeps the turned crop inside the source.
-    half_w = (crop_w * cos_a + crop_h * sin_a) / 2
-    half_h = (crop_w * sin_a + crop_h * cos_a) / 2
-    cx = rng.uniform(half_w, max(half_w, width - half_w))
-    cy = rng.uniform(half_h, max(half_h, height - half_h))
-
-    long_side = rng.randint(min_side, max_side)
-    if aspect >= 1:
-        out_w, out_h = long_side, max(1, round(long_side / aspect))
-    else:
-        out_w, out_h = max(1, round(long_side * aspect)), long_side
-    return _PhotoPlan(
-        index=index,
-        attempt=attempt,
-        source=str(sources[choice]),
-        cx=cx,
-        cy=cy,
-        crop_w=crop_w,
-        crop_h=crop_h,
-        angle=angle,
-        flip=rng.random() < 0.5,
-        out_w=out_w,
-        out_h=out_h,
-        quality=rng.randint(*PHOTO_QUALITY),
-    )
-
-
-def _load_rgb(path: str) -> Image.Image:
-    """Decode a source as RGB, flattening any transparency onto black."""
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return image.convert("RGB")
-
-
-def _render_photo(source: Image.Image, plan: _PhotoPlan) -> Image.Image:
-    """Cut, turn, scale and flip one photo out of *source* as *plan* says.
-
-    The crop's axis-aligned bounding box is resized (with Pillow's
-    antialiasing) straight to the output scale, then turned and trimmed to the
-    output size. Turning after scaling keeps the costly steps proportional to
-    the output, not to the (up to 18 MP) source.
-    """
-    scale = plan.out_w / plan.crop_w  # output pixels per source pixel
-    cos_a = math.cos(math.radians(abs(plan.angle)))
-    sin_a = math.sin(math.radians(abs(plan.angle)))
-    box_w = plan.crop_w * cos_a + plan.crop_h * sin_a
-    box_h = plan.crop_w * sin_a + plan.crop_h * cos_a
-    # Pad by a few output pixels so that the turn has real data at
-    # the edges rather than the fill colour.
-    pad = 2 / scale
-    left = max(0.0, plan.cx - box_w / 2 - pad)
-    top = max(0.0, plan.cy - box_h / 2 - pad)
-    right = min(float(source.width), plan.cx + box_w / 2 + pad)
-    bottom = min(float(source.height), plan.cy + box_h / 2 + pad)
-    size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
-    image = source.resize(size, Image.Resampling.BICUBIC, box=(left, top, right, bottom), reducing_gap=3.0)
-    # Where the crop centre lands in the scaled box (not quite the box centre
-    # where the padding was clipped at the source's edge).
-    centre_x = (plan.cx - left) * image.width / (right - left)
-    centre_y = (plan.cy - top) * image.height / (bottom - top)
-    if plan.angle:
-        # Bilinear, not bicubic: at 1:1 scale the difference is a faint blur,
-        # while bicubic turns take ~3x as long and dominated the run time.
-        image = image.rotate(plan.angle, resample=Image.Resampling.BILINEAR, center=(centre_x, centre_y))
-    x0 = min(max(0, round(centre_x - plan.out_w / 2)), max(0, image.width - plan.out_w))
-    y0 = min(max(0, round(centre_y - plan.out_h / 2)), max(0, image.height - plan.out_h))
-    image = image.crop((x0, y0, x0 + plan.out_w, y0 + plan.out_h))
-    if image.size != (plan.out_w, plan.out_h):  # rounding left us a pixel short
-        image = image.resize((plan.out_w, plan.out_h), Image.Resampling.BICUBIC)
-    if plan.flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _make_photos(job: tuple[str, list[_PhotoPlan], bool]) -> list[tuple[int, str]]:
-    """Worker: render the plans of one source; return (index, sha256) pairs.
-
-    The source is decoded once per job. With *skip_existing*, photos already
-    on disk (from an interrupted run with the same parameters) are kept.
-    """
-    dest, plans, skip_existing = job
-    results: list[tuple[int, str]] = []
-    source: Image.Image | None = None
-    for plan in plans:
-        target = Path(dest) / _photo_name(plan.index)
-        if not (skip_existing and target.is_file()):
-            if source is None:
-                source = _load_rgb(plan.source)
-            photo = _render_photo(source, plan)
-            tmp = target.with_name(target.name + ".tmp")
-            # subsampling 4:2:0 and no optimisation, as camera firmware does.
-            photo.save(tmp, "JPEG", quality=plan.quality, subsampling=2, optimize=False)
-            os.replace(tmp, target)
-        results.append((plan.index, _sha256(target)))
-    return results
-
-
-def make_photo_folder(
-    dest: Path,
-    n: int = 2000,
-    seed: int = 0,
-    min_side: int = 1600,
-    max_side: int = 4000,
-    workers: int = 2,
-) -> list[Path]:
-    """Fill *dest* with *n* distinct camera-sized JPEGs and return their paths.
-
-    Each photo ``photo_00001.jpg`` ... is cut from one of
-    :func:`photo_sources` (JPEG photographs drawn more often than artwork):
-    a random camera aspect ratio, a crop keeping at least 40% of the source
-    area at a random place, a small rotation (half of them, up to
-    :data:`PHOTO_MAX_ROTATION` degrees), a random mirror, a resize to a long
-    side between *min_side* and *max_side*, and a re-encode at JPEG quality
-    70..95. Everything is a function of *seed*. No two files are
-    byte-identical: if two photos ever collide, the later one is redrawn.
-
-    The work is spread over *workers* processes (1 or less: in this process).
-    A second call with the same arguments finds the ``.complete`` marker and
-    returns at once; an interrupted call resumes where it stopped.
-    """
-    dest = Path(dest)
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    if not 16 <= min_side <= max_side:
-        raise ValueError(f"need 16 <= min_side <= max_side, got {min_side}, {max_side}")
-    params: dict[str, object] = {
-        "kind": "photos",
-        "n": n,
-        "seed": seed,
-        "min_side": min_side,
-        "max_side": max_side,
-        "recipe": RECIPE_VERSION,
-    }
-    done = _complete_files(dest, params)
-    if done is not None:
-        return done
-    sources = photo_sources()
-    if not sources:
-        raise SamplesUnavailable("the background packages hold no usable wallpaper images")
-    sizes = []
-    for path in sources:
-        with Image.open(path) as image:
-            sizes.append(image.size)
-    dest.mkdir(parents=True, exist_ok=True)
-    with _locked(dest / ".lock"):
-        done = _complete_files(dest, params)
-        if done is not None:
-            return done
-        resumable = _begin(dest, params)
-        # Photos from an earlier, larger run would otherwise linger.
-        keep = {_photo_name(i) for i in range(1, n + 1)}
-        for stale in dest.glob("photo_*.jpg"):
-            if stale.name not in keep:
-                stale.unlink()
-
-        attempts = dict.fromkeys(range(1, n + 1), 0)
-        digests: dict[int, str] = {}
-        pending = list(attempts)
-        skip_existing = resumable
-        context = multiprocessing.get_context("fork")  # no re-import: works however we were loaded
-        with contextlib.ExitStack() as stack:
-            pool = stack.enter_context(context.Pool(workers)) if workers > 1 else None
-            while pending:
-                plans = [_plan_photo(i, attempts[i], seed, sources, sizes, min_side, max_side) for i in pending]
-                jobs = _photo_jobs(dest, plans, skip_existing)
-                results = pool.imap_unordered(_make_photos, jobs) if pool else map(_make_photos, jobs)
-                for chunk in results:
-                    digests.update(chunk)
-                # Byte-identical files are vanishingly unlikely, but promised:
-                # redraw every photo whose digest an earlier index already has.
-                first_of: dict[str, int] = {}
-                pending = []
-                for index in sorted(digests):
-                    if digests[index] in first_of:
-                        pending.append(index)
-                        attempts[index] += 1
-                    else:
-                        first_of[digests[index]] = index
-                skip_existing = False  # redrawn photos must be overwritten
-        files = [dest / _photo_name(i) for i in range(1, n + 1)]
-        _finish(dest, params, files)
-    return files
-
-
-def _photo_jobs(
-    dest: Path, plans: Sequence[_PhotoPlan], skip_existing: bool
-) -> list[tuple[str, list[_PhotoPlan], bool]]:
-    """Group *plans* by source into jobs of at most :data:`PHOTO_CHUNK`.
-
-    Grouping lets a worker decode a source once for several photos; capping
-    the group size keeps the workers evenly loaded. Big groups go first so
-    that the last jobs to finish are short ones.
-    """
-    by_source: dict[str, list[_PhotoPlan]] = {}
-    for plan in plans:
-        by_source.setdefault(plan.source, []).append(plan)
-    jobs = [
-        (str(dest), group[start : start + PHOTO_CHUNK], skip_existing)
-        for group in by_source.values()
-        for start in range(0, len(group), PHOTO_CHUNK)
-    ]
-    jobs.sort(key=lambda job: -len(job[1]))
-    return jobs
-
-
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-
-
-def _cmd_fetch(args: argparse.Namespace) -> None:
-    for name in ALL_PACKAGES:
-        print(f"{name}: {fetch_package(name)}")
-    print(f"clipart root: {clipart_root()}")
-    for path in photo_sources():
-        print(f"photo source: {path}")
-
-
-def _cmd_photos(args: argparse.Namespace) -> None:
-    start = time.perf_counter()
-    files = make_photo_folder(
-        Path(args.dest),
-        n=args.n,
-        seed=args.seed,
-        min_side=args.min_side,
-        max_side=args.max_side,
-        workers=args.workers,
-    )
-    print(f"{len(files)} photos in {args.dest} ({time.perf_counter() - start:.1f} s)")
-
-
-def _cmd_clipart(args: argparse.Namespace) -> None:
-    start = time.perf_counter()
-    files = make_clipart_folder(Path(args.dest), n=args.n, seed=args.seed)
-    print(f"{len(files)} clip-art files in {args.dest} ({time.perf_counter() - start:.1f} s)")
-
-
-def _cmd_labelled(args: argparse.Namespace) -> None:
-    sizes = {label: len(paths) for label, paths in _clipart_classes().items()}
-    sample = clipart_labelled(
-        per_class=args.per_class,
-        min_class_size=args.min_class_size,
-        seed=args.seed,
-        max_classes=args.max_classes,
-    )
-    print(f"{'class':<32} {'images':>6} {'sampled':>7}")
-    for label, paths in sample.items():
-        print(f"{label:<32} {sizes[label]:>6} {len(paths):>7}")
-    print(f"{len(sample)} classes, {sum(map(len, sample.values()))} images")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line interface; return the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    fetch = commands.add_parser("fetch", help="download and unpack all sample packages, print their paths")
-    fetch.set_defaults(func=_cmd_fetch)
-
-    photos = commands.add_parser("photos", help="make a folder of distinct camera-sized JPEGs")
-    photos.add_argument("dest", help="folder to fill")
-    photos.add_argument("--n", type=int, default=2000, help="number of photos (default: %(default)s)")
-    photos.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    photos.add_argument("--min-side", type=int, default=1600, help="shortest long side, px (default: %(default)s)")
-    photos.add_argument("--max-side", type=int, default=4000, help="longest long side, px (default: %(default)s)")
-    photos.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes (default: %(default)s)")
-    photos.set_defaults(func=_cmd_photos)
-
-    clipart = commands.add_parser("clipart", help="make a folder of distinct clip-art PNGs")
-    clipart.add_argument("dest", help="folder to fill")
-    clipart.add_argument("--n", type=int, default=2000, help="number of files (default: %(default)s)")
-    clipart.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    clipart.set_defaults(func=_cmd_clipart)
-
-    labelled = commands.add_parser("labelled", help="print the labelled clip-art classes and their sizes")
-    labelled.add_argument("--per-class", type=int, default=20, help="images per class (default: %(default)s)")
-    labelled.add_argument("--min-class-size", type=int, default=20, help="smallest class kept (default: %(default)s)")
-    labelled.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    labelled.add_argument("--max-classes", type=int, default=None, help="keep only the largest classes")
-    labelled.set_defaults(func=_cmd_labelled)
-
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except SamplesUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
