@@ -4,6 +4,10 @@ Real sample images come from Debian packages fetched and cached by ``tools/sampl
 (``~/.cache/lookalike/samples`` unless ``$LOOKALIKE_SAMPLES_DIR`` says otherwise). Tests that
 need them use the ``clipart_labelled`` / ``photo_sources`` fixtures; where apt-get is unavailable they skip,
 except under CI, where a missing sample set is a failure.
+
+Models: ``lite_model`` is the real bundled model, for tests that judge what vectors mean.
+Tests that only need *a* deterministic model (crash safety) use the tiny random model saved
+by ``tiny_timm_dir``, which embeds hundreds of images per second.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Callable
 
 import pytest
 
-from support import make_image
+from support import make_image, save_tiny_timm
 from tools import samples
 
 
@@ -45,6 +49,16 @@ def lite_model():
     import lookalike
 
     return lookalike.load_model("lite", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_timm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random timm model (64-d, image only) saved once per session; load it as ``timm:<dir>``.
+
+    A folder rather than a loaded model, so that child processes can load the same weights.
+    Tests must not modify it.
+    """
+    return save_tiny_timm(tmp_path_factory.mktemp("tiny-timm") / "model")
 
 
 @pytest.fixture

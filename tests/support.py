@@ -8,6 +8,7 @@ this module) and the repository root (for ``tools``) are on ``sys.path`` through
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ from tools import samples  # re-exported: tools/samples.py fetches and caches th
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "samples", "make_image", "free_port", "live_server"]
+__all__ = ["ROOT", "samples", "make_image", "free_port", "live_server", "save_tiny_timm"]
 
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str | None = None) -> Path:
@@ -33,6 +34,31 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format=fmt)
     return path
+
+
+# --------------------------------------------------------------------------- tiny local models
+#: A random image-only timm model (~200k parameters, 64 features, 64 px input).
+TINY_TIMM_ARCH = "test_convnext"
+TINY_TIMM_DIM = 64
+
+
+def save_tiny_timm(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random timm model (hub layout) that ``lookalike.load_model(f"timm:{folder}")`` loads."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    net = timm.create_model(TINY_TIMM_ARCH, pretrained=False, num_classes=0)
+    assert net.num_features == TINY_TIMM_DIM
+    folder.mkdir(parents=True, exist_ok=True)
+    pretrained_cfg = {"input_size": [3, 64, 64], "mean": [0.5] * 3, "std": [0.25] * 3, "crop_pct": 1.0,
+                      "interpolation": "bilinear", "crop_mode": "center", "num_classes": 0}
+    config = {"architecture": TINY_TIMM_ARCH, "num_classes": 0, "num_features": net.num_features,
+              "pretrained_cfg": pretrained_cfg}
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "model.safetensors"))
+    return folder
 
 
 # --------------------------------------------------------------------------- servers

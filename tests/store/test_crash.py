@@ -5,18 +5,19 @@ soon as the vector file grows, mid-run, after a random delay, during compaction)
 committed state after each kill and the completed state after re-running. The smaller tests
 stop the indexer at exact points in-process by making one step raise, which is what a crash at
 that point leaves behind.
+
+The model is a tiny random timm network saved to a local folder (``tiny_timm_dir`` in
+tests/conftest.py), not ``lite``: crash safety is about files, rows and commits, and any
+deterministic model checks that each stored vector is its own file's embedding. It keeps
+the children cheap (no 1280-d EfficientNet passes) and the vector rows small.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import queue
 import shutil
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,68 +25,65 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
-from support import make_image
+from support import TINY_TIMM_DIM, make_image
 from lookalike.store import indexer
 from lookalike.store.collection import Collection
 from lookalike.store.metadata import MetadataDB
 
-DIM = 1280
+DIM = TINY_TIMM_DIM
 ROW_BYTES = DIM * 4
 N_IMAGES = 150
 ATOL = 1e-5
 
-WORKER = textwrap.dedent(
-    """
-    import sys
-    import lookalike
-    from lookalike.store import indexer
-    from lookalike.store.collection import Collection
+#: The children are forked from multiprocessing's fork server, which imports these once (this
+#: module too, for ``_index_in_child``), where four fresh interpreters each spent seconds
+#: importing torch and timm. The server runs no torch operation before forking (each child
+#: loads the model itself), so every child starts with clean thread pools. The server stays
+#: up, idle, until the test session ends.
+PRELOAD = ["torch", "timm", "lookalike.models.timm", "lookalike.store.collection", __name__]
 
-    coll_path, folder = sys.argv[1], sys.argv[2]
-    indexer.COMMIT_EVERY_FILES = int(sys.argv[3])
-    indexer.COMPACT_MIN_ROWS = int(sys.argv[4])
-    model = lookalike.load_model("lite", device="cpu")
-    print("ready", flush=True)
-    sys.stdin.readline()  # wait for "go", so the model load is not part of the timing
+
+def _index_in_child(coll_path: str, folder: str, model_name: str, commit_every: int, compact_min_rows: int,
+                    log: str, ready: Any, go: Any) -> None:
+    """Body of an indexer child: load the model, say ready, wait for go, index the folder."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 2)  # a traceback lands in the log that Worker.stderr() shows
+    import lookalike
+
+    indexer.COMMIT_EVERY_FILES = commit_every
+    indexer.COMPACT_MIN_ROWS = compact_min_rows
+    model = lookalike.load_model(model_name, device="cpu")
+    ready.set()
+    go.wait()  # so that the model load is not part of the timing
     with Collection.open(coll_path, model=model) as coll:
-        report = coll.add([folder], batch_size=16, workers=2)
-    print("done", report.added, report.embedded, report.removed, flush=True)
-    """
-)
+        coll.add([folder], batch_size=16, workers=2)
 
 
 class Worker:
-    """An indexer child process that loads the model, then waits for go()."""
+    """An indexer in a child process that loads the model, then waits for go()."""
 
-    def __init__(self, script: Path, coll: Path, folder: Path, log: Path, *, commit_every: int = 10,
+    def __init__(self, coll: Path, folder: Path, log: Path, model: str, *, commit_every: int = 10,
                  compact_min_rows: int = 1000) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)  # takes effect when the server starts (first use)
         self.log = log
-        self._log_file = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), str(coll), str(folder), str(commit_every), str(compact_min_rows)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, text=True,
+        self._ready, self._go = context.Event(), context.Event()
+        self.proc = context.Process(
+            target=_index_in_child, daemon=True,
+            args=(str(coll), str(folder), model, commit_every, compact_min_rows, str(log), self._ready, self._go),
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
+        self.proc.start()
 
     def stderr(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
     def go(self, timeout: float = 180.0) -> None:
         """Wait until the model is loaded, then let the child start indexing."""
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"worker never became ready:\n{self.stderr()}") from None
-        assert line == "ready", f"unexpected worker output {line!r}:\n{self.stderr()}"
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if not self.proc.is_alive() or time.monotonic() > deadline:
+                raise AssertionError(f"worker never became ready (exit code {self.proc.exitcode}):\n{self.stderr()}")
+        self._go.set()
 
     def kill_when(self, condition: Callable[[], bool], timeout: float = 180.0) -> bool:
         """SIGKILL the child as soon as ``condition()`` holds; False if it finished first."""
@@ -93,20 +91,19 @@ class Worker:
         while time.monotonic() < deadline:
             if condition():
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.join()
                 return True
-            if self.proc.poll() is not None:
-                assert self.proc.returncode == 0, f"worker failed:\n{self.stderr()}"
+            if not self.proc.is_alive():
+                assert self.proc.exitcode == 0, f"worker failed:\n{self.stderr()}"
                 return False
             time.sleep(0.0005)
         self.proc.kill()
         raise AssertionError(f"condition not met within {timeout}s:\n{self.stderr()}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc.is_alive():
             self.proc.kill()
-        self.proc.wait()
-        self._log_file.close()
+        self.proc.join()
 
 
 # --------------------------------------------------------------------------- checks
@@ -157,6 +154,14 @@ def check_consistent(coll_path: Path, reference: dict[str, np.ndarray], *, compl
 
 
 @pytest.fixture(scope="module")
+def crash_model(tiny_timm_dir: Path) -> Any:
+    """The tiny timm model, loaded once for the module; the children load it by name (``.model_id``)."""
+    import lookalike
+
+    return lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu")
+
+
+@pytest.fixture(scope="module")
 def crash_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """N_IMAGES distinct small images in three sub-folders."""
     folder = tmp_path_factory.mktemp("crash") / "imgs"
@@ -170,24 +175,24 @@ def _image_paths(folder: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the SIGKILL test
-def test_sigkill_at_many_points_then_resume(crash_images: Path, lite_model: Any, tmp_path: Path,
+def test_sigkill_at_many_points_then_resume(crash_images: Path, crash_model: Any, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards crash safety end to end: SIGKILLs mid-commit, mid-run, at random and during compaction all resume
     to a collection whose every vector is the right one, with no stray rows, duplicates or lost files."""
     folder = tmp_path / "imgs"
     shutil.copytree(crash_images, folder)
     coll_path = tmp_path / "c.lkl"
-    Collection.create(coll_path, model=lite_model).close()
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    Collection.create(coll_path, model=crash_model).close()
     all_paths = _image_paths(folder)
     assert len(all_paths) == N_IMAGES
 
-    # Start every child now: their model loading overlaps the reference embedding below.
-    workers = [Worker(script, coll_path, folder, tmp_path / f"w{i}.log") for i in range(3)]
-    workers.append(Worker(script, coll_path, folder, tmp_path / "w3.log", compact_min_rows=1))
+    # Start every child now (the first start waits for the fork server's imports): their model
+    # loading overlaps the reference embedding below.
+    name = crash_model.model_id
+    workers = [Worker(coll_path, folder, tmp_path / f"w{i}.log", name) for i in range(3)]
+    workers.append(Worker(coll_path, folder, tmp_path / "w3.log", name, compact_min_rows=1))
     try:
-        reference = dict(zip(all_paths, lite_model.encode_images(all_paths, batch_size=32)))
+        reference = dict(zip(all_paths, crash_model.encode_images(all_paths, batch_size=32)))
         vec0 = coll_path / "vectors-0.f32"
 
         def size() -> int:
@@ -202,13 +207,18 @@ def test_sigkill_at_many_points_then_resume(crash_images: Path, lite_model: Any,
         # 2. Mid-run, right as a later batch is appended (the previous kill's tail is repaired first).
         _, committed = _vector_file(coll_path)
         threshold = (committed + 30) * ROW_BYTES
+        started = time.monotonic()
         workers[1].go()
         assert workers[1].kill_when(lambda: size() > threshold)
+        thirty_rows_s = time.monotonic() - started
         n2 = check_consistent(coll_path, reference, complete=False)
         assert n1 <= n2 < N_IMAGES
 
-        # 3. After a random delay.
-        delay = float(np.random.default_rng(int(time.time())).uniform(0.2, 2.0))
+        # 3. After a random delay, scaled to this machine: about 100 rows remain, so up to twice
+        # what 30 rows took (start-up included) mostly lands inside the run, fast machine or slow.
+        # A run that ends first is fine too: then there was nothing to kill.
+        delay = float(np.random.default_rng(int(time.time())).uniform(0.0, 2.0 * thirty_rows_s))
+        print(f"random kill after {delay:.3f}s (30 rows took {thirty_rows_s:.3f}s)")
         workers[2].go()
         started = time.monotonic()
         workers[2].kill_when(lambda: time.monotonic() - started > delay)
@@ -216,7 +226,7 @@ def test_sigkill_at_many_points_then_resume(crash_images: Path, lite_model: Any,
         assert n2 <= n3, f"items were lost (delay {delay:.2f}s)"
 
         # Re-run to completion in this process: exactly the missing images are embedded.
-        with Collection.open(coll_path, model=lite_model) as coll:
+        with Collection.open(coll_path, model=crash_model) as coll:
             report = coll.add([folder])
         assert report.added == N_IMAGES - n3 and report.embedded == N_IMAGES - n3 and report.unchanged == n3
         assert report.failed == [] and report.removed == 0
@@ -231,7 +241,7 @@ def test_sigkill_at_many_points_then_resume(crash_images: Path, lite_model: Any,
         workers[3].kill_when(lambda: (coll_path / "vectors-1.f32").exists())
         check_consistent(coll_path, reference, complete=False)
         monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
-        with Collection.open(coll_path, model=lite_model) as coll:
+        with Collection.open(coll_path, model=crash_model) as coll:
             report = coll.add([folder])
             assert report.embedded == 0 and coll.vector_rows == len(keep)
         check_consistent(coll_path, reference, complete=True, expected_paths=keep)
@@ -248,12 +258,12 @@ def test_sigkill_at_many_points_then_resume(crash_images: Path, lite_model: Any,
 
 # --------------------------------------------------------------------------- exact crash points, in-process
 @pytest.fixture
-def small(image_folder: Callable[..., Path], lite_model: Any, tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, np.ndarray]]]:
+def small(image_folder: Callable[..., Path], crash_model: Any, tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, np.ndarray]]]:
     """(folder of 12 images, collection path, reference vectors)."""
     folder = image_folder(12)
     paths = _image_paths(folder)
-    reference = dict(zip(paths, lite_model.encode_images(paths)))
-    Collection.create(tmp_path / "c.lkl", model=lite_model).close()
+    reference = dict(zip(paths, crash_model.encode_images(paths)))
+    Collection.create(tmp_path / "c.lkl", model=crash_model).close()
     yield folder, tmp_path / "c.lkl", reference
 
 
@@ -261,7 +271,7 @@ class Crash(Exception):
     """Stands in for the process dying at this point."""
 
 
-def test_crash_between_vector_append_and_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
+def test_crash_between_vector_append_and_commit(small: tuple[Path, Path, dict[str, np.ndarray]], crash_model: Any,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards the append-then-commit order: rows written but not committed are invisible, then cut and redone."""
     folder, coll_path, reference = small
@@ -276,7 +286,7 @@ def test_crash_between_vector_append_and_commit(small: tuple[Path, Path, dict[st
         real_upsert(self, rows)
 
     monkeypatch.setattr(MetadataDB, "upsert", upsert)
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         with pytest.raises(Crash):
             coll.add([folder], batch_size=4)
         assert coll.vector_rows == 4 and len(coll) == 4
@@ -284,43 +294,43 @@ def test_crash_between_vector_append_and_commit(small: tuple[Path, Path, dict[st
         assert len(coll.search("id:1", k=50)) == 4, "uncommitted items must not be searchable"
     check_consistent(coll_path, reference, complete=False)
     monkeypatch.setattr(MetadataDB, "upsert", real_upsert)
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         report = coll.add([folder], batch_size=4)
     assert (report.added, report.embedded, report.unchanged) == (8, 8, 4)
     check_consistent(coll_path, reference, complete=True, expected_paths=set(reference))
 
 
 def test_torn_tail_is_ignored_by_readers_and_cut_by_writers(small: tuple[Path, Path, dict[str, np.ndarray]],
-                                                           lite_model: Any) -> None:
+                                                           crash_model: Any) -> None:
     """Guards a torn write (partial rows past the committed end): readers ignore it, the next writer cuts it."""
     folder, coll_path, reference = small
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         coll.add([folder])
     vec_path, committed = _vector_file(coll_path)
     with open(vec_path, "ab") as f:
         f.write(b"\x7f" * (2 * ROW_BYTES + 100))
     with Collection.open(coll_path) as coll:
         assert len(coll.search("id:1", k=50)) == 12
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         assert coll.add([folder]).unchanged == 12  # nothing to append: the repair alone must cut the tail
     assert vec_path.stat().st_size == committed * ROW_BYTES
     make_image(folder / "late.png", seed=31337)
-    reference[str(folder / "late.png")] = lite_model.encode_images([folder / "late.png"])[0]
-    with Collection.open(coll_path, model=lite_model) as coll:
+    reference[str(folder / "late.png")] = crash_model.encode_images([folder / "late.png"])[0]
+    with Collection.open(coll_path, model=crash_model) as coll:
         report = coll.add([folder])
     assert report.added == 1 and report.unchanged == 12
     check_consistent(coll_path, reference, complete=True, expected_paths=set(reference))
 
 
-def test_vector_file_shorter_than_committed(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any) -> None:
+def test_vector_file_shorter_than_committed(small: tuple[Path, Path, dict[str, np.ndarray]], crash_model: Any) -> None:
     """Guards the lost-write case (an OS crash dropping fsynced rows): affected items are re-embedded, never served garbage."""
     folder, coll_path, reference = small
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         coll.add([folder])
     vec_path, committed = _vector_file(coll_path)
     with open(vec_path, "r+b") as f:
         f.truncate(9 * ROW_BYTES + 17)  # three rows and a torn one gone
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         report = coll.add([folder])
     assert report.added == 3 and report.embedded == 3 and report.unchanged == 9
     check_consistent(coll_path, reference, complete=True, expected_paths=set(reference))
@@ -335,27 +345,27 @@ def _delete_most(folder: Path) -> set[str]:
     return keep
 
 
-def _ready_to_compact(folder: Path, coll_path: Path, lite_model: Any, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+def _ready_to_compact(folder: Path, coll_path: Path, crash_model: Any, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Index the folder, delete two thirds of it, and make the next add compact; the kept paths."""
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         coll.add([folder])
     keep = _delete_most(folder)
     monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
     return keep
 
 
-def test_crash_during_compaction_before_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
+def test_crash_during_compaction_before_commit(small: tuple[Path, Path, dict[str, np.ndarray]], crash_model: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards compaction dying after writing the new generation but before committing: the old one stays current."""
     folder, coll_path, reference = small
-    keep = _ready_to_compact(folder, coll_path, lite_model, monkeypatch)
+    keep = _ready_to_compact(folder, coll_path, crash_model, monkeypatch)
 
     def remap(self: MetadataDB, mapping: dict[int, int]) -> None:
         raise Crash
 
     with monkeypatch.context() as mp:
         mp.setattr(MetadataDB, "remap_vec_rows", remap)
-        with Collection.open(coll_path, model=lite_model) as coll, pytest.raises(Crash):
+        with Collection.open(coll_path, model=crash_model) as coll, pytest.raises(Crash):
             coll.add([folder])
     assert (coll_path / "vectors-1.f32").exists(), "the new generation should have been written"
     vec_path, committed = _vector_file(coll_path)
@@ -363,17 +373,17 @@ def test_crash_during_compaction_before_commit(small: tuple[Path, Path, dict[str
     check_consistent(coll_path, reference, complete=False)
     with Collection.open(coll_path) as coll:
         assert len(coll.search("id:1", k=50)) == len(keep)
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         coll.add([folder])
     check_consistent(coll_path, reference, complete=True, expected_paths=keep)
     assert _vector_file(coll_path)[1] == len(keep)
 
 
-def test_crash_during_compaction_after_commit(small: tuple[Path, Path, dict[str, np.ndarray]], lite_model: Any,
+def test_crash_during_compaction_after_commit(small: tuple[Path, Path, dict[str, np.ndarray]], crash_model: Any,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards compaction dying after its commit but before deleting the old generation: the leftover is removed."""
     folder, coll_path, reference = small
-    keep = _ready_to_compact(folder, coll_path, lite_model, monkeypatch)
+    keep = _ready_to_compact(folder, coll_path, crash_model, monkeypatch)
     real_unlink = Path.unlink
 
     def unlink(self: Path, missing_ok: bool = False) -> None:
@@ -383,12 +393,12 @@ def test_crash_during_compaction_after_commit(small: tuple[Path, Path, dict[str,
 
     with monkeypatch.context() as mp:
         mp.setattr(Path, "unlink", unlink)
-        with Collection.open(coll_path, model=lite_model) as coll, pytest.raises(Crash):
+        with Collection.open(coll_path, model=crash_model) as coll, pytest.raises(Crash):
             coll.add([folder])
     assert (coll_path / "vectors-0.f32").exists()
     vec_path, committed = _vector_file(coll_path)
     assert vec_path.name == "vectors-1.f32" and committed == len(keep)
     check_consistent(coll_path, reference, complete=False)
-    with Collection.open(coll_path, model=lite_model) as coll:
+    with Collection.open(coll_path, model=crash_model) as coll:
         assert coll.add([folder]).unchanged == len(keep)
     check_consistent(coll_path, reference, complete=True, expected_paths=keep)
