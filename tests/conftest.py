@@ -6,8 +6,9 @@ need them use the ``clipart_labelled`` / ``photo_sources`` fixtures; where apt-g
 except under CI, where a missing sample set is a failure.
 
 Models: ``lite_model`` is the real bundled model, for tests that judge what vectors mean.
-Tests that only need *a* deterministic model (crash safety) use the tiny random model saved
-by ``tiny_timm_dir``, which embeds hundreds of images per second.
+Tests that only need *a* deterministic model (crash safety, the server's plumbing) use the
+tiny random models saved by ``tiny_timm_dir`` / ``tiny_clip_dir``, which load in a fraction of
+the time and embed hundreds of images per second.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Callable
 
 import pytest
 
-from support import make_image, save_tiny_timm
+from support import make_image, save_tiny_clip, save_tiny_timm
 from tools import samples
 
 
@@ -59,6 +60,14 @@ def tiny_timm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Tests must not modify it.
     """
     return save_tiny_timm(tmp_path_factory.mktemp("tiny-timm") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random open_clip model (32-d, image and text) saved once per session; load it as
+    ``openclip:<dir>``. Its text search works but ranks at random. Tests must not modify it."""
+    pytest.importorskip("open_clip")
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "model")
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from tools import samples  # re-exported: tools/samples.py fetches and caches th
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["ROOT", "samples", "make_image", "free_port", "live_server", "save_tiny_timm"]
+__all__ = ["ROOT", "samples", "make_image", "free_port", "live_server", "save_tiny_clip", "save_tiny_timm"]
 
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str | None = None) -> Path:
@@ -37,9 +37,30 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 80), fmt: str
 
 
 # --------------------------------------------------------------------------- tiny local models
+#: A random CLIP small enough to build and run in a blink: 32-d, 32 px, one layer per tower.
+#: It has a text tower (open_clip's bundled tokenizer, no download), so text search works;
+#: its rankings mean nothing, so only tests that do not judge semantics may use it.
+TINY_CLIP_CFG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 #: A random image-only timm model (~200k parameters, 64 features, 64 px input).
 TINY_TIMM_ARCH = "test_convnext"
 TINY_TIMM_DIM = 64
+
+
+def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random open_clip model that ``lookalike.load_model(f"openclip:{folder}")`` loads."""
+    import open_clip
+    import torch
+
+    from lookalike.models.openclip import save_local
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**json.loads(json.dumps(TINY_CLIP_CFG)))  # a deep copy: CLIP edits its config
+    preprocess = {"resize_mode": "squash", "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_local(model, TINY_CLIP_CFG, folder, preprocess)
 
 
 def save_tiny_timm(folder: Path, seed: int = 0) -> Path:

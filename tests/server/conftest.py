@@ -1,37 +1,56 @@
-"""A real collection of real clip art, served: shared by the API, fuzz and browser tests.
+"""A collection of generated images, served: shared by the API, fuzz and browser tests.
 
-Built once per session with the bundled ``lite`` model from the labelled clip-art sample
-(six images from each category, copied into ``category/`` folders).
+The server's job is plumbing (routes, errors, limits, paging, filters, thumbnails, safety),
+none of which depends on what the vectors mean. So the shared collection is built from
+generated images with the tiny random CLIP (``tiny_clip_dir``): no sample download, no
+``lite`` load, and text search still works (it just ranks at random). The one test that
+needs real images and a real model, the browser test that makes the README screenshot,
+builds its own collection in test_browser.py.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from support import make_image
+
 pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
 
-
-PER_CLASS = 6
+#: Ordinary images per folder; the folders are what the ``under`` filter tests select.
+FOLDERS = {"garden": 24, "kitchen": 20}
+#: Panoramas at least this wide, so that a ``min_width`` filter has something to keep
+#: and (everything else being 96 px wide) something to leave out.
+WIDE_MIN = 10_000
+WIDE_COUNT = 4
 
 
 @pytest.fixture(scope="session")
-def served_collection(tmp_path_factory: pytest.TempPathFactory, clipart_labelled, lite_model) -> Path:
-    """Path of a collection over ~200 real clip-art images in category folders."""
+def served_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The generated images behind ``served_collection``, sorted: 44 small distinct PNG/JPEG
+    images in ``garden/`` and ``kitchen/``, and 4 panoramas (>= 10,000 px wide) in ``wide/``."""
+    images = tmp_path_factory.mktemp("served") / "images"
+    paths, seed = [], 0
+    for folder, count in FOLDERS.items():
+        for i in range(count):
+            seed += 1
+            paths.append(make_image(images / folder / f"{folder}_{i:02d}.{'png' if i % 3 else 'jpg'}", seed=seed))
+    for i in range(WIDE_COUNT):
+        paths.append(make_image(images / "wide" / f"panorama_{i}.png", seed=900 + i, size=(WIDE_MIN + 240 * i, 48)))
+    return sorted(paths)
+
+
+@pytest.fixture(scope="session")
+def served_collection(served_images: list[Path], tiny_clip_dir: Path) -> Path:
+    """Path of a collection of ``served_images`` indexed with the tiny CLIP (model
+    ``openclip:<tiny_clip_dir>``). Tests must not change it; copy it to experiment."""
     import lookalike
 
-    root = tmp_path_factory.mktemp("served")
-    images = root / "images"
-    for label, paths in clipart_labelled.items():
-        folder = images / label.replace("/", "_")
-        folder.mkdir(parents=True)
-        for p in paths[:PER_CLASS]:
-            shutil.copy2(p, folder / p.name)
-    path = root / "clipart.lkl"
-    with lookalike.Collection.create(path, model=lite_model) as coll:
-        report = coll.add([images])
-    assert not report.failed, report.failed
+    root = served_images[0].parents[2]
+    path = root / "generated.lkl"
+    with lookalike.Collection.create(path, model=f"openclip:{tiny_clip_dir}", device="cpu") as coll:
+        report = coll.add([root / "images"])
+    assert not report.failed and report.added == len(served_images), report
     return path

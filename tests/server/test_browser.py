@@ -1,10 +1,14 @@
 """The web UI in a real browser: Debian's headless Chromium driven by Playwright.
 
-The app is served by uvicorn on a loopback port over a collection of real clip art. The
-browser is the system's (``/usr/bin/chromium``, from apt; ``make test`` installs it);
+The app is served by uvicorn on a loopback port. Most tests use ``served_collection``
+(generated images, tiny random CLIP: see conftest.py), since they check what the page does,
+not what it finds. One test, the one that makes the README's screenshot (``search.png``),
+searches real clip art with the real ``lite`` model; it needs the Debian samples.
+
+The browser is the system's (``/usr/bin/chromium``, from apt; ``make test`` installs it);
 Playwright never downloads one. Screenshots go to ``$LOOKALIKE_SCREENSHOTS`` (default
-``.cache/screenshots``); the README's screenshot is ``search.png`` from here.
-Without Chromium these tests skip, except under CI, where that is a failure.
+``.cache/screenshots``). Without Chromium these tests skip, except under CI, where that is
+a failure.
 """
 
 from __future__ import annotations
@@ -39,10 +43,37 @@ def _chromium() -> str:
     pytest.skip(message)
 
 
+#: Real clip-art images per category in the README screenshot's collection (35 categories):
+#: enough for more than one page of results (48) and, for "a red apple", four apples.
+CLIPART_PER_CLASS = 4
+
+
 @pytest.fixture(scope="module")
 def base_url(served_collection: Path) -> Iterator[str]:
+    """The app over the shared generated collection, on a loopback port."""
     with live_server(ServerConfig(collection=served_collection)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def clipart_url(tmp_path_factory: pytest.TempPathFactory, clipart_labelled: dict[str, list[Path]],
+                lite_model) -> Iterator[str]:
+    """The app over real clip art (the first CLIPART_PER_CLASS of each labelled category, in
+    category folders) indexed with ``lite``, served with the session's loaded model."""
+    root = tmp_path_factory.mktemp("clipart")
+    for label, paths in clipart_labelled.items():
+        folder = root / "images" / label.replace("/", "_")
+        folder.mkdir(parents=True)
+        for p in paths[:CLIPART_PER_CLASS]:
+            shutil.copy2(p, folder / p.name)
+    coll = lookalike.Collection.create(root / "clipart.lkl", model=lite_model)
+    try:
+        report = coll.add([root / "images"])
+        assert not report.failed, report.failed
+        with live_server(ServerConfig(collection=coll.path), collection=coll) as url:
+            yield url
+    finally:
+        coll.close()
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +117,9 @@ def _ids(page) -> list[int]:
     return [int(x) for x in page.eval_on_selector_all("#grid .card", "els => els.map(e => e.dataset.id)")]
 
 
-def test_type_a_query_and_see_thumbnails(page, base_url: str) -> None:
-    page.goto(base_url)
+def test_type_a_query_and_see_thumbnails(page, clipart_url: str) -> None:
+    """The README screenshot: real clip art searched for "a red apple" with the real model."""
+    page.goto(clipart_url)
     assert page.locator("#empty").is_visible()
     assert "images by words" in page.locator("#empty-text").inner_text()
     page.locator("#q").press_sequentially("a red apple", delay=30)
@@ -150,27 +182,45 @@ def test_open_a_result_and_use_more_like_this(page, base_url: str) -> None:
     _shot(page, "similar")
 
 
-def test_thumbs_up_refines_the_query(page, base_url: str) -> None:
+def _library_ids(collection: Path, query: str, k: int) -> list[int]:
+    """The library's ranking for ``query``: what the page must show once it has refined."""
+    with lookalike.Collection.open(collection) as coll:
+        return [h.id for h in coll.search(query, k=k)]
+
+
+def _wait_for_ids(page, ids: list[int]) -> None:
+    """Wait until the first cards are exactly ``ids``, in order."""
+    page.wait_for_function(
+        "ids => Array.from(document.querySelectorAll('#grid .card')).slice(0, ids.length)"
+        ".map(e => Number(e.dataset.id)).join() === ids.join()", arg=ids)
+
+
+def test_thumbs_up_refines_the_query(page, base_url: str, served_collection: Path) -> None:
+    """👍 and 👎 add the item to the query with weight +1 / -1: the page then shows the library's
+    ranking for that mix. (With a real model the liked image leads it; the tiny model's
+    rankings are arbitrary, so the page is compared with the library instead.)"""
     page.goto(base_url + "/?q=flower")
     _thumbs_loaded(page, 8)
     before = _ids(page)
     liked = before[5]
+    want = _library_ids(served_collection, f"flower + id:{liked}", 8)
+    assert want != before[:8], "the like must change the ranking for this test to see it applied"
     card = page.locator(f"#grid .card[data-id='{liked}']")
     card.hover()
     card.get_by_role("button", name="More like this one (L)").click()
     page.wait_for_url(re.compile(rf"like={liked}"))
-    page.wait_for_function("id => document.querySelector('#grid .card')?.dataset.id === String(id)", arg=liked)
-    after = _ids(page)
-    assert after != before and after[0] == liked, "the liked image now leads the mix"
+    _wait_for_ids(page, want)
     assert page.locator("#refine .chip.like").count() == 1
     assert page.locator(f"#grid .card.liked[data-id='{liked}']").count() == 1
     _shot(page, "refine")
-    # 👎 from the keyboard on another result.
-    page.locator("#grid .card").nth(3).focus()
-    disliked = _ids(page)[3]
+    # 👎 from the keyboard on another result (not the liked one: that would swap its 👍 for a 👎).
+    position = next(i for i, item in enumerate(_ids(page)) if i >= 3 and item != liked)
+    page.locator("#grid .card").nth(position).focus()
+    disliked = _ids(page)[position]
     page.keyboard.press("d")
-    page.wait_for_url(re.compile(rf"dislike={disliked}"))
-    assert page.locator("#refine .chip.dislike").count() == 1
+    page.wait_for_url(re.compile(rf"like={liked}&dislike={disliked}"))
+    assert page.locator("#refine .chip.like").count() == page.locator("#refine .chip.dislike").count() == 1
+    _wait_for_ids(page, _library_ids(served_collection, f"flower + id:{liked} - id:{disliked}", 8))
 
 
 def test_keyboard_navigation_and_phone_width(browser, base_url: str) -> None:
