@@ -43,9 +43,9 @@ def _chromium() -> str:
     pytest.skip(message)
 
 
-#: Real clip-art images per category in the README screenshot's collection (35 categories):
-#: enough for more than one page of results (48) and, for "a red apple", four apples.
-CLIPART_PER_CLASS = 4
+#: Real clip-art images per category in the README screenshot's collection (35 categories,
+#: 105 images): more than one page of results (48), and three apples for "a red apple".
+CLIPART_PER_CLASS = 3
 
 
 @pytest.fixture(scope="module")
