@@ -3,7 +3,8 @@
 Real sample images come from Debian packages fetched and cached by ``tools/samples.py``
 (``~/.cache/lookalike/samples`` unless ``$LOOKALIKE_SAMPLES_DIR`` says otherwise). Tests that
 need them use the ``clipart_labelled`` / ``photo_sources`` fixtures; where apt-get is unavailable they skip,
-except under CI, where a missing sample set is a failure.
+except under CI, where a missing sample set is a failure. Likewise under CI, a test or module
+that would skip because a package is not installed (``pytest.importorskip``) fails instead.
 
 Models: ``lite_model`` is the real bundled model, for tests that judge what vectors mean.
 Tests that only need *a* deterministic model (crash safety, the server's plumbing) use the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -23,6 +24,41 @@ from support import make_image, save_tiny_clip, save_tiny_timm
 from tools import samples
 
 
+# --------------------------------------------------------------------------- no silent skips under CI
+#: Skips for a package that is not installed (``pytest.importorskip``), seen while $CI is set.
+_MISSING_UNDER_CI: list[str] = []
+
+
+def _note_missing_package(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if os.environ.get("CI") and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "could not import" in reason:
+            _MISSING_UNDER_CI.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _note_missing_package(report)  # a module that skips itself when imported
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_missing_package(report)  # a skip inside a test or a fixture
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _MISSING_UNDER_CI:
+        terminalreporter.section("skipped for a missing package under CI (install the dev extra)", red=True)
+        for line in _MISSING_UNDER_CI:
+            terminalreporter.line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI every dev dependency should be installed: a test that skipped because one is
+    missing fails the run (the other tests still run), instead of passing as green."""
+    if _MISSING_UNDER_CI and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --------------------------------------------------------------------------- sample images and models
 def _need(fn: Callable, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
