@@ -25,7 +25,7 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 
-from ..errors import CollectionCorrupt, MissingExtra
+from ..errors import CollectionCorrupt, InvalidArgument, MissingExtra
 from ..fsutil import atomic_writer
 from .exact import exact_topk
 
@@ -99,24 +99,24 @@ class IndexSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown index kind {self.kind!r}; use one of {', '.join(KINDS)}")
+            raise InvalidArgument(f"unknown index kind {self.kind!r}; use one of {', '.join(KINDS)}")
         if self.reduce not in (None, "pca", "matryoshka"):
-            raise ValueError(f"reduce must be None, 'pca' or 'matryoshka', not {self.reduce!r}")
+            raise InvalidArgument(f"reduce must be None, 'pca' or 'matryoshka', not {self.reduce!r}")
         if self.reduce and self.reduce_dim < 1:
-            raise ValueError("reduce_dim must be set with reduce")
+            raise InvalidArgument("reduce_dim must be set with reduce")
         if self.kind == "binary" and self.reduce == "pca":
             # Sign bits are taken from the stored vectors; a PCA step would be silently skipped.
-            raise ValueError("binary indexes support only matryoshka reduction, not pca")
+            raise InvalidArgument("binary indexes support only matryoshka reduction, not pca")
         if self.kind in ("ivf", "ivfpq") and self.nlist < 1:
-            raise ValueError(f"{self.kind} needs nlist >= 1 (IVF cells)")
+            raise InvalidArgument(f"{self.kind} needs nlist >= 1 (IVF cells)")
         if self.nlist and self.kind not in ("ivf", "ivfpq", "sq8"):
-            raise ValueError(f"nlist (IVF cells) applies to ivf, ivfpq and sq8, not {self.kind}")
+            raise InvalidArgument(f"nlist (IVF cells) applies to ivf, ivfpq and sq8, not {self.kind}")
         if self.kind == "ivfpq" and self.pq_m < 1:
-            raise ValueError("ivfpq needs pq_m >= 1 (product quantiser sub-vectors)")
+            raise InvalidArgument("ivfpq needs pq_m >= 1 (product quantiser sub-vectors)")
         if self.fast_scan and (self.kind != "ivfpq" or self.pq_bits != 4):
-            raise ValueError("fast_scan needs kind='ivfpq' with pq_bits=4")
+            raise InvalidArgument("fast_scan needs kind='ivfpq' with pq_bits=4")
         if self.rerank < 1:
-            raise ValueError("rerank must be >= 1")
+            raise InvalidArgument("rerank must be >= 1")
 
     @property
     def is_ivf(self) -> bool:
@@ -179,7 +179,7 @@ def _factory(spec: IndexSpec, dim: int) -> str:
     elif spec.kind == "fp16":
         parts.append("SQfp16")
     if spec.kind == "ivfpq" and d % spec.pq_m:
-        raise ValueError(f"pq_m={spec.pq_m} must divide the dimension {d}")
+        raise InvalidArgument(f"pq_m={spec.pq_m} must divide the dimension {d}")
     return ",".join(parts)
 
 
@@ -259,7 +259,7 @@ class AnnIndex:
         dim = vectors.shape[1]
         rows = np.arange(vectors.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if spec.reduce and spec.reduce_dim > dim:
-            raise ValueError(f"cannot reduce {dim}-d vectors to {spec.reduce_dim}")
+            raise InvalidArgument(f"cannot reduce {dim}-d vectors to {spec.reduce_dim}")
         d = spec.reduce_dim if spec.reduce == "matryoshka" else dim
         if spec.kind == "binary":
             # np.packbits pads each code to whole bytes; FAISS wants the padded bit count.
@@ -277,7 +277,7 @@ class AnnIndex:
             if spec.opq and n_train < d_opq:
                 # FAISS's OPQ training corrupts the heap (a crash, not an error) when it has
                 # fewer training vectors than dimensions.
-                raise ValueError(f"OPQ needs at least {d_opq} training vectors (one per dimension), "
+                raise InvalidArgument(f"OPQ needs at least {d_opq} training vectors (one per dimension), "
                                  f"got {n_train}")
             rng = np.random.default_rng(seed)
             sample = np.sort(rng.choice(rows, size=n_train, replace=False))
