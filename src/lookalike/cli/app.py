@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
-import click
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -31,7 +30,7 @@ __all__ = ["app", "main"]
 class _Lookalike(TyperGroup):
     """The command group, reading ``search -2:dog`` as a negative weight rather than an option."""
 
-    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+    def parse_args(self, ctx: typer.Context, args: List[str]) -> List[str]:
         return super().parse_args(ctx, spell_negative_weights(args))
 
 
