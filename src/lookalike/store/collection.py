@@ -21,6 +21,7 @@ from ..fsutil import user_path
 from ..index.rank import rank
 from ..index import tune
 from ..index.tune import DEFAULT_LATENCY_MS
+from ..models.lazy import LazyModel
 from ..models.names import parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
 from ..version import __version__
@@ -72,8 +73,10 @@ class Collection:
 
     def __init__(self, storage: Storage, model: "EmbeddingModel | None" = None, device: str | None = None) -> None:
         self._storage = storage
-        self._model = model
-        self._device = device
+        manifest = storage.manifest
+        self._model = LazyModel(manifest.model_id, manifest.fingerprint, owner=str(storage.path), device=device)
+        if model is not None:
+            self._model.use(model)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -118,14 +121,15 @@ class Collection:
                 f"{root}: no lookalike collection here. Create one with "
                 f"`lookalike index FOLDER --collection {root}` or Collection.create()"
             )
-        coll = cls(Storage(root, Manifest.load(root / MANIFEST)), None, device)
-        if isinstance(model, str):
-            if parse_model_name(model).canonical != coll.manifest.model_id:
-                raise coll._mismatch(model)
-        elif model is not None:
-            coll._check_model(model)
-            coll._model = model
-        return coll
+        storage = Storage(root, Manifest.load(root / MANIFEST))
+        if isinstance(model, str) and parse_model_name(model).canonical != storage.manifest.model_id:
+            storage.close()
+            raise LazyModel(storage.manifest.model_id, storage.manifest.fingerprint, owner=str(root)).mismatch(model)
+        try:
+            return cls(storage, model if not isinstance(model, str) else None, device)
+        except CollectionMismatch:
+            storage.close()
+            raise
 
     def close(self) -> None:
         self._storage.close()
@@ -152,35 +156,18 @@ class Collection:
     # ------------------------------------------------------------------ model
     @property
     def model(self) -> "EmbeddingModel":
-        """The collection's model, loaded on first use and checked against the manifest."""
-        if self._model is None:
-            loaded = _load(self.manifest.model_id, self._device)
-            self._check_model(loaded)
-            self._model = loaded
-        return self._model
+        """The collection's model, loaded on first use and checked against the manifest.
 
-    def _mismatch(self, requested: str) -> CollectionMismatch:
-        return CollectionMismatch(
-            f"{self.path} was built with model '{self.manifest.model_id}' "
-            f"(fingerprint {self.manifest.fingerprint}); its vectors cannot be mixed with '{requested}'. "
-            f"Index into a new collection instead: lookalike index FOLDER --collection NEW.lkl --model {requested}"
-        )
-
-    def _check_model(self, model: "EmbeddingModel") -> None:
-        if model.model_id != self.manifest.model_id:
-            raise self._mismatch(model.model_id)
-        if model.fingerprint() != self.manifest.fingerprint:
-            raise CollectionMismatch(
-                f"{self.path}: model '{model.model_id}' now has fingerprint {model.fingerprint()}, but the "
-                f"collection was built with {self.manifest.fingerprint}: its weights or preprocessing changed. "
-                "Rebuild into a new collection: lookalike index FOLDER --collection NEW.lkl"
-            )
+        Raises:
+            CollectionMismatch: its weights or preprocessing changed since the collection was built.
+        """
+        return self._model.get()
 
     def _text_queries(self) -> np.ndarray | None:
         """The shipped tuning prompts embedded, for models with a text tower (index tuning)."""
         if "text" not in self.manifest.model.get("modalities", ()):
             return None
-        return self.model.encode_text(tune.tuning_prompts())
+        return self._model.get().encode_text(tune.tuning_prompts())
 
     # ------------------------------------------------------------------ add
     def add(self, paths: Sequence[str | os.PathLike[str]], *, exclude: Sequence[str] = (),
@@ -205,8 +192,9 @@ class Collection:
         if batch_size is None:
             # Larger batches only pay on an accelerator; the model may not be loaded yet (and
             # need not be, if nothing new is found), and then the CPU default is right.
-            batch_size = 32 if self._model is None or self._model.device.type == "cpu" else 128
-        return index_paths(self._storage, paths, model=lambda: self.model, batch_size=batch_size, workers=workers,
+            loaded = self._model.loaded
+            batch_size = 32 if loaded is None or loaded.device.type == "cpu" else 128
+        return index_paths(self._storage, paths, model=self._model.get, batch_size=batch_size, workers=workers,
                            exclude=exclude, retry_failed=retry_failed, progress=progress, index=index,
                            text_queries=self._text_queries)
 
@@ -274,7 +262,7 @@ class Collection:
         options = options or QueryOptions()
         parsed = [as_query(q, allow_files=options.allow_files) for q in queries]
         ids = sorted({i for q in parsed for i in q.ids()})
-        return query_vectors(parsed, dim=self.manifest.dim, model=lambda: self.model,
+        return query_vectors(parsed, dim=self.manifest.dim, model=self._model.get,
                              item_vectors=self._storage.item_vectors(ids) if ids else {}, options=options)
 
     def query_vector(self, query: QueryLike, *, options: QueryOptions | None = None) -> np.ndarray:
