@@ -47,24 +47,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
-class ItemRow:
-    """One row of the ``items`` table."""
+class ItemRow(Item):
+    """One row of the ``items`` table: the public :class:`Item` and where its vector is."""
 
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    hash: str | None
-    width: int | None
-    height: int | None
-    status: str
-    error: str | None
-    vec_row: int | None
+    vec_row: int | None = None  # row in the vector file; None unless status is "ok"
 
     def public(self) -> Item:
         """The row as the public :class:`~lookalike.store.items.Item` (no storage fields)."""
         return Item(self.id, self.path, self.size, self.mtime_ns, self.hash, self.width, self.height,
-                    self.status, self.error)  # type: ignore[arg-type]
+                    self.status, self.error)
 
 
 _COLUMNS = "id, path, size, mtime_ns, hash, width, height, status, error, vec_row"
