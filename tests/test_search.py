@@ -15,7 +15,7 @@ from PIL import Image
 from support import make_image
 from lookalike.query import url as url_mod
 from lookalike.errors import QueryError, UnreadableImage
-from lookalike.query import Query, Term, parse_query, parse_query_tokens
+from lookalike.query import Query, Term, parse_query_tokens
 from lookalike.store.collection import Collection
 
 

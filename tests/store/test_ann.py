@@ -6,7 +6,6 @@ answer is only accepted where it is the right answer.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sqlite3
