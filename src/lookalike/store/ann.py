@@ -27,11 +27,11 @@ import numpy as np
 
 from ..errors import CollectionCorrupt, InvalidArgument, LookalikeError
 from ..index import rank
-from ..index.tune import DEFAULT_LATENCY_MS, Measurement
+from ..index.faiss_index import AnnIndex
+from ..index.tune import DEFAULT_LATENCY_MS, Measurement, auto_index, candidate_specs, spec_for
 
 if TYPE_CHECKING:
-    from ..index.faiss_index import AnnIndex
-    from .storage import Storage
+    from .storage import Storage  # storage imports this module: the type only, to avoid a cycle
 
 __all__ = ["IndexSettings", "IndexState", "load_index", "refresh_index", "build_index", "INDEX_MODES", "INDEX_FILE"]
 
@@ -167,8 +167,6 @@ def load_index(storage: "Storage") -> "AnnIndex | None":
         log.warning("%s: index was built for another vector file generation; searching exactly", storage.path)
         return None
     try:
-        from ..index.faiss_index import AnnIndex
-
         index = AnnIndex.load(path)
     except (CollectionCorrupt, LookalikeError) as exc:
         log.warning("%s; searching exactly", exc)
@@ -190,8 +188,6 @@ def build_index(storage: "Storage", settings: IndexSettings, text_queries: TextQ
         path.unlink(missing_ok=True)
         storage.record_index(settings, None)
         return None
-    from ..index.tune import auto_index, candidate_specs, spec_for
-
     vectors = storage.vectors()
     if settings.mode == "auto":
         # Matryoshka truncation is only offered for models trained for it (their info says so).
