@@ -60,7 +60,9 @@ def rank(vectors: np.ndarray, ids: np.ndarray, rows: np.ndarray, queries: np.nda
     if k < 1:
         raise QueryError(f"k must be at least 1, not {k}")
     queries = np.atleast_2d(queries)
-    candidates = np.unique(rows)
+    # Rows come sorted; only copies of a file (several ids, one row) make them repeat.
+    strictly_rising = len(rows) < 2 or bool(np.all(rows[1:] > rows[:-1]))
+    candidates = rows if strictly_rising else np.unique(rows)
     if ann is None or not uses_index(len(ids), forced=forced):
         scores, positions = exact_topk(vectors, queries, k, rows=candidates)
         found = candidates[positions]
