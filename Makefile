@@ -15,7 +15,7 @@ DEMO_DIR ?= .cache/demo
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
 BROWSER_PACKAGES := chromium fonts-dejavu-core fonts-noto-color-emoji
 
-.PHONY: install install-dev browser demo serve test test-all fuzz bench bench-serve clean
+.PHONY: install install-dev browser demo serve lint test test-all fuzz bench bench-serve clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -48,10 +48,14 @@ browser:
 			--no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
 	else echo "note: chromium is not installed and apt-get is not usable here; the browser tests will skip"; fi
 
-test: install-dev browser
+# The import-layer contract (pyproject.toml, [tool.importlinter]) first: it takes seconds.
+lint: install-dev
+	$(VENV)/bin/lint-imports
+
+test: install-dev browser lint
 	$(PY) -m pytest -q
 
-test-all: install-dev browser
+test-all: install-dev browser lint
 	$(PY) -m pytest -q -m ""
 
 # schemathesis against the live OpenAPI spec, with more examples than the default suite's run.

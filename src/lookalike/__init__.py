@@ -8,6 +8,7 @@ Quick use::
     coll = lookalike.Collection.create("pics.lkl", model="lite")
     coll.add(["~/Pictures"])
     hits = coll.search("a red apple", k=10)                 # list[Hit(id, path, score)]
+    q = lookalike.parse_query("2:dog - grass")              # a Query, for search() or inspection
 
 Heavy dependencies (torch, the model backends) load on first use, so importing this
 package and opening a collection stay fast.
@@ -23,6 +24,9 @@ from .errors import (
     CollectionExists,
     CollectionMismatch,
     CollectionNotFound,
+    IndexBuildError,
+    InvalidArgument,
+    ItemNotFound,
     LookalikeError,
     MissingExtra,
     ModelLoadError,
@@ -32,15 +36,17 @@ from .errors import (
     UnsupportedModality,
 )
 from .progress import ProgressCallback, ProgressEvent
-from .search import Hit, Query, parse_query
+from .query import Query, QueryOptions, Term, TextCache, UrlPolicy, parse_query, parse_query_tokens
+from .store.ann import IndexSettings, IndexState
 from .store.collection import Collection, CollectionInfo
 from .store.filters import Filter
 from .store.indexer import AddReport
-
-__version__ = "0.1.0"
+from .store.items import Hit, Item
+from .version import __version__
 
 if TYPE_CHECKING:
-    from .models.base import EmbeddingModel, ModelInfo
+    from .models.base import EmbeddingModel
+    from .models.names import ModelInfo
 
 __all__ = [
     "__version__",
@@ -51,10 +57,18 @@ __all__ = [
     "Collection",
     "CollectionInfo",
     "AddReport",
+    "Item",
     "Hit",
     "Filter",
+    "IndexSettings",
+    "IndexState",
     "Query",
+    "Term",
+    "QueryOptions",
+    "TextCache",
+    "UrlPolicy",
     "parse_query",
+    "parse_query_tokens",
     "ProgressEvent",
     "ProgressCallback",
     "LookalikeError",
@@ -64,6 +78,9 @@ __all__ = [
     "UnsupportedModality",
     "UnreadableImage",
     "QueryError",
+    "ItemNotFound",
+    "InvalidArgument",
+    "IndexBuildError",
     "CollectionError",
     "CollectionNotFound",
     "CollectionExists",
@@ -81,15 +98,19 @@ def load_model(name: str = "lite", *, device: str | None = None) -> "EmbeddingMo
 
 def list_models() -> "list[ModelInfo]":
     """The tested model names with dimension, modalities and offline availability."""
-    from .models.registry import list_models as _list
+    from .models.names import list_models as _list
 
     return _list()
 
 
 def __getattr__(name: str) -> Any:
-    # EmbeddingModel and ModelInfo live next to torch; import them only when asked for.
-    if name in ("EmbeddingModel", "ModelInfo"):
-        from .models import base
+    # EmbeddingModel lives next to torch; import it only when asked for.
+    if name == "EmbeddingModel":
+        from .models.base import EmbeddingModel
 
-        return getattr(base, name)
+        return EmbeddingModel
+    if name == "ModelInfo":
+        from .models.names import ModelInfo
+
+        return ModelInfo
     raise AttributeError(f"module 'lookalike' has no attribute {name!r}")

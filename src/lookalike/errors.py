@@ -11,6 +11,7 @@ thing at fault, the reason, and what to do about it::
     ├── UnsupportedModality   (also a ValueError)  e.g. a text query on an image-only model
     ├── UnreadableImage                            one image could not be opened or decoded
     ├── QueryError            (also a ValueError)  a search query that does not parse or resolve
+    │   └── ItemNotFound                           an item id that the collection does not hold
     ├── InvalidArgument       (also a ValueError)  a setting or parameter outside what it accepts
     ├── IndexBuildError                            no approximate index could be built for the vectors
     └── CollectionError
@@ -30,6 +31,7 @@ __all__ = [
     "UnsupportedModality",
     "UnreadableImage",
     "QueryError",
+    "ItemNotFound",
     "InvalidArgument",
     "IndexBuildError",
     "CollectionError",
@@ -53,15 +55,20 @@ class ModelLoadError(LookalikeError):
 
 
 class MissingExtra(LookalikeError, ImportError):
-    """An optional dependency is missing; the message carries the pip command that installs it."""
+    """An optional dependency is missing; the message carries the pip command that installs it.
 
-    def __init__(self, package: str, extra: str, purpose: str) -> None:
+    ``extra`` names the lookalike extra that brings it (``pip install 'lookalike[faiss]'``);
+    ``None`` means a dependency of lookalike itself, so the installation is incomplete.
+    """
+
+    def __init__(self, package: str, extra: str | None, purpose: str) -> None:
         self.package = package
         self.extra = extra
-        super().__init__(
-            f"{purpose} needs the optional package '{package}', which is not installed. "
-            f"Install it with: pip install 'lookalike[{extra}]'"
-        )
+        if extra is None:
+            fix = f"pip install '{package}' (lookalike depends on it, so this installation is incomplete)"
+        else:
+            fix = f"pip install 'lookalike[{extra}]'"
+        super().__init__(f"{purpose} needs the package '{package}', which is not installed. Install it with: {fix}")
 
 
 class UnsupportedModality(LookalikeError, ValueError):
@@ -83,6 +90,14 @@ class UnreadableImage(LookalikeError):
 
 class QueryError(LookalikeError, ValueError):
     """A search query that does not parse, or refers to something that does not exist."""
+
+
+class ItemNotFound(QueryError):
+    """An item id that the collection does not hold (or whose image never embedded)."""
+
+    def __init__(self, item_id: int, message: str) -> None:
+        self.item_id = item_id
+        super().__init__(message)
 
 
 class InvalidArgument(LookalikeError, ValueError):

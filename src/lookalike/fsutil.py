@@ -1,4 +1,4 @@
-"""Atomic file replacement: readers see the old file or the new one, never a mix."""
+"""File-system helpers: user paths in one normal form, and atomic file replacement."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_writer"]
+__all__ = ["atomic_writer", "user_path"]
+
+
+def user_path(path: str | os.PathLike[str]) -> str:
+    """A path as the user gave it (``~``, relative, a ``Path``) in the one form stored and
+    compared everywhere: absolute, user-expanded, normalised, symlinks left as they are."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 @contextmanager

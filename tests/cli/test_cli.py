@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from support import make_image
 from lookalike.cli.app import app
 from lookalike.models import registry
-from lookalike.search import parse_query
+from lookalike.query import parse_query_tokens
 from lookalike.store.collection import Collection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,9 +169,8 @@ def test_search_weighted_mix(built: tuple[Path, Path]) -> None:
     result = run("search", *tokens, "-c", coll, "-k", "5", "--json")
     assert result.exit_code == 0, result.output
     got = [json.loads(line) for line in result.stdout.splitlines()]
-    with Collection.open(coll) as c:
-        c._model = registry.load_model("lite")
-        want = c.search(parse_query(tokens), k=5)
+    with Collection.open(coll, model=registry.load_model("lite")) as c:
+        want = c.search(parse_query_tokens(tokens), k=5)
     assert [r["id"] for r in got] == [h.id for h in want]
     assert [r["score"] for r in got] == pytest.approx([h.score for h in want], abs=1e-5)
 
@@ -417,3 +416,67 @@ def test_serve_errors_are_clean(tmp_path: Path, served_runs: list[dict]) -> None
     assert run("index", str(folder), "--collection", str(coll), "-q").exit_code == 0
     _assert_clean_error(run("serve", "--collection", str(coll), "--token", "short"), 2, "at least 8")
     assert not served_runs
+
+
+# --------------------------------------------------------------------------- regressions (issue 8)
+def test_relative_under_with_another_filter(built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: `--under ./pics --min-width 10` returned nothing (the relative folder was not
+    normalised on the filtered path), while the absolute folder, or no other filter, worked."""
+    folder, coll = built
+    monkeypatch.chdir(folder.parent)
+    relative = os.path.join(".", folder.name)
+    for extra in ([], ["--min-width", "10"], ["--glob", "*.png", "--max-height", "10000"]):
+        result = run("search", "id:1", "-c", coll, "-k", "3", "--under", relative, "-f", *extra)
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.splitlines()) == 3, (extra, result.stdout, result.stderr)
+    # and the filter really filters: a bound that excludes everything gives nothing
+    result = run("search", "id:1", "-c", coll, "--under", relative, "--min-width", "100000", "-f")
+    assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_leading_negative_weight(built: tuple[Path, Path]) -> None:
+    """Regression: `lookalike search -2:dog` was taken as an option. A negative weight now
+    means the same as the operator spelling, first or after an operator."""
+    folder, coll = built
+
+    def ids(*query: str) -> list[int]:
+        result = run("search", *query, "-c", coll, "-k", "4", "--json")
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["id"] for line in result.stdout.splitlines()]
+
+    assert ids("-2:id:3", "+", "id:1") == ids("-", "2:id:3", "+", "id:1")
+    assert ids("id:1", "+", "-0.5:id:3") == ids("id:1", "-", "0.5:id:3")
+    assert ids("id:1", "-", "-0.5:id:3") == ids("id:1", "+", "0.5:id:3")
+    assert 3 not in ids("-2:id:3", "+", "id:1") and ids("2:id:3", "+", "id:1")[0] == 3  # the sign counts
+
+
+def test_index_of_a_missing_folder_creates_nothing(tmp_path: Path, image_folder: Callable[..., Path]) -> None:
+    """Regression: `index /nonexistent` printed "1 skipped", created the collection and exited 0."""
+    target = tmp_path / "new.lkl"
+    missing = tmp_path / "no-such-folder"
+    _assert_clean_error(run("index", missing, "-c", target), 2, str(missing), "no such folder")
+    assert not target.exists()
+    # One missing root among several stays a skip.
+    folder = image_folder(3)
+    result = run("index", folder, missing, "-c", target)
+    assert result.exit_code == 0, result.output
+    assert "3 added" in result.stderr and "1 skipped" in result.stderr and str(missing) in result.stderr
+
+
+def test_bad_index_settings_create_nothing(tmp_path: Path, image_folder: Callable[..., Path]) -> None:
+    """Invalid --index / --memory values are usage errors (exit 2) caught before anything is created."""
+    target = tmp_path / "new.lkl"
+    folder = image_folder(2)
+    _assert_clean_error(run("index", folder, "-c", target, "--index", "bogus"), 2, "unknown index mode")
+    _assert_clean_error(run("index", folder, "-c", target, "--memory", "lots"), 2, "500MB")
+    assert not target.exists()
+
+
+def test_serve_without_uvicorn_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: `serve` wrote its own message for a missing uvicorn; it is MissingExtra's now."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    _assert_clean_error(run("serve", "--collection", str(tmp_path / "c.lkl")), 1,
+                        "'uvicorn'", "pip install 'lookalike[server]'")

@@ -330,3 +330,17 @@ def test_changed_weights_make_the_collection_refuse_the_model(
     with pytest.raises(CollectionMismatch):
         reopened.search(str(_images(image_dir)[0]))
     reopened.close()
+
+
+def test_encode_images_takes_one_image_as_a_list_of_one(timm_dir: Path, image_dir: Path) -> None:
+    """Regression: encode_images("a.jpg") iterated the string and failed with "a: file not found".
+    One path (str or Path), bytes or PIL image is now a list of one, as encode_text takes one string."""
+    from PIL import Image
+
+    model = lookalike.load_model(f"timm:{timm_dir}", device="cpu")
+    path = _images(image_dir)[0]
+    want = model.encode_images([path])
+    for one in (str(path), path, path.read_bytes(), Image.open(path)):
+        got = model.encode_images(one)
+        assert got.shape == (1, model.dim) and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-5)

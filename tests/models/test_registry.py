@@ -9,8 +9,8 @@ import pytest
 
 import lookalike
 from lookalike import UnknownModel
-from lookalike.models import registry
-from lookalike.models.registry import KNOWN_MODELS, ModelSpec, list_models, parse_model_name
+from lookalike.models import names
+from lookalike.models.names import KNOWN_MODELS, ModelSpec, list_models, parse_model_name
 
 
 # --------------------------------------------------------------------------- helpers
@@ -321,4 +321,27 @@ def test_list_models_without_hub_cache(tmp_path: Path, monkeypatch: pytest.Monke
     offline = {m.name: m.offline for m in lookalike.list_models()}
     assert offline["lite"] is True
     assert not any(v for k, v in offline.items() if k != "lite")
-    assert registry._hub_cached(None) is True
+    assert names._hub_cached(None) is True
+
+
+def test_opening_a_collection_by_model_name_never_imports_torch(tmp_path: Path) -> None:
+    """Regression: Collection.open(path, model="lite") imported torch (the name parser lived
+    next to the model loader). Model names now parse in lookalike.models.names, torch-free."""
+    import json
+    import subprocess
+    import sys
+
+    from lookalike.store.manifest import Manifest
+
+    coll = tmp_path / "c.lkl"
+    coll.mkdir()
+    info = {"model_id": "lite", "dim": 4, "modalities": ["image", "text"], "preprocess": {}, "fingerprint": "x"}
+    Manifest(model=info).save(coll / "manifest.json")
+    code = ("import sys, lookalike\n"
+            f"c = lookalike.Collection.open({str(coll)!r}, model='lite')\n"
+            "print(len(c), c.index_settings.mode, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "auto", "False"], out
+    with pytest.raises(lookalike.CollectionMismatch):
+        lookalike.Collection.open(coll, model="timm:vit_small_patch14_dinov2.lvd142m")
+    assert json.loads((coll / "manifest.json").read_text())["model"]["model_id"] == "lite"

@@ -6,7 +6,6 @@ answer is only accepted where it is the right answer.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sqlite3
@@ -21,11 +20,12 @@ import pytest
 
 pytest.importorskip("faiss")
 
-import lookalike.search as search_mod  # noqa: E402
+import lookalike.index.rank as rank_mod  # noqa: E402
 import lookalike.store.ann as ann_mod  # noqa: E402
 from lookalike import Collection  # noqa: E402
 from lookalike.apps.evaluate import image_retrieval  # noqa: E402
 from lookalike.store.filters import Filter  # noqa: E402
+from lookalike.store.storage import Storage  # noqa: E402
 from support import make_image  # noqa: E402
 
 
@@ -58,10 +58,20 @@ def _folder(c: Collection) -> Path:
     return c.path.parent / "imgs"
 
 
+def _ann(c: Collection):  # noqa: ANN202 - AnnIndex | None
+    """The index searches use (white-box: the store's own storage layer)."""
+    return c._storage.ann_index()
+
+
+def _vector_file(c: Collection) -> str:
+    (only,) = c.path.glob("vectors-*.f32")
+    return only.name
+
+
 def _exact(c: Collection, query: str, k: int, **kw) -> list[int]:
     """The same search with the index switched off."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Collection, "ann_index", lambda self: None)
+        mp.setattr(Storage, "ann_index", lambda self: None)
         return [h.id for h in c.search(query, k=k, **kw)]
 
 
@@ -70,9 +80,9 @@ def test_forced_index_matches_exact(coll: Collection, mode: str) -> None:
     """Each forced kind is built, recorded with its measured recall, and used by search."""
     ann = coll.build_index(mode)
     assert ann is not None and ann.ntotal == len(coll)
-    state = coll.manifest.index_state
-    assert state["measured"]["recall"] >= 0.9 and state["vector_file"] == coll.vectors_file.path.name
-    assert coll.ann_index() is not None
+    state = coll.index_state
+    assert state is not None and state.measured.recall >= 0.9 and state.vector_file == _vector_file(coll)
+    assert _ann(coll) is not None
     agree = []
     for item_id in (1, 17, 45, 80):
         got = [h.id for h in coll.search(f"id:{item_id}", k=5)]
@@ -82,26 +92,26 @@ def test_forced_index_matches_exact(coll: Collection, mode: str) -> None:
 
 
 def test_auto_stays_exact_below_threshold_and_tunes_above(coll: Collection, monkeypatch) -> None:
-    """auto: no index under AUTO_THRESHOLD; above it a tuned index meeting the recall target."""
+    """auto: no index under EXACT_BELOW; above it a tuned index meeting the recall target."""
     assert coll.build_index("auto") is None
     assert not (coll.path / ann_mod.INDEX_FILE).exists()
-    monkeypatch.setattr(ann_mod, "AUTO_THRESHOLD", 10)
+    monkeypatch.setattr(rank_mod, "EXACT_BELOW", 10)
     ann = coll.build_index("auto", recall=0.95)
     assert ann is not None
-    state = coll.manifest.index_state
-    assert state["met_target"] and state["measured"]["recall"] >= 0.95
-    assert state["built_with"]["mode"] == "auto"
+    state = coll.index_state
+    assert state is not None and state.met_target and state.measured.recall >= 0.95
+    assert state.built_with.mode == "auto"
 
 
 def test_additions_update_the_index_without_rebuild(coll: Collection) -> None:
     """New images are appended (same build), and are found at once."""
     coll.build_index("ivf")
-    built_at = coll.manifest.index_state["built_at"]
+    built_at = coll.index_state.built_at
     new = make_image(_folder(coll) / "new" / "fresh.png", seed=999)
     report = coll.add([_folder(coll)])
     assert report.added == 1
-    assert coll.manifest.index_state["built_at"] == built_at
-    ann = coll.ann_index()
+    assert coll.index_state.built_at == built_at
+    ann = _ann(coll)
     assert ann is not None and ann.ntotal == len(coll) == 91
     assert coll.search(str(new), k=1)[0].path == str(new)
 
@@ -119,12 +129,12 @@ def test_deleted_items_never_resurface_even_after_rebuild(coll: Collection, monk
             continue
         assert not victim_ids & {h.id for h in coll.search(f"id:{item_id}", k=20)}
     monkeypatch.setattr(ann_mod, "STALE_REBUILD", 0.0)
-    built_at = coll.manifest.index_state["built_at"]
+    built_at = coll.index_state.built_at
     sorted(_folder(coll).rglob("*.png"))[-1].unlink()
     coll.add([_folder(coll)])
-    assert coll.manifest.index_state["built_at"] != built_at, "a rebuild should have happened"
-    assert coll.ann_index().ntotal == len(coll) == 79
-    survivor = int(coll.searchable()[0][0])
+    assert coll.index_state.built_at != built_at, "a rebuild should have happened"
+    assert _ann(coll).ntotal == len(coll) == 79
+    survivor = int(coll.embeddings()[0][0])
     assert not victim_ids & {h.id for h in coll.search(f"id:{survivor}", k=79)}
 
 
@@ -147,11 +157,11 @@ def test_unusable_index_falls_back_to_exact_and_is_rebuilt(coll: Collection) -> 
     """A corrupt index is never trusted: searches stay exact, the next add rebuilds it."""
     coll.build_index("ivf")
     (coll.path / ann_mod.INDEX_FILE).write_bytes(b"garbage")
-    coll.invalidate_cache()
-    assert coll.ann_index() is None
+    coll._storage.invalidate()  # this connection's own writes do not change data_version
+    assert _ann(coll) is None
     assert [h.id for h in coll.search("id:3", k=5)] == _exact(coll, "id:3", 5)
     coll.add([_folder(coll)])
-    assert coll.ann_index() is not None
+    assert _ann(coll) is not None
 
 
 def test_index_for_another_vector_generation_is_not_used(coll: Collection, monkeypatch) -> None:
@@ -163,9 +173,9 @@ def test_index_for_another_vector_generation_is_not_used(coll: Collection, monke
         v.unlink()
     monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
     coll.add([_folder(coll)])
-    assert coll.vectors_file.path.name == "vectors-1.f32"
-    assert coll.manifest.index_state["vector_file"] == "vectors-1.f32"
-    ann = coll.ann_index()
+    assert _vector_file(coll) == "vectors-1.f32"
+    assert coll.index_state.vector_file == "vectors-1.f32"
+    ann = _ann(coll)
     assert ann is not None and ann.ntotal == len(coll) == 30
     assert [h.id for h in coll.search("id:88", k=5)] == _exact(coll, "id:88", 5)
 
@@ -187,7 +197,7 @@ def test_crash_between_commit_and_index_save_loses_nothing(coll: Collection, mon
     reopened = Collection.open(coll.path)
     hits = reopened.search("id:1", k=100)
     assert str(new) in {h.path for h in hits}
-    assert reopened.ann_index().ntotal == 91
+    assert _ann(reopened).ntotal == 91
 
 
 def test_sigkill_while_saving_the_index_keeps_the_old_one(coll: Collection) -> None:
@@ -211,14 +221,13 @@ def test_sigkill_while_saving_the_index_keeps_the_old_one(coll: Collection) -> N
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert (coll.path / ann_mod.INDEX_FILE).read_bytes() == before
     reopened = Collection.open(coll.path)
-    assert reopened.ann_index() is not None and reopened.ann_index().ntotal == 91
+    assert _ann(reopened) is not None and _ann(reopened).ntotal == 91
 
 
 def test_knn_accuracy_through_auto_index_within_a_point_of_exact(lite_model, clipart_labelled, tmp_path,
                                                                   monkeypatch) -> None:
     """Quality is preserved: kNN@1 on real labelled clip art through the auto index ~= exact."""
-    monkeypatch.setattr(ann_mod, "AUTO_THRESHOLD", 1)
-    monkeypatch.setattr(search_mod, "EXACT_BELOW", 0)
+    monkeypatch.setattr(rank_mod, "EXACT_BELOW", 1)
     folder = tmp_path / "clipart"
     for label, paths in clipart_labelled.items():
         for p in paths[:8]:
@@ -227,11 +236,10 @@ def test_knn_accuracy_through_auto_index_within_a_point_of_exact(lite_model, cli
             shutil.copy(p, dest)
     with Collection.create(tmp_path / "c.lkl", model=lite_model) as c:
         c.add([folder])
-        assert c.ann_index() is not None, "auto should have built an index"
-        ids, rows = c.searchable()
+        assert _ann(c) is not None, "auto should have built an index"
+        ids, exact_vectors = c.embeddings()
         labels = {i: Path(c.item(int(i)).path).parent.relative_to(folder).as_posix() for i in ids}
         ann_hits = c.search_batch([f"id:{i}" for i in ids], k=2)
-        exact_vectors = c.vectors()[rows]
     ann_knn1 = np.mean([labels[hits[1].id] == labels[int(i)] for i, hits in zip(ids, ann_hits)])
     exact = image_retrieval(exact_vectors, [labels[int(i)] for i in ids])
     assert abs(ann_knn1 - exact.knn1) <= 0.01, (ann_knn1, exact.knn1)

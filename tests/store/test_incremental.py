@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from support import make_image
-from lookalike.errors import CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, QueryError
-from lookalike.store import indexer
+from lookalike.errors import (CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound,
+                              InvalidArgument, QueryError)
+from lookalike.pipeline import embed as embed_mod
+from lookalike.store import indexer, plan
 from lookalike.store.collection import Collection
 
 N = 20
@@ -72,14 +74,14 @@ def _images(folder: Path) -> list[Path]:
 
 
 def _row(coll: Collection, path: Path) -> Any:
-    rows = coll.db.items_under([str(path)])
-    return rows.get(str(path))
+    """The storage row (white-box: vector rows are the store's own business)."""
+    return coll._storage.db.get_by_path(str(path))
 
 
 def _vector(coll: Collection, path: Path) -> np.ndarray:
     row = _row(coll, path)
     assert row is not None and row.vec_row is not None, f"{path} is not embedded"
-    return np.array(coll.vectors()[row.vec_row])
+    return np.array(coll._storage.vectors()[row.vec_row])
 
 
 def _fresh(model: Any, path: Path) -> np.ndarray:
@@ -88,7 +90,7 @@ def _fresh(model: Any, path: Path) -> np.ndarray:
     original = memo.original if isinstance(memo, _MemoEmbed) else memo
     from lookalike.pipeline.embed import prepare_image
 
-    prepared = prepare_image(model, str(path))
+    prepared = prepare_image(path, str(path), model.image_transform, min_side=model.preprocess.min_decode_side)
     assert prepared.pixels is not None
     return original(prepared.pixels[None])[0]
 
@@ -99,7 +101,7 @@ def _bump_mtime(path: Path, seconds: int = 10) -> None:
 
 
 def _all_paths(coll: Collection) -> list[str]:
-    return [p for _, p in coll.db.iter_paths()]
+    return [item.path for item in coll.items()]
 
 
 def _hit_paths(coll: Collection, query: Any, k: int = 100) -> list[str]:
@@ -118,7 +120,7 @@ def test_first_add(image_folder: Callable[..., Path], model: Any, tmp_path: Path
         assert len(coll) == N
         paths = sorted(_all_paths(coll))
         assert paths == sorted(str(p) for p in _images(folder))
-        ids = [i for i, _ in coll.db.iter_paths()]
+        ids = [item.id for item in coll.items()]
         vecs = coll.get_vectors(ids)
         np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
         assert len({v.tobytes() for v in vecs}) == N, "distinct images got identical vectors"
@@ -139,7 +141,7 @@ def test_rows_record_stat_hash_and_size(indexed: tuple[Collection, Path]) -> Non
     row = _row(coll, img)
     st = img.stat()
     assert (row.size, row.mtime_ns, row.status, row.error) == (st.st_size, st.st_mtime_ns, "ok", None)
-    assert row.hash == indexer.file_hash(str(img))
+    assert row.hash == plan.file_hash(str(img))
     assert (row.width, row.height) == (96, 80)
 
 
@@ -152,13 +154,20 @@ def test_unchanged_rerun_embeds_nothing(indexed: tuple[Collection, Path], no_mod
     assert report.failed == [] and len(coll) == N
 
 
-def test_unchanged_rerun_does_not_load_the_model(indexed: tuple[Collection, Path]) -> None:
+def test_unchanged_rerun_does_not_load_the_model(indexed: tuple[Collection, Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards that a collection opened without a model does not load one for an unchanged re-run."""
+    from lookalike.models import registry
+
     coll, folder = indexed
+
+    def no_loading(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded although nothing needed embedding")
+
+    monkeypatch.setattr(registry, "load_model", no_loading)
     with Collection.open(coll.path) as again:
         report = again.add([folder])
         assert report.unchanged == N and report.embedded == 0
-        assert again._model is None, "the model was loaded although nothing needed embedding"
 
 
 def test_rename_reuses_vector(indexed: tuple[Collection, Path], no_model_calls: None) -> None:
@@ -189,7 +198,7 @@ def test_copy_reuses_vector(indexed: tuple[Collection, Path], no_model_calls: No
     assert (report.copied, report.embedded, report.added, report.removed) == (1, 0, 0, 0)
     assert len(coll) == N + 1
     assert _row(coll, dst).vec_row == _row(coll, src).vec_row
-    assert coll.vector_rows == N, "a copy must not append a vector"
+    assert coll._storage.vector_rows == N, "a copy must not append a vector"
     top2 = coll.search(f"id:{_row(coll, src).id}", k=2)
     assert {h.path for h in top2} == {str(src), str(dst)}
     assert all(h.score == pytest.approx(1.0, abs=1e-5) for h in top2)
@@ -208,7 +217,7 @@ def test_copies_within_one_run_are_embedded_once(image_folder: Callable[..., Pat
     with Collection.create(tmp_path / "c.lkl", model=model) as coll:
         report = coll.add([folder])
         assert (report.added, report.copied, report.embedded) == (6, 3, 6)
-        assert coll.vector_rows == 6 and len(coll) == 9
+        assert coll._storage.vector_rows == 6 and len(coll) == 9
         assert _row(coll, copies[0]).vec_row == _row(coll, images[0]).vec_row
         assert _row(coll, copies[1]).vec_row == _row(coll, copies[2]).vec_row == _row(coll, images[1]).vec_row
 
@@ -288,13 +297,13 @@ def test_failed_file_recorded_not_retried_then_fixed(indexed: tuple[Collection, 
     failed_id = _row(coll, bad).id
 
     decoded: list[str] = []
-    real_decode = indexer.decode_image
+    real_decode = embed_mod.decode_image
 
     def spy_decode(data: Any, **kw: Any) -> Any:
         decoded.append(kw.get("name", ""))
         return real_decode(data, **kw)
 
-    monkeypatch.setattr(indexer, "decode_image", spy_decode)
+    monkeypatch.setattr(embed_mod, "decode_image", spy_decode)
     quiet = coll.add([folder])
     assert quiet.failed == [] and quiet.unchanged == N + 1 and decoded == []
 
@@ -324,8 +333,11 @@ def test_deleted_root_does_not_sweep(image_folder: Callable[..., Path], model: A
         report = coll.add([a, b])
         assert report.removed == 0 and len(coll) == 7
         assert any(p == str(a) and "cannot access" in reason for p, reason in report.skipped)
-        alone = coll.add([a])
-        assert alone.removed == 0 and len(coll) == 7
+        # Alone, a missing root is an error rather than an empty scan (issue 8: a mistyped or
+        # unmounted folder must not look like success); nothing is removed either way.
+        with pytest.raises(InvalidArgument, match="no such folder"):
+            coll.add([a])
+        assert len(coll) == 7
 
 
 def test_unlistable_subfolder_does_not_sweep(indexed: tuple[Collection, Path], monkeypatch: pytest.MonkeyPatch,
@@ -423,9 +435,9 @@ def test_compaction_shrinks_and_keeps_vectors(indexed: tuple[Collection, Path],
             p.unlink()
     report = coll.add([folder])
     assert report.removed == N - len(keep)
-    assert coll.vectors_file.path.name == "vectors-1.f32" and not old_file.exists()
-    assert coll.vector_rows == len(keep)
-    assert coll.vectors_file.path.stat().st_size == len(keep) * 1280 * 4
+    assert coll._storage.vector_file.path.name == "vectors-1.f32" and not old_file.exists()
+    assert coll._storage.vector_rows == len(keep)
+    assert coll._storage.vector_file.path.stat().st_size == len(keep) * 1280 * 4
     assert sorted(f.name for f in coll.path.glob("vectors-*.f32")) == ["vectors-1.f32"]
     for p, (item_id, vec) in before.items():
         row = _row(coll, p)
@@ -434,7 +446,7 @@ def test_compaction_shrinks_and_keeps_vectors(indexed: tuple[Collection, Path],
         assert coll.search(f"id:{item_id}", k=1)[0].path == str(p)
     # Survives reopening: the new generation is what the database points at.
     with Collection.open(coll.path) as again:
-        assert again.vectors_file.path.name == "vectors-1.f32" and len(again) == len(keep)
+        assert again._storage.vector_file.path.name == "vectors-1.f32" and len(again) == len(keep)
 
 
 def test_search_racing_a_compaction_stays_consistent(indexed: tuple[Collection, Path], model: Any,
@@ -450,21 +462,21 @@ def test_search_racing_a_compaction_stays_consistent(indexed: tuple[Collection, 
         if p not in keep:
             p.unlink()
     reader = Collection.open(coll.path)
-    real = reader.db.searchable
+    real = reader._storage.db.searchable
     raced = []
 
-    def searchable_then_compact(under: Any = ()) -> Any:
-        result = real(under)
+    def searchable_then_compact(flt: Any = None) -> Any:
+        result = real(flt)
         if not raced:  # another writer sweeps and compacts right after the reader listed the rows
             raced.append(coll.add([folder]))
         return result
 
-    monkeypatch.setattr(reader.db, "searchable", searchable_then_compact)
+    monkeypatch.setattr(reader._storage.db, "searchable", searchable_then_compact)
     try:
         probe = keep_vecs[str(keep[1])]
         hits = reader.search(probe, k=N)
         assert raced and raced[0].removed == N - len(keep)
-        assert coll.vectors_file.path.name == "vectors-1.f32"
+        assert coll._storage.vector_file.path.name == "vectors-1.f32"
         assert sorted(h.path for h in hits) == sorted(keep_vecs)
         assert hits[0].path == str(keep[1]) and hits[0].score == pytest.approx(1.0, abs=1e-5)
         for p, vec in keep_vecs.items():
@@ -478,14 +490,14 @@ def test_no_compaction_below_threshold(indexed: tuple[Collection, Path], no_mode
     coll, folder = indexed
     _images(folder)[0].unlink()
     coll.add([folder])
-    assert coll.vectors_file.path.name == "vectors-0.f32" and coll.vector_rows == N
+    assert coll._storage.vector_file.path.name == "vectors-0.f32" and coll._storage.vector_rows == N
 
 
 def test_second_writer_is_refused(indexed: tuple[Collection, Path], no_model_calls: None) -> None:
     """Guards the writer lock: a second add while the lock is held raises CollectionError; after release it works."""
     coll, folder = indexed
     with Collection.open(coll.path) as other:
-        with coll.write_lock():
+        with coll._storage.write_lock():
             with pytest.raises(CollectionError, match="another process"):
                 other.add([folder])
         # Held by an unrelated open file description, as another process would.

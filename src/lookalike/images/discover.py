@@ -12,9 +12,9 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from ..fsutil import user_path
 from .decode import heif_available
 
 __all__ = [
@@ -92,96 +92,109 @@ def discover(
         on_skip: called as ``on_skip(path, reason)`` for each entry passed over for a
             reason a user may care about (broken link, loop, permission denied).
     """
-    exts = extensions if extensions is not None else _default_extensions()
-    patterns = tuple(DEFAULT_EXCLUDES) + tuple(exclude)
-    seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[str] = set()
-    skip = on_skip or (lambda path, reason: None)
-
-    def excluded(name: str, rel: str) -> bool:
-        return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
-
-    # Folders reached through a link wait until every real folder of every root has been
-    # walked: otherwise a link sorting before its target would claim the target's files
-    # and the real folder would be reported as a duplicate.
-    linked: list[tuple[str, str]] = []
-
-    def walk(root_path: str, start: str) -> Iterator[FoundFile]:
-        stack: list[str] = [start]
-        while stack:
-            folder = stack.pop()
-            try:
-                fst = os.stat(folder)
-            except OSError as exc:
-                skip(folder, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
-                continue
-            key = (fst.st_dev, fst.st_ino)
-            if key in seen_dirs:
-                skip(folder, "folder already visited (symlink loop or duplicate link); skipped")
-                continue
-            seen_dirs.add(key)
-            try:
-                with os.scandir(folder) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError as exc:
-                skip(folder, f"{UNREADABLE_PREFIX}list folder: {exc.strerror or exc}")
-                continue
-            subdirs: list[str] = []
-            for entry in entries:
-                name = entry.name
-                if not include_hidden and name.startswith("."):
-                    continue
-                rel = os.path.relpath(entry.path, root_path)
-                if excluded(name, rel):
-                    continue
-                try:
-                    is_link = entry.is_symlink()
-                    if is_link and not follow_symlinks:
-                        continue
-                    if entry.is_dir(follow_symlinks=True):
-                        if is_link:
-                            linked.append((root_path, entry.path))
-                        else:
-                            subdirs.append(entry.path)
-                        continue
-                    if not entry.is_file(follow_symlinks=True):
-                        if is_link and not os.path.exists(entry.path):
-                            skip(entry.path, "broken symbolic link")
-                        continue
-                    if os.path.splitext(name)[1].lower() not in exts:
-                        continue
-                    est = entry.stat(follow_symlinks=True)
-                except OSError as exc:
-                    skip(entry.path, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
-                    continue
-                if entry.path in seen_files:
-                    continue
-                seen_files.add(entry.path)
-                yield FoundFile(entry.path, est.st_size, est.st_mtime_ns)
-            # Reverse so the stack pops sub-folders in sorted order.
-            stack.extend(reversed(subdirs))
-
+    walker = _Walker(
+        extensions if extensions is not None else _default_extensions(),
+        tuple(DEFAULT_EXCLUDES) + tuple(exclude), include_hidden, follow_symlinks,
+        on_skip or (lambda path, reason: None),
+    )
     for root in roots:
-        root_path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        root_path = user_path(root)
         try:
             st = os.stat(root_path)
         except OSError as exc:
-            skip(root_path, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
+            walker.skip(root_path, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
             continue
         if not os.path.isdir(root_path):
-            if root_path not in seen_files:
-                seen_files.add(root_path)
+            if root_path not in walker.seen_files:
+                walker.seen_files.add(root_path)
                 yield FoundFile(root_path, st.st_size, st.st_mtime_ns)
             continue
-        yield from walk(root_path, root_path)
+        yield from walker.walk(root_path, root_path)
     # Walking a linked folder may find more links; those join the end of the queue.
     i = 0
-    while i < len(linked):
-        root_path, folder = linked[i]
+    while i < len(walker.linked):
+        root_path, folder = walker.linked[i]
         i += 1
-        yield from walk(root_path, folder)
+        yield from walker.walk(root_path, folder)
 
 
-def as_path(p: str | os.PathLike[str]) -> Path:
-    """Expand ``~`` and make ``p`` absolute without resolving links (links keep their own path)."""
-    return Path(os.path.abspath(os.path.expanduser(os.fspath(p))))
+class _Walker:
+    """One :func:`discover` run: its options, and what it has seen so far."""
+
+    def __init__(self, extensions: frozenset[str], patterns: tuple[str, ...], include_hidden: bool,
+                 follow_symlinks: bool, skip: SkipCallback) -> None:
+        self.extensions = extensions
+        self.patterns = patterns
+        self.include_hidden = include_hidden
+        self.follow_symlinks = follow_symlinks
+        self.skip = skip
+        self.seen_dirs: set[tuple[int, int]] = set()
+        self.seen_files: set[str] = set()
+        # Folders reached through a link wait until every real folder of every root has been
+        # walked: otherwise a link sorting before its target would claim the target's files
+        # and the real folder would be reported as a duplicate.
+        self.linked: list[tuple[str, str]] = []
+
+    def walk(self, root_path: str, start: str) -> Iterator[FoundFile]:
+        """Depth first from ``start``, sub-folders in sorted order; files as they are listed."""
+        stack: list[str] = [start]
+        while stack:
+            folder = stack.pop()
+            entries = self._list(folder)
+            subdirs: list[str] = []
+            for entry in entries:
+                found = self._entry(entry, root_path, subdirs)
+                if found is not None and found.path not in self.seen_files:
+                    self.seen_files.add(found.path)
+                    yield found
+            # Reverse so the stack pops sub-folders in sorted order.
+            stack.extend(reversed(subdirs))
+
+    def _list(self, folder: str) -> list[os.DirEntry[str]]:
+        """The folder's entries by name; none for a folder already visited or unreadable."""
+        try:
+            fst = os.stat(folder)
+        except OSError as exc:
+            self.skip(folder, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
+            return []
+        key = (fst.st_dev, fst.st_ino)
+        if key in self.seen_dirs:
+            self.skip(folder, "folder already visited (symlink loop or duplicate link); skipped")
+            return []
+        self.seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self.skip(folder, f"{UNREADABLE_PREFIX}list folder: {exc.strerror or exc}")
+            return []
+
+    def _entry(self, entry: os.DirEntry[str], root_path: str, subdirs: list[str]) -> FoundFile | None:
+        """The image file ``entry`` is, or None; a folder is queued in ``subdirs`` or :attr:`linked`."""
+        name = entry.name
+        if not self.include_hidden and name.startswith("."):
+            return None
+        rel = os.path.relpath(entry.path, root_path)
+        if any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in self.patterns):
+            return None
+        try:
+            is_link = entry.is_symlink()
+            if is_link and not self.follow_symlinks:
+                return None
+            if entry.is_dir(follow_symlinks=True):
+                if is_link:
+                    self.linked.append((root_path, entry.path))
+                else:
+                    subdirs.append(entry.path)
+                return None
+            if not entry.is_file(follow_symlinks=True):
+                if is_link and not os.path.exists(entry.path):
+                    self.skip(entry.path, "broken symbolic link")
+                return None
+            if os.path.splitext(name)[1].lower() not in self.extensions:
+                return None
+            est = entry.stat(follow_symlinks=True)
+        except OSError as exc:
+            self.skip(entry.path, f"{UNREADABLE_PREFIX}access: {exc.strerror or exc}")
+            return None
+        return FoundFile(entry.path, est.st_size, est.st_mtime_ns)

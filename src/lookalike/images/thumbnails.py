@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import UnreadableImage
+from ..errors import InvalidArgument, UnreadableImage
 from ..fsutil import atomic_writer
 from .decode import DEFAULT_MAX_PIXELS, decode_image
 
@@ -38,11 +38,11 @@ def make_thumbnail(source: str | os.PathLike[str], dest: Path, size: int,
     """Write the thumbnail of ``source`` to ``dest`` (atomically) unless it exists; return ``dest``.
 
     Raises:
-        ValueError: ``size`` is not one of :data:`THUMBNAIL_SIZES`.
+        InvalidArgument: ``size`` is not one of :data:`THUMBNAIL_SIZES`.
         UnreadableImage: the source cannot be decoded (gone, damaged, too large).
     """
     if size not in THUMBNAIL_SIZES:
-        raise ValueError(f"thumbnail size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}")
+        raise InvalidArgument(f"thumbnail size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}")
     if dest.exists():
         return dest
     decoded = decode_image(source, min_side=size, max_pixels=max_pixels)

@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal
 import numpy as np
 from PIL import Image
 
+from ..errors import InvalidArgument
+
 __all__ = ["PreprocessConfig", "build_transform", "ResizeMode", "Interpolation"]
 
 ResizeMode = Literal["letterbox", "crop", "squash"]
@@ -54,27 +56,27 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if self.resize_mode not in ("letterbox", "crop", "squash"):
-            raise ValueError(f"resize_mode must be letterbox, crop or squash, not {self.resize_mode!r}")
+            raise InvalidArgument(f"resize_mode must be letterbox, crop or squash, not {self.resize_mode!r}")
         if self.interpolation not in _PIL_FILTERS:
-            raise ValueError(f"interpolation must be one of {sorted(_PIL_FILTERS)}, not {self.interpolation!r}")
+            raise InvalidArgument(f"interpolation must be one of {sorted(_PIL_FILTERS)}, not {self.interpolation!r}")
         if not isinstance(self.crop_pct, Real) or not 0.0 < self.crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must be in (0, 1], not {self.crop_pct}")
+            raise InvalidArgument(f"crop_pct must be in (0, 1], not {self.crop_pct}")
         if not isinstance(self.size, Integral) or isinstance(self.size, bool) or self.size < 1:
-            raise ValueError(f"size must be a positive integer, not {self.size!r}")
+            raise InvalidArgument(f"size must be a positive integer, not {self.size!r}")
         object.__setattr__(self, "size", int(self.size))  # numpy integers do not serialise to JSON
         # Lists (from JSON, or written by hand) become tuples, so configs compare equal after a
         # round trip and stay hashable; the values themselves are kept as given.
         for name in ("mean", "std"):
             value = _triple(name, getattr(self, name), Real)
             if not all(math.isfinite(v) for v in value):
-                raise ValueError(f"{name} must be finite, not {value}")
+                raise InvalidArgument(f"{name} must be finite, not {value}")
             object.__setattr__(self, name, value)
         if any(v <= 0 for v in self.std):
-            raise ValueError(f"std must be positive, not {self.std}")
+            raise InvalidArgument(f"std must be positive, not {self.std}")
         if self.fill is not None:
             fill = _triple("fill", self.fill, Integral)
             if not all(0 <= v <= 255 for v in fill):
-                raise ValueError(f"fill must be RGB values in 0..255, not {fill}")
+                raise InvalidArgument(f"fill must be RGB values in 0..255, not {fill}")
             object.__setattr__(self, "fill", fill)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +88,7 @@ class PreprocessConfig:
         """Inverse of :meth:`to_dict`."""
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown preprocessing settings: {sorted(unknown)}")
+            raise InvalidArgument(f"unknown preprocessing settings: {sorted(unknown)}")
         return cls(**data)
 
     @property
@@ -101,13 +103,13 @@ class PreprocessConfig:
 
 
 def _triple(name: str, value: Any, kind: type) -> tuple[Any, Any, Any]:
-    """``value`` as a 3-tuple of ``kind`` numbers (bools refused), else ValueError."""
+    """``value`` as a 3-tuple of ``kind`` numbers (bools refused), else InvalidArgument."""
     try:
         items = tuple(value)
     except TypeError:
-        raise ValueError(f"{name} must be 3 numbers, not {value!r}") from None
+        raise InvalidArgument(f"{name} must be 3 numbers, not {value!r}") from None
     if len(items) != 3 or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
-        raise ValueError(f"{name} must be 3 {'integers' if kind is Integral else 'numbers'}, not {value!r}")
+        raise InvalidArgument(f"{name} must be 3 {'integers' if kind is Integral else 'numbers'}, not {value!r}")
     return items  # type: ignore[return-value]
 
 

@@ -19,23 +19,20 @@ import contextlib
 import json
 import logging
 import zipfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import CollectionCorrupt, MissingExtra
+from ..errors import CollectionCorrupt, InvalidArgument, MissingExtra
 from ..fsutil import atomic_writer
 from .exact import exact_topk
+from .spec import KINDS, IndexSpec, factory_string
 
 __all__ = ["IndexSpec", "AnnIndex", "KINDS", "import_faiss", "faiss_threads"]
 
 log = logging.getLogger("lookalike")
-
-IndexKind = Literal["flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16", "binary"]
-KINDS: tuple[str, ...] = ("flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16", "binary")
-
 
 def import_faiss() -> Any:
     """Import faiss, or raise :class:`MissingExtra` with the install command."""
@@ -68,119 +65,6 @@ def faiss_threads(n: int) -> Iterator[None]:
                 yield
     finally:
         faiss.omp_set_num_threads(before)
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """What to build and how to search it.
-
-    Build parameters: ``kind``; ``nlist`` (IVF cells); ``pq_m`` / ``pq_bits`` (product
-    quantiser sub-vectors and bits); ``fast_scan`` (4-bit PQ codes scanned with SIMD
-    lookup tables, several times faster than 8-bit codes at the same size, less precise);
-    ``opq`` (rotate before PQ); ``hnsw_m`` (graph degree) and ``ef_construction`` (its
-    build-time beam); ``reduce`` (``"pca"`` or ``"matryoshka"``) to ``reduce_dim`` dimensions.
-    Search parameters: ``nprobe`` (IVF cells visited), ``ef_search`` (HNSW beam) and
-    ``rerank`` (candidates fetched per result, re-scored exactly).
-    """
-
-    kind: IndexKind = "flat"
-    nlist: int = 0
-    pq_m: int = 0
-    pq_bits: int = 8
-    fast_scan: bool = False
-    opq: bool = False
-    hnsw_m: int = 32
-    ef_construction: int = 40
-    reduce: Literal["pca", "matryoshka"] | None = None
-    reduce_dim: int = 0
-    nprobe: int = 16
-    ef_search: int = 64
-    rerank: int = 4
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown index kind {self.kind!r}; use one of {', '.join(KINDS)}")
-        if self.reduce not in (None, "pca", "matryoshka"):
-            raise ValueError(f"reduce must be None, 'pca' or 'matryoshka', not {self.reduce!r}")
-        if self.reduce and self.reduce_dim < 1:
-            raise ValueError("reduce_dim must be set with reduce")
-        if self.kind == "binary" and self.reduce == "pca":
-            # Sign bits are taken from the stored vectors; a PCA step would be silently skipped.
-            raise ValueError("binary indexes support only matryoshka reduction, not pca")
-        if self.kind in ("ivf", "ivfpq") and self.nlist < 1:
-            raise ValueError(f"{self.kind} needs nlist >= 1 (IVF cells)")
-        if self.nlist and self.kind not in ("ivf", "ivfpq", "sq8"):
-            raise ValueError(f"nlist (IVF cells) applies to ivf, ivfpq and sq8, not {self.kind}")
-        if self.kind == "ivfpq" and self.pq_m < 1:
-            raise ValueError("ivfpq needs pq_m >= 1 (product quantiser sub-vectors)")
-        if self.fast_scan and (self.kind != "ivfpq" or self.pq_bits != 4):
-            raise ValueError("fast_scan needs kind='ivfpq' with pq_bits=4")
-        if self.rerank < 1:
-            raise ValueError("rerank must be >= 1")
-
-    @property
-    def is_ivf(self) -> bool:
-        """Whether vectors sit in IVF cells (searched with ``nprobe``); SQ8 may or may not."""
-        return self.kind in ("ivf", "ivfpq") or (self.kind == "sq8" and self.nlist > 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IndexSpec":
-        return cls(**data)
-
-    def label(self) -> str:
-        """A short human-readable description, e.g. ``IVF1024,PQ64 nprobe=16 rerank=4``."""
-        prefix = f"{self.reduce.upper()}{self.reduce_dim}," if self.reduce else ""
-        body = {
-            "flat": "Flat",
-            "hnsw": f"HNSW{self.hnsw_m}",
-            "ivf": f"IVF{self.nlist},Flat",
-            "ivfpq": (f"{'OPQ,' if self.opq else ''}IVF{self.nlist},PQ{self.pq_m}x{self.pq_bits}"
-                      f"{'fs' if self.fast_scan else ''}"),
-            "sq8": f"IVF{self.nlist},SQ8" if self.nlist else "SQ8",
-            "fp16": "SQfp16",
-            "binary": "Binary",
-        }[self.kind]
-        knobs = []
-        if self.is_ivf:
-            knobs.append(f"nprobe={self.nprobe}")
-        if self.kind == "hnsw":
-            knobs.append(f"efSearch={self.ef_search}")
-        if self.kind != "flat" or self.reduce:  # reduced flat search re-ranks too
-            knobs.append(f"rerank={self.rerank}")
-        return " ".join([prefix + body, *knobs])
-
-    def needs_training(self) -> bool:
-        return self.kind in ("ivf", "ivfpq", "sq8") or self.reduce == "pca" or self.opq
-
-
-def _factory(spec: IndexSpec, dim: int) -> str:
-    parts = []
-    if spec.reduce == "pca":
-        parts.append(f"PCA{spec.reduce_dim}")
-    d = spec.reduce_dim if spec.reduce else dim
-    if spec.kind == "flat":
-        parts.append("Flat")
-    elif spec.kind == "hnsw":
-        parts.append(f"HNSW{spec.hnsw_m},Flat")
-    elif spec.kind == "ivf":
-        parts.append(f"IVF{spec.nlist},Flat")
-    elif spec.kind == "ivfpq":
-        if spec.opq:
-            parts.append(f"OPQ{spec.pq_m}")
-        # "np": no polysemous training. It only serves Hamming-thresholded polysemous search,
-        # never used here, and it costs several times the rest of the training.
-        suffix = "fs" if spec.fast_scan else "np"
-        parts.append(f"IVF{spec.nlist},PQ{spec.pq_m}x{spec.pq_bits}{suffix}")
-    elif spec.kind == "sq8":
-        parts.append(f"IVF{spec.nlist},SQ8" if spec.nlist else "SQ8")
-    elif spec.kind == "fp16":
-        parts.append("SQfp16")
-    if spec.kind == "ivfpq" and d % spec.pq_m:
-        raise ValueError(f"pq_m={spec.pq_m} must divide the dimension {d}")
-    return ",".join(parts)
 
 
 def _reduce(vectors: np.ndarray, spec: IndexSpec) -> np.ndarray:
@@ -259,13 +143,13 @@ class AnnIndex:
         dim = vectors.shape[1]
         rows = np.arange(vectors.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if spec.reduce and spec.reduce_dim > dim:
-            raise ValueError(f"cannot reduce {dim}-d vectors to {spec.reduce_dim}")
+            raise InvalidArgument(f"cannot reduce {dim}-d vectors to {spec.reduce_dim}")
         d = spec.reduce_dim if spec.reduce == "matryoshka" else dim
         if spec.kind == "binary":
             # np.packbits pads each code to whole bytes; FAISS wants the padded bit count.
             index = faiss.IndexBinaryFlat(8 * ((d + 7) // 8))
         else:
-            index = faiss.index_factory(d, _factory(spec, dim), faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(d, factory_string(spec, dim), faiss.METRIC_INNER_PRODUCT)
         if spec.kind == "hnsw":
             _unwrapped(faiss, index).hnsw.efConstruction = spec.ef_construction
         ivf = faiss.extract_index_ivf(index) if spec.is_ivf else None
@@ -277,7 +161,7 @@ class AnnIndex:
             if spec.opq and n_train < d_opq:
                 # FAISS's OPQ training corrupts the heap (a crash, not an error) when it has
                 # fewer training vectors than dimensions.
-                raise ValueError(f"OPQ needs at least {d_opq} training vectors (one per dimension), "
+                raise InvalidArgument(f"OPQ needs at least {d_opq} training vectors (one per dimension), "
                                  f"got {n_train}")
             rng = np.random.default_rng(seed)
             sample = np.sort(rng.choice(rows, size=n_train, replace=False))

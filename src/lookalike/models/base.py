@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
@@ -21,24 +21,14 @@ import torch
 from ..errors import ModelLoadError, UnsupportedModality
 from ..images.decode import ImageSource
 from ..images.transforms import PreprocessConfig, build_transform
+from ..pipeline.embed import embed_sources
 from ..progress import ProgressCallback
 from .device import autocast_dtype, resolve_device
+from .names import ModelInfo
 
 __all__ = ["EmbeddingModel", "ModelInfo", "Modality", "local_folder_identity", "load_failure"]
 
 Modality = str  # "image" or "text"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model is, without loading it: used by :func:`lookalike.list_models`."""
-
-    name: str
-    backend: str
-    dim: int | None
-    modalities: tuple[str, ...]
-    offline: bool
-    description: str = ""
 
 
 class EmbeddingModel(ABC):
@@ -123,7 +113,7 @@ class EmbeddingModel(ABC):
 
     def encode_images(
         self,
-        images: Sequence[ImageSource],
+        images: Sequence[ImageSource] | ImageSource,
         *,
         batch_size: int = 32,
         normalize: bool = True,
@@ -132,6 +122,7 @@ class EmbeddingModel(ABC):
     ) -> np.ndarray:
         """Embed images given as paths, encoded bytes or PIL images.
 
+        One image (a path, ``Path``, bytes or PIL image) is taken as a list of one.
         Returns a float32 ``(N, dim)`` array in input order, L2-normalised unless
         ``normalize=False``. Decoding runs in parallel and overlaps the forward pass.
 
@@ -140,8 +131,8 @@ class EmbeddingModel(ABC):
                 where some files may be bad, use :meth:`lookalike.Collection.add`, which
                 records failures and carries on.
         """
-        from ..pipeline.embed import embed_sources
-
+        if isinstance(images, (str, bytes, os.PathLike)) or hasattr(images, "mode"):
+            images = [images]  # one image, as encode_text takes one string
         return embed_sources(
             self, images, batch_size=batch_size, normalize=normalize, workers=workers, progress=progress
         )

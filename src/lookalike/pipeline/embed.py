@@ -8,20 +8,18 @@ workers are already decoding the next batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 
 from ..errors import UnreadableImage
 from ..images.decode import ImageSource, decode_image
+from ..images.transforms import PreprocessConfig
 from ..progress import ProgressCallback, ProgressEvent
 from .loader import ordered_map
 
-if TYPE_CHECKING:
-    from ..models.base import EmbeddingModel
-
-__all__ = ["Prepared", "prepare_image", "embed_prepared", "embed_sources"]
+__all__ = ["Prepared", "PixelModel", "prepare_image", "embed_prepared", "embed_sources"]
 
 T = TypeVar("T")
 
@@ -30,8 +28,9 @@ T = TypeVar("T")
 class Prepared(Generic[T]):
     """One input after the worker thread is done with it.
 
-    Exactly one of ``pixels`` (ready for the model) or ``error`` is set, unless the worker
-    decided no embedding is needed (both ``None``; ``extra`` says why, e.g. a known hash).
+    ``item`` is whatever the caller tracks the input by (a path, a typed plan record).
+    Exactly one of ``pixels`` (ready for the model) or ``error`` is set, unless the caller
+    decided no embedding is needed (both ``None``; its ``item`` says why).
     """
 
     item: T
@@ -39,24 +38,41 @@ class Prepared(Generic[T]):
     error: UnreadableImage | None = None
     width: int | None = None
     height: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def failed(cls, item: T, error: UnreadableImage, **extra: Any) -> "Prepared[T]":
+    def failed(cls, item: T, error: UnreadableImage) -> "Prepared[T]":
         """A failed item. The traceback is dropped: it would pin the worker's frame, and with
         it the file's bytes, for as long as the error waits in the batch buffer."""
         error.__traceback__ = None
-        return cls(item, error=error, extra=extra)
+        return cls(item, error=error)
 
 
-def prepare_image(model: "EmbeddingModel", source: ImageSource, *, name: str | None = None) -> Prepared[Any]:
-    """Decode and preprocess one image for ``model``; failures are returned, not raised."""
+class PixelModel(Protocol):
+    """What the pipeline needs of a model: its preprocessing and a batched forward pass."""
+
+    dim: int
+    preprocess: PreprocessConfig
+
+    @property
+    def image_transform(self) -> Callable[[Any], np.ndarray]: ...
+
+    def embed_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> np.ndarray: ...
+
+
+def prepare_image(item: T, source: ImageSource, transform: Callable[[Any], np.ndarray], *,
+                  min_side: int = 0, name: str | None = None) -> Prepared[T]:
+    """Decode ``source`` and apply the model's ``transform``: the one decode-and-preprocess
+    path of indexing and query embedding alike. Failures are returned, not raised.
+
+    ``min_side`` lets JPEG decoding shrink on load down to that side (the transform's
+    input size); ``name`` is what an error calls the image.
+    """
     try:
-        decoded = decode_image(source, min_side=model.preprocess.min_decode_side, name=name)
-        pixels = model.image_transform(decoded.image)
+        decoded = decode_image(source, min_side=min_side, name=name)
+        pixels = transform(decoded.image)
     except UnreadableImage as exc:
-        return Prepared.failed(source, exc)
-    return Prepared(source, pixels=pixels, width=decoded.width, height=decoded.height)
+        return Prepared.failed(item, exc)
+    return Prepared(item, pixels=pixels, width=decoded.width, height=decoded.height)
 
 
 def embed_prepared(
@@ -101,7 +117,7 @@ def embed_prepared(
 
 
 def embed_sources(
-    model: "EmbeddingModel",
+    model: PixelModel,
     images: Sequence[ImageSource],
     *,
     batch_size: int = 32,
@@ -111,7 +127,10 @@ def embed_sources(
 ) -> np.ndarray:
     """Implementation of :meth:`EmbeddingModel.encode_images`: all or nothing."""
     out = np.empty((len(images), model.dim), dtype=np.float32)
-    prepared = ordered_map(lambda src: prepare_image(model, src), images, workers=workers, prefetch=batch_size * 2)
+    transform, min_side = model.image_transform, model.preprocess.min_decode_side
+    prepared = ordered_map(lambda src: prepare_image(src, src, transform, min_side=min_side), images,
+                           workers=workers, prefetch=batch_size * 2)
+
     def embed(pixels: np.ndarray) -> np.ndarray:
         return model.embed_pixels(pixels, normalize=normalize)
 

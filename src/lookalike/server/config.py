@@ -6,6 +6,9 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InvalidArgument
+from ..query import UrlPolicy
+
 __all__ = ["ServerConfig", "is_loopback"]
 
 
@@ -22,6 +25,9 @@ def is_loopback(host: str) -> bool:
 @dataclass(frozen=True)
 class ServerConfig:
     """Settings of one :func:`~lookalike.server.create_app` app.
+
+    Raises:
+        InvalidArgument: a token or limit that is not usable, with what to use instead.
 
     Attributes:
         collection: the collection directory to serve.
@@ -52,23 +58,22 @@ class ServerConfig:
         if self.token is not None:
             hint = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe())'`"
             if len(self.token) < 8:
-                raise ValueError(f"the token must be at least 8 characters; {hint}")
+                raise InvalidArgument(f"the token must be at least 8 characters; {hint}")
             if not all(33 <= ord(c) < 127 and c not in ';,"\\' for c in self.token):
-                raise ValueError(f"the token may hold printable ASCII other than ; , \" \\ and spaces; {hint}")
+                raise InvalidArgument(f"the token may hold printable ASCII other than ; , \" \\ and spaces; {hint}")
         for name in ("max_upload_bytes", "max_pixels", "max_k"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive")
+                raise InvalidArgument(f"{name} must be positive")
         if self.request_timeout_s <= 0:
-            raise ValueError("request_timeout_s must be positive")
+            raise InvalidArgument("request_timeout_s must be positive")
 
     def host_allowed(self, host: str) -> bool:
         """Whether ``host`` matches the URL allow-list (exactly, or a ``*.`` suffix rule)."""
-        host = host.lower().rstrip(".")
-        for rule in self.allow_url_hosts:
-            rule = rule.lower().rstrip(".")
-            if rule.startswith("*."):
-                if host.endswith(rule[1:]):
-                    return True
-            elif host == rule:
-                return True
-        return False
+        return self.url_policy().allows(host)
+
+    def url_policy(self) -> UrlPolicy:
+        """The URL policy for query images: only allow-listed hosts (none by default), capped
+        at the upload limits."""
+        return UrlPolicy(allow_hosts=self.allow_url_hosts, max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels,
+                         refusal="this server does not fetch URLs (start it with --allow-url-host HOST to allow "
+                                 "some); upload the image instead")

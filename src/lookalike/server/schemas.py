@@ -7,7 +7,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["TermIn", "Filters", "SearchRequest", "ItemRef", "HitOut", "SearchResponse", "ItemOut", "InfoOut", "ErrorOut",
+__all__ = ["TermIn", "Filters", "FilterParams", "SearchRequest", "ItemRef", "HitOut", "SearchResponse", "ItemOut", "InfoOut", "ErrorOut",
            "HealthOut"]
 
 _MAX_TEXT = 1000
@@ -46,6 +46,16 @@ class Filters(_Strict):
     min_height: Optional[int] = Field(None, ge=0, le=10**9)
     max_width: Optional[int] = Field(None, ge=0, le=10**9)
     max_height: Optional[int] = Field(None, ge=0, le=10**9)
+
+
+class FilterParams(Filters):
+    """:class:`Filters` as query parameters (``?min_width=800&under=/a&under=/b``); other
+    parameters of the route sit beside them, so unknown names are not refused here."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def as_filters(self) -> Filters:
+        return Filters.model_validate(self.model_dump())
 
 
 class SearchRequest(_Strict):

@@ -2,7 +2,7 @@
 
 Policy (the numbers are module constants, documented in the README):
 
-* ``--index auto`` (the default) searches exactly below :data:`AUTO_THRESHOLD` vectors,
+* ``--index auto`` (the default) searches exactly below :data:`~lookalike.index.rank.EXACT_BELOW` vectors,
   where a chunked matrix product is already fast, and above it builds the index that
   :func:`~lookalike.index.tune.auto_index` chooses by measured recall.
 * Adding images appends them to the index, without retraining.
@@ -20,35 +20,42 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..errors import CollectionCorrupt, LookalikeError
-from ..index.tune import DEFAULT_LATENCY_MS
+from ..errors import CollectionCorrupt, InvalidArgument, LookalikeError
+from ..index import rank
+from ..index.faiss_index import AnnIndex
+from ..index.tune import DEFAULT_LATENCY_MS, Measurement, auto_index, candidate_specs, spec_for
 
 if TYPE_CHECKING:
-    from ..index.faiss_index import AnnIndex
-    from .collection import Collection
+    from .storage import Storage  # storage imports this module: the type only, to avoid a cycle
 
-__all__ = ["IndexSettings", "load_index", "refresh_index", "build_index", "AUTO_THRESHOLD", "INDEX_MODES"]
+__all__ = ["IndexSettings", "IndexState", "load_index", "refresh_index", "build_index", "INDEX_MODES", "INDEX_FILE"]
 
 log = logging.getLogger("lookalike")
 
 INDEX_FILE = "index.npz"
-#: Below this many vectors ``auto`` searches exactly (about 25 ms a query at 512-d on 2 cores).
-AUTO_THRESHOLD = 50_000
 #: Rebuild when vectors added since training exceed this multiple of the training sample.
 DRIFT_REBUILD = 0.5
 #: Rebuild when more than this share of the index's rows are deleted.
 STALE_REBUILD = 0.3
 INDEX_MODES = ("auto", "exact", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16", "binary")
 
+#: Returns the embeddings of the shipped tuning prompts, or None for an image-only model;
+#: called only when an index is built, so the model loads only then.
+TextQueries = Callable[[], "np.ndarray | None"]
+
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """What the user asked for (stored in the manifest under ``index``)."""
+    """What the user asked for (stored in the manifest under ``index.settings``).
+
+    Raises:
+        InvalidArgument: a mode or budget outside what is accepted.
+    """
 
     mode: str = "auto"
     recall: float = 0.95
@@ -58,13 +65,18 @@ class IndexSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in INDEX_MODES:
-            raise ValueError(f"unknown index mode {self.mode!r}; use one of {', '.join(INDEX_MODES)}")
+            raise InvalidArgument(f"unknown index mode {self.mode!r}; use one of {', '.join(INDEX_MODES)}")
         if not 0.0 < self.recall <= 1.0:
-            raise ValueError(f"recall target must be in (0, 1], not {self.recall}")
+            raise InvalidArgument(f"recall target must be in (0, 1], not {self.recall}; e.g. 0.95")
         if self.latency_ms is not None and self.latency_ms <= 0:
-            raise ValueError(f"latency budget must be positive (or None for none), not {self.latency_ms}")
+            raise InvalidArgument(f"latency budget must be positive (or None for none), not {self.latency_ms}")
         if self.memory_bytes is not None and self.memory_bytes <= 0:
-            raise ValueError(f"memory budget must be positive (or None for none), not {self.memory_bytes}")
+            raise InvalidArgument(f"memory budget must be positive (or None for none), not {self.memory_bytes}")
+
+    @property
+    def forced(self) -> bool:
+        """Whether the user chose an index kind (used whatever the collection's size)."""
+        return self.mode not in ("auto", "exact")
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "recall": self.recall, "memory_bytes": self.memory_bytes,
@@ -77,100 +89,141 @@ class IndexSettings:
                    memory_bytes=data.get("memory_bytes"), latency_ms=data.get("latency_ms", DEFAULT_LATENCY_MS))
 
 
-def _live_rows(coll: "Collection") -> np.ndarray:
-    return np.unique(coll.searchable()[1])
+def _measurement(data: dict[str, Any] | None) -> Measurement | None:
+    if not data:
+        return None
+    known = Measurement.__dataclass_fields__
+    return Measurement(**{k: v for k, v in data.items() if k in known})
 
 
-def _wants_index(coll: "Collection", settings: IndexSettings, n_live: int) -> bool:
+@dataclass(frozen=True)
+class IndexState:
+    """What index is built and how it measured (stored in the manifest under ``index.state``).
+
+    ``measured`` is the tuner's measurement on the held-out rows it chose with;
+    ``confirmed`` the same setting on an independent held-out set; ``text`` and
+    ``text_confirmed`` the same on the embeddings of the shipped text prompts (models with
+    a text tower only). Older manifests lack the last three: they read as None.
+    """
+
+    spec: dict[str, Any]
+    label: str
+    measured: Measurement
+    vector_file: str
+    built_on: int
+    built_with: IndexSettings
+    met_target: bool = True
+    missed: tuple[str, ...] = ()
+    built_at: float = field(default_factory=time.time)
+    confirmed: Measurement | None = None
+    text: Measurement | None = None
+    text_confirmed: Measurement | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec, "label": self.label, "measured": self.measured.to_dict(),
+            "confirmed": self.confirmed.to_dict() if self.confirmed else None,
+            "text": self.text.to_dict() if self.text else None,
+            "text_confirmed": self.text_confirmed.to_dict() if self.text_confirmed else None,
+            "met_target": self.met_target, "missed": list(self.missed), "vector_file": self.vector_file,
+            "built_at": self.built_at, "built_on": self.built_on, "built_with": self.built_with.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "IndexState | None":
+        if not data:
+            return None
+        try:
+            return cls(spec=dict(data["spec"]), label=str(data["label"]), measured=_measurement(data["measured"]),
+                       vector_file=str(data["vector_file"]), built_on=int(data.get("built_on", 0)),
+                       built_with=IndexSettings.from_dict(data.get("built_with")),
+                       met_target=bool(data.get("met_target", True)), missed=tuple(data.get("missed") or ()),
+                       built_at=float(data.get("built_at", 0.0)), confirmed=_measurement(data.get("confirmed")),
+                       text=_measurement(data.get("text")), text_confirmed=_measurement(data.get("text_confirmed")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CollectionCorrupt(f"the manifest's index state is unreadable ({exc}); "
+                                    "rebuild it with `lookalike index --index auto`") from exc
+
+
+def _wants_index(settings: IndexSettings, n_live: int) -> bool:
     if settings.mode == "exact":
         return False
     if settings.mode == "auto":
-        return n_live >= AUTO_THRESHOLD
+        return rank.uses_index(n_live, forced=False)
     return n_live > 0
 
 
-def load_index(coll: "Collection") -> "AnnIndex | None":
+def load_index(storage: "Storage") -> "AnnIndex | None":
     """The collection's index if it exists and agrees with the committed vectors, else None.
 
     Live rows missing from it (a run killed between committing vectors and saving the index)
     are appended in memory, so it is complete even before a writer saves it again.
     """
-    path = coll.path / INDEX_FILE
+    path = storage.path / INDEX_FILE
     if not path.exists():
         return None
-    meta = coll.manifest.index_state or {}
-    if meta.get("vector_file") != coll.vectors_file.path.name:
-        log.warning("%s: index was built for another vector file generation; searching exactly", coll.path)
+    state = storage.index_state()
+    if state is None or state.vector_file != storage.vector_file.path.name:
+        log.warning("%s: index was built for another vector file generation; searching exactly", storage.path)
         return None
     try:
-        from ..index.faiss_index import AnnIndex
-
-        ann = AnnIndex.load(path)
+        index = AnnIndex.load(path)
     except (CollectionCorrupt, LookalikeError) as exc:
         log.warning("%s; searching exactly", exc)
         return None
-    if len(ann.rows) and int(ann.rows.max()) >= coll.vector_rows:
-        log.warning("%s: index refers to vectors that were never committed; searching exactly", coll.path)
+    if len(index.rows) and int(index.rows.max()) >= storage.vector_rows:
+        log.warning("%s: index refers to vectors that were never committed; searching exactly", storage.path)
         return None
-    missing = np.setdiff1d(_live_rows(coll), ann.rows, assume_unique=True)
+    missing = np.setdiff1d(storage.live_rows(), index.rows, assume_unique=True)
     if len(missing):
-        ann.add(coll.vectors(), missing)
-    return ann
+        index.add(storage.vectors(), missing)
+    return index
 
 
-def build_index(coll: "Collection", settings: IndexSettings) -> "AnnIndex | None":
+def build_index(storage: "Storage", settings: IndexSettings, text_queries: TextQueries) -> "AnnIndex | None":
     """Build (or remove) the index that ``settings`` call for, save it and record it."""
-    live = _live_rows(coll)
-    path = coll.path / INDEX_FILE
-    if not _wants_index(coll, settings, len(live)):
+    live = storage.live_rows()
+    path = storage.path / INDEX_FILE
+    if not _wants_index(settings, len(live)):
         path.unlink(missing_ok=True)
-        coll.set_index_state(settings, None)
+        storage.record_index(settings, None)
         return None
-    from ..index.tune import auto_index, candidate_specs, spec_for
-
-    vectors = coll.vectors()
+    vectors = storage.vectors()
     if settings.mode == "auto":
         # Matryoshka truncation is only offered for models trained for it (their info says so).
         candidates = candidate_specs(len(live), vectors.shape[1],
-                                     matryoshka=bool(coll.manifest.model.get("matryoshka")))
-        result = auto_index(vectors, live, recall=settings.recall, memory_bytes=settings.memory_bytes,
-                            latency_ms=settings.latency_ms, candidates=candidates)
+                                     matryoshka=bool(storage.manifest.model.get("matryoshka")))
+        latency_ms = settings.latency_ms
     else:
-        spec = spec_for(settings.mode, len(live), vectors.shape[1])
         # A forced kind is tuned for recall alone: the fastest setting reaching it is taken,
         # and its latency is shown, not held against it.
-        result = auto_index(vectors, live, recall=settings.recall, latency_ms=None, candidates=[spec])
-    ann = result.index
-    ann.save(path)
-    coll.set_index_state(settings, {
-        "spec": ann.spec.to_dict(),
-        "label": ann.spec.label(),
-        "measured": result.chosen.to_dict(),
-        "met_target": result.met_target,
-        "missed": list(result.missed),
-        "vector_file": coll.vectors_file.path.name,
-        "built_at": time.time(),
-        "built_on": len(live),
-        "built_with": settings.to_dict(),
-    })
-    return ann
+        candidates, latency_ms = [spec_for(settings.mode, len(live), vectors.shape[1])], None
+    result = auto_index(vectors, live, recall=settings.recall, memory_bytes=settings.memory_bytes,
+                        latency_ms=latency_ms, candidates=candidates)
+    index = result.index
+    index.save(path)
+    storage.record_index(settings, IndexState(
+        spec=index.spec.to_dict(), label=index.spec.label(), measured=result.chosen,
+        met_target=result.met_target, missed=tuple(result.missed), vector_file=storage.vector_file.path.name,
+        built_on=len(live), built_with=settings))
+    return index
 
 
-def refresh_index(coll: "Collection") -> "AnnIndex | None":
-    """After an add: append new rows, or rebuild when drift or deletions call for it."""
-    settings = coll.index_settings
-    live = _live_rows(coll)
-    if not _wants_index(coll, settings, len(live)):
-        if (coll.path / INDEX_FILE).exists():
-            return build_index(coll, settings)  # removes it and records "no index"
+def refresh_index(storage: "Storage", text_queries: TextQueries) -> "AnnIndex | None":
+    """After an add: append new rows, or rebuild when drift, deletions or new settings call for it."""
+    settings = storage.index_settings()
+    live = storage.live_rows()
+    if not _wants_index(settings, len(live)):
+        if (storage.path / INDEX_FILE).exists():
+            return build_index(storage, settings, text_queries)  # removes it and records "no index"
         return None
-    ann = load_index(coll)
-    built_with = (coll.manifest.index_state or {}).get("built_with")
-    if ann is None or built_with != settings.to_dict():
-        return build_index(coll, settings)
-    stale = 1.0 - len(live) / ann.ntotal if ann.ntotal else 0.0
-    if ann.drift() > DRIFT_REBUILD or stale > STALE_REBUILD:
-        log.info("%s: rebuilding the index (drift %.2f, deleted share %.2f)", coll.path, ann.drift(), stale)
-        return build_index(coll, settings)
-    ann.save(coll.path / INDEX_FILE)
-    return ann
+    index = load_index(storage)
+    state = storage.index_state()
+    if index is None or state is None or state.built_with != settings:
+        return build_index(storage, settings, text_queries)
+    stale = 1.0 - len(live) / index.ntotal if index.ntotal else 0.0
+    if index.drift() > DRIFT_REBUILD or stale > STALE_REBUILD:
+        log.info("%s: rebuilding the index (drift %.2f, deleted share %.2f)", storage.path, index.drift(), stale)
+        return build_index(storage, settings, text_queries)
+    index.save(storage.path / INDEX_FILE)
+    return index

@@ -9,12 +9,14 @@ returns k results whenever k items match.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..fsutil import user_path
+
 if TYPE_CHECKING:
-    from .metadata import ItemRow
+    from .items import Item
 
 __all__ = ["Filter"]
 
@@ -34,33 +36,53 @@ def _timestamp(value: float | datetime | None) -> float | None:
     return value.timestamp()
 
 
+def _option(cli: str | None, help: str) -> dict[str, object]:
+    """Field metadata: the command-line flag that sets it (None: not on the command line)
+    and its help text. ``tests/test_filter_declaration.py`` checks the CLI and the HTTP
+    schema against these fields, so the three cannot drift apart."""
+    return {"cli": cli, "help": help}
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which items a search may return. Every given condition must hold.
 
-    Attributes:
-        under: folders; items must lie below one of them.
-        glob: shell pattern matched against the full path (``*`` also crosses folders).
-        modified_after, modified_before: file modification time bounds (datetime or Unix seconds).
-        min_width, min_height, max_width, max_height: image size bounds in pixels.
-        where: any Python predicate over the item's row (path, size, mtime_ns, width...).
+    This is the one declaration of the search filters: the command line's options and the
+    HTTP API's ``filters`` are these fields (a test keeps them in step).
     """
 
-    under: Sequence[str] = ()
-    glob: str | None = None
-    modified_after: float | datetime | None = None
-    modified_before: float | datetime | None = None
-    min_width: int | None = None
-    min_height: int | None = None
-    max_width: int | None = None
-    max_height: int | None = None
-    where: Callable[["ItemRow"], bool] | None = None
+    under: Sequence[str | os.PathLike[str]] = field(
+        default=(), metadata=_option("--under", "folders; items must lie below one of them (relative or ~ allowed)"))
+    glob: str | None = field(
+        default=None, metadata=_option("--glob", "shell pattern matched against the full path (* crosses folders)"))
+    modified_after: float | datetime | None = field(
+        default=None, metadata=_option("--after", "modified at or after this time (datetime or Unix seconds)"))
+    modified_before: float | datetime | None = field(
+        default=None, metadata=_option("--before", "modified before this time (datetime or Unix seconds)"))
+    min_width: int | None = field(default=None, metadata=_option("--min-width", "at least this many pixels wide"))
+    min_height: int | None = field(default=None, metadata=_option("--min-height", "at least this many pixels tall"))
+    max_width: int | None = field(default=None, metadata=_option("--max-width", "at most this many pixels wide"))
+    max_height: int | None = field(default=None, metadata=_option("--max-height", "at most this many pixels tall"))
+    where: Callable[["Item"], bool] | None = field(
+        default=None, metadata=_option(None, "any Python predicate over the Item (library only)"))
 
     def is_empty(self) -> bool:
         return not self.under and self.where is None and not self.sql()[0]
 
     def folders(self) -> tuple[str, ...]:
-        return tuple(os.path.abspath(os.path.expanduser(os.fspath(u))) for u in self.under)
+        """``under`` in the stored form of paths (absolute, ``~`` expanded): the one place
+        where a user's folder is normalised for searching."""
+        return tuple(user_path(u) for u in self.under)
+
+    def below(self, under: Sequence[str | os.PathLike[str]]) -> "Filter":
+        """This filter with ``under`` folders added (items must also lie below one of them)."""
+        return replace(self, under=tuple(self.under) + tuple(under)) if under else self
+
+    def cache_key(self) -> tuple[str, ...] | None:
+        """A hashable key when the filter is folders alone (its result can be cached), else None."""
+        if self.where is not None or self.sql()[0]:
+            return None
+        return self.folders()
 
     def sql(self) -> tuple[list[str], list[object]]:
         """``(clauses, params)`` for everything but ``under`` and ``where``."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import CollectionCorrupt
+from .items import Item
 
 if TYPE_CHECKING:
     from .filters import Filter
@@ -46,19 +47,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
-class ItemRow:
-    """One row of the ``items`` table."""
+class ItemRow(Item):
+    """One row of the ``items`` table: the public :class:`Item` and where its vector is."""
 
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    hash: str | None
-    width: int | None
-    height: int | None
-    status: str
-    error: str | None
-    vec_row: int | None
+    vec_row: int | None = None  # row in the vector file; None unless status is "ok"
+
+    def public(self) -> Item:
+        """The row as the public :class:`~lookalike.store.items.Item` (no storage fields)."""
+        return Item(self.id, self.path, self.size, self.mtime_ns, self.hash, self.width, self.height,
+                    self.status, self.error)
 
 
 _COLUMNS = "id, path, size, mtime_ns, hash, width, height, status, error, vec_row"
@@ -192,19 +189,34 @@ class MetadataDB:
                 out[r[0]] = ItemRow(*r)
         return out
 
-    def searchable(self, under: Sequence[str] = (), flt: "Filter | None" = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, vec_rows)`` of embedded items below ``under`` and passing ``flt``, by vec_row."""
+    def get_by_path(self, path: str) -> ItemRow | None:
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM items WHERE path = ?", (path,)).fetchone()
+        return ItemRow(*row) if row else None
+
+    def iter_rows(self, page: int = 1000) -> Iterator[ItemRow]:
+        """Every row by id, read a page at a time (memory stays bounded at any size)."""
+        last = -1
+        while True:
+            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                                     (last, page)).fetchall()
+            if not rows:
+                return
+            yield from (ItemRow(*r) for r in rows)
+            last = rows[-1][0]
+
+    def searchable(self, flt: "Filter | None" = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, vec_rows)`` of embedded items passing ``flt``, ordered by vec_row."""
         sql = "SELECT id, vec_row FROM items WHERE status = 'ok'"
         params: list[object] = []
-        folders = list(under) + list(flt.folders() if flt is not None else ())
-        if folders:
-            clauses = []
-            for folder in folders:
-                lo, hi = path_prefix_range(folder)
-                clauses.append("(path >= ? AND path < ?) OR path = ?")
-                params += [lo, hi, folder]
-            sql += " AND (" + " OR ".join(clauses) + ")"
         if flt is not None:
+            folders = flt.folders()
+            if folders:
+                clauses = []
+                for folder in folders:
+                    lo, hi = path_prefix_range(folder)
+                    clauses.append("(path >= ? AND path < ?) OR path = ?")
+                    params += [lo, hi, folder]
+                sql += " AND (" + " OR ".join(clauses) + ")"
             clauses, extra = flt.sql()
             for clause in clauses:
                 sql += f" AND {clause}"
@@ -212,7 +224,7 @@ class MetadataDB:
         sql += " ORDER BY vec_row"
         if flt is not None and flt.where is not None:
             sql = sql.replace("SELECT id, vec_row", f"SELECT {_COLUMNS}", 1)
-            keep = [(r[0], r[9]) for r in self.conn.execute(sql, params) if flt.where(ItemRow(*r))]
+            keep = [(r[0], r[9]) for r in self.conn.execute(sql, params) if flt.where(ItemRow(*r).public())]
             arr = np.array(keep, dtype=np.int64).reshape(-1, 2)
         else:
             arr = np.array(self.conn.execute(sql, params).fetchall(), dtype=np.int64).reshape(-1, 2)
@@ -240,9 +252,6 @@ class MetadataDB:
         """Forget items whose vector lies past the end of the vector file (see recovery)."""
         cur = self.conn.execute("DELETE FROM items WHERE vec_row >= ?", (n_rows,))
         return cur.rowcount
-
-    def iter_paths(self) -> Iterator[tuple[int, str]]:
-        yield from self.conn.execute("SELECT id, path FROM items ORDER BY id")
 
 
 class _Snapshot:

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from support import make_image
-from lookalike import search as search_mod
+from lookalike.query import url as url_mod
 from lookalike.errors import QueryError, UnreadableImage
-from lookalike.search import Query, Term, parse_query, query_vector
+from lookalike.query import Query, Term, parse_query_tokens
 from lookalike.store.collection import Collection
 
 
@@ -40,7 +40,9 @@ def coll(pics: Path, lite_model, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def _id_of(coll: Collection, path: Path) -> int:
-    return next(i for i, p in coll.db.iter_paths() if p == str(path))
+    item = coll.item_at(path)
+    assert item is not None, path
+    return item.id
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -88,7 +90,7 @@ def http_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
 # --------------------------------------------------------------------------- parse_query
 def test_adjacent_words_join_into_one_text_term() -> None:
     """Guards `lookalike search red apple` meaning the phrase "red apple", not two terms."""
-    q = parse_query(["red", "apple", "pie"])
+    q = parse_query_tokens(["red", "apple", "pie"])
     assert q.terms == (Term(1.0, "text", "red apple pie"),)
 
 
@@ -97,52 +99,52 @@ def test_adjacent_words_join_into_one_text_term() -> None:
                                                 ("+1.5:a b", 1.5, "a b")])
 def test_weights(token: str, weight: float, value: str) -> None:
     """Guards the W:term weight syntax, including leading-dot and signed weights."""
-    (term,) = parse_query([token]).terms
+    (term,) = parse_query_tokens([token]).terms
     assert term.kind == "text" and term.weight == pytest.approx(weight) and term.value == value
 
 
 def test_not_a_weight_stays_text() -> None:
     """Guards that something that only looks numeric before a colon is not taken as a weight."""
-    assert parse_query(["a:b"]).terms == (Term(1.0, "text", "a:b"),)
-    assert parse_query(["1e3:x"]).terms == (Term(1.0, "text", "1e3:x"),)
+    assert parse_query_tokens(["a:b"]).terms == (Term(1.0, "text", "a:b"),)
+    assert parse_query_tokens(["1e3:x"]).terms == (Term(1.0, "text", "1e3:x"),)
 
 
 def test_operators_set_signs() -> None:
     """Guards + and -: each applies to the next term only, and multiplies its weight."""
-    q = parse_query(["dog", "-", "grass", "+", "0.5:sky", "-", "2:sea"])
+    q = parse_query_tokens(["dog", "-", "grass", "+", "0.5:sky", "-", "2:sea"])
     assert [(t.weight, t.value) for t in q.terms] == [(1.0, "dog"), (-1.0, "grass"), (0.5, "sky"), (-2.0, "sea")]
 
 
 def test_leading_minus_negates_first_term() -> None:
     """Guards a query starting with an operator: '- dog' is -1 * dog."""
-    assert parse_query(["-", "dog"]).terms == (Term(-1.0, "text", "dog"),)
+    assert parse_query_tokens(["-", "dog"]).terms == (Term(-1.0, "text", "dog"),)
 
 
 def test_weighted_word_then_words_joins() -> None:
     """Guards joining after a weighted word, and refusing a weighted word after plain ones."""
-    assert parse_query(["2:red", "apple"]).terms == (Term(2.0, "text", "red apple"),)
+    assert parse_query_tokens(["2:red", "apple"]).terms == (Term(2.0, "text", "red apple"),)
     with pytest.raises(QueryError, match="put \\+ or -"):
-        parse_query(["red", "2:apple"])
+        parse_query_tokens(["red", "2:apple"])
 
 
 def test_ids() -> None:
     """Guards id:N terms, weighted or not."""
-    assert parse_query(["id:42"]).terms == (Term(1.0, "id", 42),)
-    assert parse_query(["id:1", "-", "0.5:id:7"]).terms == (Term(1.0, "id", 1), Term(-0.5, "id", 7))
+    assert parse_query_tokens(["id:42"]).terms == (Term(1.0, "id", 42),)
+    assert parse_query_tokens(["id:1", "-", "0.5:id:7"]).terms == (Term(1.0, "id", 1), Term(-0.5, "id", 7))
 
 
 @pytest.mark.parametrize("token", ["id:x", "id:", "id:1.5", "id:3a"])
 def test_bad_ids(token: str) -> None:
     """Guards a malformed id: a QueryError that shows the right form."""
     with pytest.raises(QueryError, match="id:42"):
-        parse_query([token])
+        parse_query_tokens([token])
 
 
 def test_existing_path_is_image(pics: Path) -> None:
     """Guards paths: an existing file is an image term even without ./ and with a weight."""
     img = pics / "a" / "p00.png"
-    assert parse_query([str(img)]).terms == (Term(1.0, "image", str(img)),)
-    assert parse_query(["0.5:" + str(img)]).terms == (Term(0.5, "image", str(img)),)
+    assert parse_query_tokens([str(img)]).terms == (Term(1.0, "image", str(img)),)
+    assert parse_query_tokens(["0.5:" + str(img)]).terms == (Term(0.5, "image", str(img)),)
 
 
 @pytest.mark.parametrize("token", ["./nope.jpg", "/no/such/file", "../x", "~/definitely-missing-lookalike.png",
@@ -150,17 +152,17 @@ def test_existing_path_is_image(pics: Path) -> None:
 def test_missing_image_paths_are_errors(token: str) -> None:
     """Guards a path-looking term that does not exist: an error, not a silent text search."""
     with pytest.raises(QueryError, match="no such image file"):
-        parse_query([token])
+        parse_query_tokens([token])
 
 
 def test_word_with_dot_is_text() -> None:
     """Guards words with a non-image extension (e.g. 'node.js') staying text."""
-    assert parse_query(["node.js"]).terms == (Term(1.0, "text", "node.js"),)
+    assert parse_query_tokens(["node.js"]).terms == (Term(1.0, "text", "node.js"),)
 
 
 def test_urls() -> None:
     """Guards http(s) URLs becoming url terms (not fetched at parse time)."""
-    q = parse_query(["https://example.invalid/a.jpg", "+", "2:http://example.invalid/b"])
+    q = parse_query_tokens(["https://example.invalid/a.jpg", "+", "2:http://example.invalid/b"])
     assert q.terms == (Term(1.0, "url", "https://example.invalid/a.jpg"), Term(2.0, "url", "http://example.invalid/b"))
 
 
@@ -180,7 +182,7 @@ def test_urls() -> None:
 def test_parse_errors(tokens: list[str], match: str) -> None:
     """Guards each malformed query giving a QueryError (also a ValueError) that says what to fix."""
     with pytest.raises(QueryError, match=match) as info:
-        parse_query(tokens)
+        parse_query_tokens(tokens)
     assert isinstance(info.value, ValueError)
 
 
@@ -193,51 +195,66 @@ def test_query_parse_string_forms(pics: Path, tmp_path: Path) -> None:
     assert Query.parse(str(spaced)).terms == (Term(1.0, "image", str(spaced)),)
 
 
+def test_parse_query_takes_a_string_and_tokens_have_their_own_parser() -> None:
+    """Regression: lookalike.parse_query("red apple") used to take a token list and so parsed the
+    string character by character; now it reads one query string, and a list is refused with
+    the name of the token parser."""
+    import lookalike
+
+    assert lookalike.parse_query("red apple").terms == (Term(1.0, "text", "red apple"),)
+    assert lookalike.parse_query("2:dog - grass").terms == (Term(2.0, "text", "dog"), Term(-1.0, "text", "grass"))
+    assert lookalike.parse_query_tokens(["red", "apple"]) == lookalike.parse_query("red apple")
+    with pytest.raises(QueryError, match="parse_query_tokens"):
+        lookalike.parse_query(["red", "apple"])  # type: ignore[arg-type]
+    with pytest.raises(QueryError, match="parse_query"):
+        lookalike.parse_query_tokens("red apple")  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- query_vector
 def test_same_id_minus_itself_cancels(coll: Collection) -> None:
     """Guards terms that sum to nothing: a QueryError, not a NaN vector."""
     with pytest.raises(QueryError, match="cancel"):
-        query_vector(coll, "id:1 - id:1")
+        coll.query_vector("id:1 - id:1")
 
 
 def test_id_mix_is_normalised_weighted_sum(coll: Collection) -> None:
     """Guards mixing: id:1 + id:2 is the normalised mean, 2:id:1 + id:2 weights the first twice."""
     v1, v2 = coll.get_vectors([1, 2])
     mean = (v1 + v2) / np.linalg.norm(v1 + v2)
-    np.testing.assert_allclose(query_vector(coll, "id:1 + id:2"), mean, atol=1e-6)
+    np.testing.assert_allclose(coll.query_vector("id:1 + id:2"), mean, atol=1e-6)
     mixed = 2 * v1 + v2
-    np.testing.assert_allclose(query_vector(coll, "2:id:1 + id:2"), mixed / np.linalg.norm(mixed), atol=1e-6)
+    np.testing.assert_allclose(coll.query_vector("2:id:1 + id:2"), mixed / np.linalg.norm(mixed), atol=1e-6)
     diff = v1 - 0.5 * v2
-    np.testing.assert_allclose(query_vector(coll, "id:1 - 0.5:id:2"), diff / np.linalg.norm(diff), atol=1e-6)
-    out = query_vector(coll, "id:1 + id:2")
+    np.testing.assert_allclose(coll.query_vector("id:1 - 0.5:id:2"), diff / np.linalg.norm(diff), atol=1e-6)
+    out = coll.query_vector("id:1 + id:2")
     assert out.dtype == np.float32 and np.linalg.norm(out) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_unknown_id_is_query_error(coll: Collection) -> None:
     """Guards an id that is not in the collection."""
     with pytest.raises(QueryError, match="no item with id 999"):
-        query_vector(coll, "id:999")
+        coll.query_vector("id:999")
 
 
 def test_vector_queries(coll: Collection) -> None:
     """Guards raw vectors: rescaled to unit length; wrong dimension or zero vector refused."""
     v = coll.get_vectors([3])[0]
-    np.testing.assert_allclose(query_vector(coll, v * 7.0), v, atol=1e-6)
+    np.testing.assert_allclose(coll.query_vector(v * 7.0), v, atol=1e-6)
     with pytest.raises(QueryError, match="dimensions"):
-        query_vector(coll, np.ones(5, dtype=np.float32))
+        coll.query_vector(np.ones(5, dtype=np.float32))
     with pytest.raises(QueryError, match="no direction"):
-        query_vector(coll, np.zeros(coll.manifest.dim, dtype=np.float32))
+        coll.query_vector(np.zeros(coll.manifest.dim, dtype=np.float32))
 
 
 def test_image_and_text_terms(coll: Collection, pics: Path, lite_model) -> None:
     """Guards image and text terms: each is its own model embedding, mixed as weighted unit vectors."""
     img = pics / "b" / "p07.png"
     vi = lite_model.encode_images([img])[0]
-    np.testing.assert_allclose(query_vector(coll, img), vi, atol=1e-5)
+    np.testing.assert_allclose(coll.query_vector(img), vi, atol=1e-5)
     vt = lite_model.encode_text(["a red square"])[0]
-    np.testing.assert_allclose(query_vector(coll, "a red square"), vt, atol=1e-5)
+    np.testing.assert_allclose(coll.query_vector("a red square"), vt, atol=1e-5)
     mix = 2 * vt - vi
-    got = query_vector(coll, Query((Term(2.0, "text", "a red square"), Term(-1.0, "image", str(img)))))
+    got = coll.query_vector(Query((Term(2.0, "text", "a red square"), Term(-1.0, "image", str(img)))))
     np.testing.assert_allclose(got, mix / np.linalg.norm(mix), atol=1e-5)
 
 
@@ -318,12 +335,12 @@ def test_queries_from_others_never_touch_files(pics: Path) -> None:
 def test_fetch_url_allow_list_covers_redirects(pics: Path, http_root: tuple[str, Path]) -> None:
     base, www = http_root
     shutil.copytree(pics / "a", www / "a")
-    host = search_mod.url_host(base)
+    host = url_mod.url_host(base)
     with pytest.raises(UnreadableImage, match="not on the allow-list"):
-        search_mod.fetch_url(f"{base}/a/p00.png", allow_host=lambda h: False)
-    data = search_mod.fetch_url(f"{base}/a/p00.png", allow_host=lambda h: h == host)
+        url_mod.fetch_url(f"{base}/a/p00.png", allow_host=lambda h: False)
+    data = url_mod.fetch_url(f"{base}/a/p00.png", allow_host=lambda h: h == host)
     assert data == (pics / "a" / "p00.png").read_bytes()
-    assert search_mod.url_host("HTTP://Example.COM:8080/x") == "example.com"
+    assert url_mod.url_host("HTTP://Example.COM:8080/x") == "example.com"
 
 
 def test_empty_collection_search(tmp_path: Path, lite_model) -> None:
@@ -342,7 +359,7 @@ def test_search_by_http_url(coll: Collection, pics: Path, http_root: tuple[str, 
     assert hits[0].path == str(target) and hits[0].score == pytest.approx(1.0, abs=1e-4)
     # And mixed with an id, as a weighted term.
     other = _id_of(coll, pics / "b" / "p10.png")
-    v = query_vector(coll, f"{base}/q.png + id:{other}")
+    v = coll.query_vector(f"{base}/q.png + id:{other}")
     ref = coll.get_vectors([_id_of(coll, target)])[0] + coll.get_vectors([other])[0]
     np.testing.assert_allclose(v, ref / np.linalg.norm(ref), atol=1e-4)
 
@@ -368,7 +385,7 @@ def test_http_oversized_body_with_content_length(coll: Collection, pics: Path, h
     """Guards URL_MAX_BYTES being honoured at call time (it used to be frozen into a default argument)."""
     base, www = http_root
     shutil.copy(pics / "a" / "p00.png", www / "big.png")
-    monkeypatch.setattr(search_mod, "URL_MAX_BYTES", 64)
+    monkeypatch.setattr(url_mod, "URL_MAX_BYTES", 64)
     with pytest.raises(UnreadableImage, match="limit"):
         coll.search(f"{base}/big.png", k=1)
 
@@ -384,11 +401,11 @@ def test_http_oversized_body_without_content_length(pics: Path, monkeypatch: pyt
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/x.png"
-        assert search_mod.fetch_url(url) == body
-        monkeypatch.setattr(search_mod, "URL_MAX_BYTES", len(body) - 1)
+        assert url_mod.fetch_url(url) == body
+        monkeypatch.setattr(url_mod, "URL_MAX_BYTES", len(body) - 1)
         with pytest.raises(UnreadableImage, match="limit"):
-            search_mod.fetch_url(url)
-        assert search_mod.fetch_url(url, max_bytes=len(body)) == body
+            url_mod.fetch_url(url)
+        assert url_mod.fetch_url(url, max_bytes=len(body)) == body
     finally:
         server.shutdown()
         server.server_close()
@@ -397,6 +414,6 @@ def test_http_oversized_body_without_content_length(pics: Path, monkeypatch: pyt
 def test_fetch_url_refuses_other_schemes_and_dead_hosts(tmp_path: Path) -> None:
     """Guards fetch_url: non-http schemes and connection failures are UnreadableImage, never raw OSError."""
     with pytest.raises(UnreadableImage, match="only http"):
-        search_mod.fetch_url(f"file://{tmp_path}/x.png")
+        url_mod.fetch_url(f"file://{tmp_path}/x.png")
     with pytest.raises(UnreadableImage, match="cannot fetch"):
-        search_mod.fetch_url("http://127.0.0.1:9/x.png", timeout=2)
+        url_mod.fetch_url("http://127.0.0.1:9/x.png", timeout=2)

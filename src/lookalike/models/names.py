@@ -1,0 +1,265 @@
+"""Model names: parsing and listing, without importing torch (opening a collection needs only this).
+
+A model name is ``lite`` or ``BACKEND:SPEC``:
+
+==============================================  =============================================
+``lite``                                        the bundled offline default
+``openclip:ARCH/TAG``                           open_clip architecture + pretrained tag,
+                                                e.g. ``openclip:ViT-B-32/laion2b_s34b_b79k``
+``openclip:hf-hub:ORG/REPO``                    an open_clip model on the Hugging Face hub
+``openclip:/path/to/dir``                       a local dir with ``open_clip_config.json``
+``timm:NAME[.TAG]``                             a timm model, pooled features, e.g.
+                                                ``timm:vit_small_patch14_dinov2.lvd142m``
+``timm:hf-hub:ORG/REPO``, ``timm:/path/to/dir`` the same from the hub or a local dir
+==============================================  =============================================
+
+A bare path to a local model directory also works; its backend is detected from the
+files in it. Parsing is strict: a name that does not parse raises
+:class:`~lookalike.errors.UnknownModel` with the closest valid spellings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UnknownModel
+from ..fsutil import user_path
+
+__all__ = ["ModelSpec", "KnownModel", "ModelInfo", "parse_model_name", "list_models", "KNOWN_MODELS", "BACKENDS",
+           "DEFAULT_MODEL"]
+
+BACKENDS = ("lite", "openclip", "timm")
+DEFAULT_MODEL = "lite"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model name.
+
+    ``source`` is ``"builtin"`` (lite), ``"pretrained"`` (name + tag resolved by the backend
+    library), ``"hf-hub"`` (a hub repo) or ``"local"`` (an absolute directory path).
+    """
+
+    backend: str
+    source: str
+    name: str
+    tag: str | None = None
+
+    @property
+    def canonical(self) -> str:
+        """The normalised name, as stored in manifests and accepted by :func:`parse_model_name`."""
+        if self.backend == "lite":
+            return "lite"
+        if self.source == "hf-hub":
+            return f"{self.backend}:hf-hub:{self.name}"
+        if self.source == "local":
+            return f"{self.backend}:{self.name}"
+        sep = "/" if self.backend == "openclip" else "."
+        return f"{self.backend}:{self.name}{sep + self.tag if self.tag else ''}"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A curated, tested model name shown by ``lookalike models``."""
+
+    name: str
+    dim: int
+    modalities: tuple[str, ...]
+    hub_repo: str | None
+    description: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model is, without loading it: used by :func:`lookalike.list_models`."""
+
+    name: str
+    backend: str
+    dim: int | None
+    modalities: tuple[str, ...]
+    offline: bool
+    description: str = ""
+
+
+KNOWN_MODELS: tuple[KnownModel, ...] = (
+    KnownModel("lite", 1280, ("image", "text"), None,
+               "EfficientNet-Lite0 (ImageNet) + MiniLM text bridge; bundled, no network; weak text search"),
+    KnownModel("openclip:ViT-B-32/laion2b_s34b_b79k", 512, ("image", "text"), "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+               "OpenCLIP ViT-B/32 on LAION-2B: good general text and image search"),
+    KnownModel("openclip:ViT-B-16-SigLIP/webli", 768, ("image", "text"), "timm/ViT-B-16-SigLIP",
+               "SigLIP ViT-B/16: strong text search"),
+    KnownModel("openclip:ViT-L-14/openai", 768, ("image", "text"), "timm/vit_large_patch14_clip_224.openai",
+               "OpenAI CLIP ViT-L/14: high quality, slow on CPU"),
+    KnownModel("timm:vit_small_patch14_dinov2.lvd142m", 384, ("image",), "timm/vit_small_patch14_dinov2.lvd142m",
+               "DINOv2 ViT-S/14: excellent image-to-image similarity, no text"),
+    KnownModel("timm:vit_base_patch14_dinov2.lvd142m", 768, ("image",), "timm/vit_base_patch14_dinov2.lvd142m",
+               "DINOv2 ViT-B/14: stronger image-to-image similarity, no text"),
+    KnownModel("timm:convnext_tiny.in12k_ft_in1k", 768, ("image",), "timm/convnext_tiny.in12k_ft_in1k",
+               "ConvNeXt-T CNN features, no text"),
+)
+
+
+def _close(word: str, choices: list[str]) -> str:
+    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~")) or os.sep in text and os.path.exists(os.path.expanduser(text))
+
+
+def _detect_local_backend(path: Path) -> str | None:
+    if (path / "open_clip_config.json").is_file():
+        return "openclip"
+    if (path / "config.json").is_file() and any(
+        (path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+    ):
+        return "timm"
+    return None
+
+
+_LOCAL_FILES = {
+    "openclip": ("open_clip_config.json", "open_clip_config.json and open_clip_model.safetensors"),
+    "timm": ("config.json", "config.json and model.safetensors"),
+}
+
+
+def _parse_local(backend: str, text: str, original: str) -> ModelSpec:
+    if not text.strip():
+        raise UnknownModel(f"model '{original}': local-dir: needs a folder, as in '{backend}:local-dir:/path/to/model'")
+    path = Path(user_path(text))
+    config, layout = _LOCAL_FILES[backend]
+    if not path.is_dir():
+        raise UnknownModel(
+            f"model '{original}': {path} is not a directory. A local {backend} model is a folder holding "
+            f"{layout} (the layout the Hugging Face hub uses)."
+        )
+    if not (path / config).is_file():
+        detected = _detect_local_backend(path)
+        hint = f" It holds a {detected} model: use '{detected}:{path}'." if detected and detected != backend else ""
+        raise UnknownModel(f"model '{original}': the folder {path} has no {config}, so it is not a local {backend} "
+                           f"model (that needs {layout}).{hint}")
+    return ModelSpec(backend, "local", str(path))
+
+
+def parse_model_name(name: str) -> ModelSpec:
+    """Parse a model name strictly; see the module docstring for the forms.
+
+    Raises:
+        UnknownModel: the name does not parse, with the fix in the message.
+    """
+    original = name
+    name = name.strip()
+    if not name:
+        raise UnknownModel("empty model name; use 'lite' or see `lookalike models`")
+    if name.lower() == "lite":
+        return ModelSpec("lite", "builtin", "lite")
+    backend, sep, rest = name.partition(":")
+    if not sep or _looks_like_path(name):
+        # No backend prefix: only a local model directory is acceptable.
+        path = Path(os.path.expanduser(name))
+        if path.is_dir():
+            detected = _detect_local_backend(path)
+            if detected is None:
+                raise UnknownModel(
+                    f"model '{original}': the folder {path} holds neither open_clip_config.json (open_clip) "
+                    "nor config.json + model.safetensors (timm)."
+                )
+            return _parse_local(detected, name, original)
+        raise UnknownModel(
+            f"unknown model '{original}'.{_close(name, [m.name for m in KNOWN_MODELS])} "
+            "Names are 'lite', 'openclip:ARCH/TAG', 'openclip:hf-hub:ORG/REPO', 'timm:NAME' or a local "
+            "model folder; `lookalike models` lists tested ones."
+        )
+    backend = backend.lower()
+    if backend not in ("openclip", "timm"):
+        raise UnknownModel(
+            f"unknown model backend '{backend}' in '{original}'; use one of lite, openclip:, timm:."
+            + _backend_hint(backend, rest)
+        )
+    if not rest:
+        raise UnknownModel(f"model '{original}' names the backend but no model; e.g. {_example(backend)}")
+    if rest.startswith("hf-hub:"):
+        repo = rest[len("hf-hub:"):]
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise UnknownModel(f"model '{original}': a hub repo is written hf-hub:ORG/REPO")
+        return ModelSpec(backend, "hf-hub", repo)
+    if rest.startswith("local-dir:"):
+        return _parse_local(backend, rest[len("local-dir:"):], original)
+    if _looks_like_path(rest) or Path(os.path.expanduser(rest)).is_dir():
+        return _parse_local(backend, rest, original)
+    if backend == "openclip":
+        arch, slash, tag = rest.partition("/")
+        if not slash or not arch or not tag:
+            raise UnknownModel(
+                f"model '{original}': an open_clip name needs architecture and pretrained tag, "
+                f"as in {_example('openclip')}.{_openclip_tags_hint(arch)}"
+            )
+        return ModelSpec("openclip", "pretrained", arch, tag)
+    arch, dot, tag = rest.partition(".")
+    if not arch or (dot and not tag):
+        raise UnknownModel(f"model '{original}': a timm name is NAME or NAME.TAG, as in {_example('timm')}")
+    return ModelSpec("timm", "pretrained", arch, tag or None)
+
+
+#: Names people reach for that are not backends, mapped to the backend that serves them.
+_BACKEND_ALIASES = {"open_clip": "openclip", "open-clip": "openclip", "clip": "openclip", "siglip": "openclip",
+                    "dinov2": "timm"}
+
+
+def _backend_hint(backend: str, rest: str) -> str:
+    """' Did you mean 'openclip:REST'?' for an alias or a misspelt backend, else ''."""
+    if backend in ("hf-hub", "local-dir"):
+        return (f" A {backend}: name needs a backend in front: "
+                f"'openclip:{backend}:{rest}' or 'timm:{backend}:{rest}'.")
+    target = _BACKEND_ALIASES.get(backend)
+    if target is None:
+        near = difflib.get_close_matches(backend, ["openclip", "timm", *_BACKEND_ALIASES], n=1, cutoff=0.6)
+        target = _BACKEND_ALIASES.get(near[0], near[0]) if near else None
+    if target is None:
+        return ""
+    return f" Did you mean '{target}:{rest}'?" if rest else f" Did you mean '{target}:'?"
+
+
+def _example(backend: str) -> str:
+    return "'openclip:ViT-B-32/laion2b_s34b_b79k'" if backend == "openclip" else "'timm:vit_small_patch14_dinov2.lvd142m'"
+
+
+def _openclip_tags_hint(arch: str) -> str:
+    try:
+        import open_clip
+    except ImportError:
+        return ""
+    tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+    return f" Tags for {arch}: {', '.join(tags[:8])}." if tags else ""
+
+
+def _hub_cached(repo: str | None) -> bool:
+    if repo is None:
+        return True
+    try:
+        from huggingface_hub import scan_cache_dir
+    except ImportError:
+        return False
+    try:
+        return any(r.repo_id == repo for r in scan_cache_dir().repos)
+    except Exception:  # noqa: BLE001 - a missing or unreadable cache simply means "not cached"
+        return False
+
+
+def list_models() -> list[ModelInfo]:
+    """The tested model names, with dimensions, modalities and whether they work offline now."""
+    return [
+        ModelInfo(
+            name=m.name,
+            backend=m.name.partition(":")[0] if ":" in m.name else m.name,
+            dim=m.dim,
+            modalities=m.modalities,
+            offline=_hub_cached(m.hub_repo),
+            description=m.description,
+        )
+        for m in KNOWN_MODELS
+    ]

@@ -1,0 +1,143 @@
+"""One served collection: the :class:`Service` holding it, its lock, caches and metrics."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from starlette.exceptions import HTTPException
+
+from ..errors import ItemNotFound, QueryError
+from ..query import Query, QueryOptions, Term, TextCache, parse_query
+from ..store.collection import Collection
+from ..store.filters import Filter
+from ..store.items import Hit, Item
+from .config import ServerConfig
+from .schemas import Filters, HitOut, SearchRequest, SearchResponse, TermIn
+
+__all__ = ["Service", "ApiError", "Page", "MAX_ID"]
+
+_TEXT_CACHE = 2048  # distinct query texts whose embeddings are kept (typing repeats prefixes)
+MAX_ID = 2**63 - 1  # SQLite's INTEGER; larger ids cannot exist
+
+
+class ApiError(HTTPException):
+    """An HTTP error with a stable code, rendered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which slice of the ranking a request wants, and what may be in it."""
+
+    k: int = 24
+    offset: int = 0
+    min_score: float | None = None
+    filters: Filters = field(default_factory=Filters)
+
+    @classmethod
+    def of(cls, req: SearchRequest) -> "Page":
+        return cls(req.k, req.offset, req.min_score, req.filters)
+
+
+class Service:
+    """One served collection: the collection, its lock, caches and metrics."""
+
+    def __init__(self, config: ServerConfig, collection: Collection | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.config = config
+        self.owns_collection = collection is None  # closed at shutdown only if opened here
+        self.coll = collection if collection is not None else Collection.open(config.collection)
+        # One search at a time per collection: SQLite snapshots on the shared connection
+        # and the model's thread pool are not meant for concurrent callers; requests queue.
+        self.lock = threading.RLock()
+        # Texts typed into the search box repeat (every prefix is a query): keep their vectors.
+        self.texts = TextCache(_TEXT_CACHE)
+        self.options = QueryOptions(allow_files=False, urls=config.url_policy(), text_cache=self.texts)
+        self.registry = CollectorRegistry()
+        self.requests = Counter("lookalike_http_requests", "HTTP requests by method, route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.duration = Histogram("lookalike_http_request_duration_seconds", "HTTP request time by route", ["route"],
+                                  registry=self.registry,
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.searches = Counter("lookalike_searches", "Searches by kind", ["kind"], registry=self.registry)
+        self.items_gauge = Gauge("lookalike_collection_items", "Items in the served collection",
+                                 registry=self.registry)
+        self.items_gauge.set_function(self.count)
+
+    def count(self) -> int:
+        """Searchable items (under the lock, like every library call on the collection)."""
+        with self.lock:
+            return len(self.coll)
+
+    # ------------------------------------------------------------------ queries
+    def warm_up(self) -> None:
+        """Load the model now (and cache one text), not on the first query."""
+        with self.lock:
+            if self.coll.model.supports_text:
+                self.texts.encode(["a photo"], self.coll.model.encode_text)
+
+    @staticmethod
+    def query(q: str | None, terms_in: list[TermIn], extra: tuple[Term, ...] = ()) -> Query:
+        """A request's ``q`` (never read as a file path) and terms as one library :class:`Query`;
+        texts, ids and URLs are embedded by the library under :attr:`options`."""
+        terms: list[Term] = []
+        if q and q.strip():
+            terms += parse_query(q, allow_files=False).terms
+        for t in terms_in:
+            if t.text is not None:
+                terms.append(Term(t.weight, "text", t.text))
+            elif t.id is not None:
+                terms.append(Term(t.weight, "id", t.id))
+            else:
+                terms.append(Term(t.weight, "url", t.url))
+        terms += extra
+        if not terms:
+            raise QueryError("empty query: give text, id:N or an image")
+        return Query(tuple(terms))
+
+    def item(self, item_id: int) -> Item:
+        """The item, or a 404 for an unknown, failed or impossible id."""
+        try:
+            with self.lock:
+                item = self.coll.item(item_id) if 0 <= item_id <= MAX_ID else None
+        except ItemNotFound:
+            item = None
+        if item is None or item.status != "ok":
+            raise ApiError(404, "not_found", f"no item with id {item_id} in this collection")
+        return item
+
+    def search(self, query: Query, page: Page, *, exclude: int | None = None) -> tuple[list[Hit], bool]:
+        """One page of hits (``offset``, ``k``) and whether more exist."""
+        want = page.k + page.offset
+        if want > self.config.max_k:
+            raise ApiError(400, "too_many", f"k + offset may be at most {self.config.max_k}; this asks for {want}")
+        want += 1 if exclude is not None else 0  # the item itself, dropped below
+        flt = Filter(**page.filters.model_dump()) if page.filters != Filters() else None
+        with self.lock:
+            hits = self.coll.search(query, k=want + 1, min_score=page.min_score, where=flt, options=self.options)
+        if exclude is not None:
+            hits = [h for h in hits if h.id != exclude]
+        return hits[page.offset: page.offset + page.k], len(hits) > page.offset + page.k
+
+    def respond(self, query: Query, page: Page, t0: float, kind: str, exclude: int | None = None) -> SearchResponse:
+        hits, more = self.search(query, page, exclude=exclude)
+        with self.lock:
+            items = {item.id: item for item in self.coll.items([h.id for h in hits])}
+        self.searches.labels(kind).inc()
+        return SearchResponse(query=query.describe(), k=page.k, offset=page.offset,
+                              hits=[_hit_out(h, items.get(h.id)) for h in hits], has_more=more,
+                              took_ms=round((time.perf_counter() - t0) * 1e3, 2))
+
+
+def _hit_out(hit: Hit, item: Item | None) -> HitOut:
+    return HitOut(id=hit.id, score=round(hit.score, 6), path=hit.path, name=os.path.basename(hit.path),
+                  width=item.width if item else None, height=item.height if item else None, **HitOut.links(hit.id))
+
+
