@@ -132,7 +132,8 @@ def check_consistent(coll_path: Path, reference: dict[str, np.ndarray], *, compl
     print(f"{vec_path.name}: {committed} committed rows, {size / ROW_BYTES:.2f} rows on disk, other files {others}")
     assert size >= committed * ROW_BYTES, "committed rows are missing from the vector file"
     with Collection.open(coll_path) as coll:
-        rows = list(coll.db.conn.execute("SELECT path, status, vec_row FROM items"))
+        # White-box: vector rows are the store's own business (as in test_incremental.py).
+        rows = list(coll._storage.db.conn.execute("SELECT path, status, vec_row FROM items"))
         paths = [r[0] for r in rows]
         assert len(paths) == len(set(paths)), "duplicate paths"
         assert set(paths) <= set(reference), "an item that is not one of the images"
@@ -142,7 +143,7 @@ def check_consistent(coll_path: Path, reference: dict[str, np.ndarray], *, compl
         assert all(v is not None and 0 <= v < committed for v in vec_rows), "an item points past the committed rows"
         assert len(set(vec_rows)) == len(ok), "two distinct images share a vector row"
         assert len(ok) <= committed
-        mm = coll.vectors()
+        mm = coll._storage.vectors()
         for p, v in ok:
             np.testing.assert_allclose(mm[v], reference[p], atol=ATOL, err_msg=f"wrong vector for {p}")
         if complete:
@@ -243,13 +244,13 @@ def test_sigkill_at_many_points_then_resume(crash_images: Path, crash_model: Any
         monkeypatch.setattr(indexer, "COMPACT_MIN_ROWS", 1)
         with Collection.open(coll_path, model=crash_model) as coll:
             report = coll.add([folder])
-            assert report.embedded == 0 and coll.vector_rows == len(keep)
+            assert report.embedded == 0 and coll._storage.vector_rows == len(keep)
         check_consistent(coll_path, reference, complete=True, expected_paths=keep)
         vec_path, committed = _vector_file(coll_path)
         assert vec_path.name != "vectors-0.f32" and committed == len(keep)
         with Collection.open(coll_path) as coll:
             for p in sorted(keep)[:5]:
-                item_id = coll.db.items_under([p])[p].id
+                item_id = coll.item_at(p).id
                 assert coll.search(f"id:{item_id}", k=1)[0].path == p
     finally:
         for w in workers:
@@ -289,8 +290,8 @@ def test_crash_between_vector_append_and_commit(small: tuple[Path, Path, dict[st
     with Collection.open(coll_path, model=crash_model) as coll:
         with pytest.raises(Crash):
             coll.add([folder], batch_size=4)
-        assert coll.vector_rows == 4 and len(coll) == 4
-        assert coll.vectors_file.path.stat().st_size == 8 * ROW_BYTES, "the second batch should be on disk"
+        assert coll._storage.vector_rows == 4 and len(coll) == 4
+        assert coll._storage.vector_file.path.stat().st_size == 8 * ROW_BYTES, "the second batch should be on disk"
         assert len(coll.search("id:1", k=50)) == 4, "uncommitted items must not be searchable"
     check_consistent(coll_path, reference, complete=False)
     monkeypatch.setattr(MetadataDB, "upsert", real_upsert)
