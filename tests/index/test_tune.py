@@ -4,17 +4,24 @@ The data is chosen so that the choice is not trivial: 96-d anisotropic vectors w
 bits (binary) and IVF-PQ cannot reach recall 0.95 at any re-rank depth tried, so the tuner has
 to move on to a larger index. Every recall the tuner claims is re-measured here independently,
 on queries it never saw, against :func:`exact_topk`.
+
+``tried`` holds every measurement, on the selection and on the confirmation queries (its
+``query_set`` says which); "met the target" means on both (:func:`_confirmed_labels`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from importlib import resources
 
 import numpy as np
 import pytest
 
 faiss = pytest.importorskip("faiss")
 
+from lookalike.errors import IndexBuildError, InvalidArgument  # noqa: E402
+from lookalike.index import tune  # noqa: E402
 from lookalike.index.exact import exact_topk  # noqa: E402
 from lookalike.index.faiss_index import AnnIndex, IndexSpec  # noqa: E402
 from lookalike.index.tune import (  # noqa: E402
@@ -22,10 +29,13 @@ from lookalike.index.tune import (  # noqa: E402
     _estimated_memory,
     auto_index,
     candidate_specs,
+    effort_lines,
     ground_truth,
     measure,
     spec_for,
+    split_held_out,
     split_queries,
+    tuning_prompts,
 )
 
 K = 10
@@ -61,10 +71,20 @@ def _recall(index: AnnIndex, vectors: np.ndarray, queries: np.ndarray) -> float:
     return sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth)) / truth.size
 
 
+def _selection(tried: list[Measurement]) -> list[Measurement]:
+    return [m for m in tried if m.query_set == "select"]
+
+
+def _confirmed_labels(tried: list[Measurement], target: float = 0.95) -> set[str]:
+    """Settings that met ``target`` on the selection and on the confirmation queries."""
+    met = {q: {m.label for m in tried if m.query_set == q and m.meets(target)} for q in ("select", "confirm")}
+    return met["select"] & met["confirm"]
+
+
 def _first_efforts(tried: list[Measurement]) -> list[Measurement]:
     """The first measurement of each configuration built (efforts of one build are adjacent)."""
     firsts: list[Measurement] = []
-    for m in tried:
+    for m in _selection(tried):
         if not firsts or m.label.split(" ")[0] != firsts[-1].label.split(" ")[0] or m.build_s != firsts[-1].build_s:
             firsts.append(m)
     return firsts
@@ -84,16 +104,18 @@ def test_reaches_recall_target_and_is_cheapest() -> None:
     # Independently: new queries, exact ground truth.
     assert _recall(res.index, X, NEW_Q) >= 0.93
     # Not trivially flat or the first thing tried: cheaper configurations were measured and
-    # every one of them missed the target (which is why they were passed over).
+    # none of them met the target on both query sets (which is why they were passed over).
     assert res.index.spec.kind != "flat"
     chosen_build = _build(res.chosen.label)
     cheaper = [m for m in res.tried if _build(m.label) != chosen_build]
     assert cheaper, "the first configuration tried met the target: the data is too easy"
-    assert all(not m.meets(0.95) for m in cheaper)
+    assert not {m.label for m in cheaper} & _confirmed_labels(res.tried)
     assert all(m.memory_bytes <= res.chosen.memory_bytes for m in cheaper)
-    # Of its build's settings that met the target, the chosen one is the fastest.
-    same = [m for m in res.tried if _build(m.label) == chosen_build and m.meets(0.95)]
+    # Of its build's settings that met the target on both sets, the chosen one is the fastest.
+    confirmed = _confirmed_labels(res.tried)
+    same = [m for m in _selection(res.tried) if _build(m.label) == chosen_build and m.label in confirmed]
     assert res.chosen.p50_ms == min(m.p50_ms for m in same)
+    assert res.confirmed is not None and res.confirmed.meets(0.95) and res.confirmed.label == res.chosen.label
     # Its memory is what the index (with every row) reports.
     assert res.chosen.memory_bytes == res.index.memory_bytes()
     assert res.chosen.n_queries == 100 and 0 < res.chosen.recall_se < 0.05
@@ -103,9 +125,10 @@ def test_measured_recall_agrees_with_exact() -> None:
     """measure() against ground_truth() is the same number as a direct exact comparison on
     held-out queries, and its standard error is that of the per-query recalls."""
     res = auto_index(X, n_queries=150, seed=5, restore_held_out=False)
-    query_rows, build_rows = split_queries(np.arange(len(X)), 150, seed=5)
-    assert len(query_rows) == 150 and len(build_rows) == len(X) - 150
-    assert not np.isin(query_rows, res.index.rows).any(), "held-out rows stayed out"
+    held = split_held_out(np.arange(len(X)), 150, seed=5)
+    query_rows, build_rows = held.select, held.build
+    assert len(query_rows) == len(held.confirm) == 150 and len(build_rows) == len(X) - 300
+    assert not np.isin(np.concatenate([held.select, held.confirm]), res.index.rows).any(), "held-out rows stayed out"
     truth = ground_truth(X, build_rows, query_rows, K)
     m = measure(res.index, X, query_rows, truth, K)
     scores = X[query_rows] @ X[build_rows].T
@@ -139,8 +162,9 @@ def test_memory_budget_respected() -> None:
     assert res.chosen.memory_bytes <= budget
     assert res.index.memory_bytes() <= budget
     assert all(m.memory_bytes <= budget for m in res.tried)
-    assert not res.met_target and res.chosen.recall < 0.95
-    assert res.chosen.recall == max(m.recall for m in res.tried)
+    assert not res.met_target and "recall" in res.missed
+    assert res.chosen.label not in _confirmed_labels(res.tried)
+    assert res.chosen.recall == max(m.recall for m in _selection(res.tried))
     # A roomy budget changes nothing.
     roomy = auto_index(X, n_queries=100, memory_bytes=unconstrained.chosen.memory_bytes)
     assert roomy.met_target and roomy.chosen.label == unconstrained.chosen.label
@@ -164,9 +188,10 @@ def test_latency_budget() -> None:
     # Every configuration was tried (none is fast enough), so the list covers the candidates.
     labels = {m.label.split(" ")[0] for m in impossible.tried}
     assert {"Binary", "SQ8", "Flat"} <= labels
-    # The answer is the fastest setting that reached the recall target.
-    reached = [m for m in impossible.tried if m.meets(0.95)]
-    assert impossible.chosen.meets(0.95)
+    # The answer is the fastest setting that reached the recall target (on both query sets).
+    confirmed = _confirmed_labels(impossible.tried)
+    reached = [m for m in _selection(impossible.tried) if m.label in confirmed]
+    assert impossible.chosen.meets(0.95) and impossible.confirmed.meets(0.95)
     assert impossible.chosen.p50_ms == min(m.p50_ms for m in reached)
     generous = auto_index(x, n_queries=50, latency_ms=1e4)
     assert generous.met_target and generous.chosen.p50_ms <= 1e4 and generous.chosen.recall >= 0.95
@@ -233,10 +258,13 @@ def test_tiny_collections() -> None:
     x, _ = _data(3, 16, 0, seed=6)
     truth = ground_truth(x, np.arange(1), np.array([0]), K)
     assert truth.tolist() == [[-1] * K]
-    res = auto_index(x[:1], candidates=[IndexSpec("flat")])
+    # As store/ann.py calls a forced kind: no latency budget (one or two timed queries on a
+    # busy machine can take over 2 ms, and the budget is not what this is about).
+    res = auto_index(x[:1], candidates=[IndexSpec("flat")], latency_ms=None)
     assert res.met_target and res.chosen.recall == 1.0 and res.index.ntotal == 1
-    res = auto_index(x, k=10, candidates=[IndexSpec("flat")])
+    res = auto_index(x, k=10, candidates=[IndexSpec("flat")], latency_ms=None)
     assert res.met_target and res.chosen.recall == 1.0 and res.index.ntotal == 3
+    assert res.confirmed.recall == 1.0 and len(res.tried) == 2, "selection and confirmation, one row each"
 
 
 def test_recall_one_on_small_data() -> None:
@@ -261,7 +289,7 @@ def test_forced_candidates() -> None:
     # Efforts only change search parameters of the same build.
     assert {m.build_s for m in res.tried} == {res.chosen.build_s}
     # A configuration that cannot be built on this data, and nothing else: a clear error.
-    with pytest.raises(ValueError, match="no index configuration"):
+    with pytest.raises(IndexBuildError, match="no index configuration"):
         auto_index(x[:50], candidates=[IndexSpec("ivf", nlist=4096)])
     # rows: only those rows are indexed and measured.
     rows = np.arange(0, 4000, 2)
@@ -305,3 +333,215 @@ def test_effort_lines() -> None:
     assert len(hnsw) == 1 and [e.ef_search for e in hnsw[0]] == [16, 32, 64, 128, 256, 512]
     ivfsq = _effort_lines(IndexSpec("sq8", nlist=64, rerank=2))
     assert len(ivfsq) > 1 and ivfsq[0][-1].nprobe == 64
+
+
+# ---------------------------------------------------------------------------- the recall promise
+def _embedding_like(d: int, clusters: int, seed: int = 0):
+    """A sampler of clustered, anisotropic, not centred unit vectors: the recipe of
+    ``EmbeddingLike`` in benchmarks/bench_search.py, in brief (cluster sizes ~ (j+1)^-0.8,
+    per-cluster spreads, per-dimension scales ~ i^-0.4, a random rotation, a shared mean)."""
+    rng = np.random.default_rng([seed, 0])
+    lam = np.arange(1, d + 1, dtype=np.float64) ** -0.8
+    scale = np.sqrt(lam / lam.sum()).astype(np.float32)
+    rot, r = np.linalg.qr(rng.standard_normal((d, d)))
+    rotation = (rot * np.sign(np.diag(r))).astype(np.float32)
+    centres = rng.standard_normal((clusters, d), dtype=np.float32)
+    p = np.arange(1, clusters + 1, dtype=np.float64) ** -0.8
+    cdf = np.cumsum(p / p.sum())
+    sigma = (0.5 * rng.lognormal(0.0, 0.3, clusters)).astype(np.float32)
+    spread = 1.0 + float(np.mean(sigma.astype(np.float64) ** 2))
+    direction = rng.standard_normal(d)
+    mean = (direction / np.linalg.norm(direction) * np.sqrt(0.3 / 0.7 * spread)).astype(np.float32)
+
+    def draw(rng: np.random.Generator, m: int) -> np.ndarray:
+        labels = np.minimum(np.searchsorted(cdf, rng.random(m)), clusters - 1)
+        x = rng.standard_normal((m, d), dtype=np.float32)
+        x *= sigma[labels, None]
+        x += centres[labels]
+        x *= scale
+        x = x @ rotation.T
+        x += mean
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return draw
+
+
+def test_recall_holds_on_fresh_queries() -> None:
+    """The recall auto_index promises holds on queries it never saw (the issue "auto does
+    not keep its recall promise on new queries").
+
+    Sign bits of these 128-d vectors have a single line of efforts, so the choice does not
+    depend on timing; its re-rank 16 step measures 0.944 on 2,000 fresh queries, under the
+    target. Tuned on one sample of 50 held-out rows with a one-SE margin, the old tuner took
+    that step whenever the sample came out lucky: on seeds 0..19, five times (10, 11, 12,
+    17, 18). Confirmation on an independent sample with the prediction margin must not.
+    """
+    draw = _embedding_like(128, 300)
+    x = draw(np.random.default_rng(1), 10_000)
+    fresh = draw(np.random.default_rng(2), 2_000)  # SE ~0.003: enough to tell 0.944 from 0.95
+    _, truth = exact_topk(x, fresh, K)
+    fresh_recall: dict[str, float] = {}
+    for seed in range(20):
+        res = auto_index(x, candidates=[IndexSpec("binary", rerank=16)], n_queries=50, seed=seed, latency_ms=None)
+        label = res.chosen.label
+        # Held-out rows are restored and sign bits need no training, so every index built
+        # here holds the same codes: the fresh recall depends on the label alone.
+        if label not in fresh_recall:
+            _, found = res.index.search(x, fresh, K)
+            fresh_recall[label] = float(np.mean([len(np.intersect1d(f, t)) / K for f, t in zip(found, truth)]))
+        assert res.met_target and fresh_recall[label] >= 0.95, (
+            f"seed {seed}: {label} reported recall {res.chosen.recall:.3f} on its selection queries, "
+            f"measures {fresh_recall[label]:.3f} on fresh ones")
+
+
+def test_held_out_sets_are_disjoint_and_out_of_every_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = np.arange(10, 5010)
+    held = split_held_out(rows, 100, 150, seed=3)
+    assert (len(held.select), len(held.confirm), len(held.build)) == (100, 150, 4750)
+    assert not np.intersect1d(held.select, held.confirm).size
+    assert np.array_equal(np.sort(np.concatenate([held.select, held.confirm, held.build])), rows)
+    assert all(np.array_equal(a, np.sort(a)) for a in (held.select, held.confirm, held.build))
+    assert np.array_equal(held.confirm, split_held_out(rows, 100, 150, seed=3).confirm), "deterministic"
+    capped = split_held_out(np.arange(1000), 500)
+    assert len(capped.select) == len(capped.confirm) == 50, "at most a tenth held out, shared evenly"
+    for n, sizes in [(1, (1, 1, 1)), (2, (1, 1, 1)), (3, (1, 1, 1)), (25, (1, 1, 23))]:
+        tiny = split_held_out(np.arange(n), 500)
+        assert (len(tiny.select), len(tiny.confirm), len(tiny.build)) == sizes, n
+
+    # Every candidate is built on the build rows alone, and each set is measured whole.
+    built: list[np.ndarray] = []
+    build = AnnIndex.build
+
+    def recording_build(cls, spec, vectors, rows=None, **kwargs):
+        built.append(np.asarray(rows).copy())
+        return build(spec, vectors, rows, **kwargs)
+
+    monkeypatch.setattr(tune.AnnIndex, "build", classmethod(recording_build))
+    x = X[:3000]
+    res = auto_index(x, n_queries=60, n_confirm=80, seed=4, restore_held_out=False)
+    held = split_held_out(np.arange(len(x)), 60, 80, seed=4)
+    assert built and all(np.array_equal(b, held.build) for b in built)
+    assert not np.isin(np.concatenate([held.select, held.confirm]), res.index.rows).any()
+    assert {m.n_queries for m in res.tried if m.query_set == "select"} == {60}
+    assert {m.n_queries for m in res.tried if m.query_set == "confirm"} == {80}
+    restored = auto_index(x, n_queries=60, n_confirm=80, seed=4)
+    assert np.array_equal(np.sort(restored.index.rows), np.arange(len(x)))
+
+
+def _with_measure(monkeypatch: pytest.MonkeyPatch, change) -> None:
+    """Make the tuner's measurements pass through ``change(measurement, index) -> measurement``."""
+    real = tune.measure
+
+    def patched(index, *args, **kwargs):
+        return change(real(index, *args, **kwargs), index)
+
+    monkeypatch.setattr(tune, "measure", patched)
+
+
+def test_step_up_when_confirmation_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _ = _data(4000, 32, 0, seed=8)
+    spec = spec_for("ivf", len(x), 32)
+    labels = [e.label() for e in effort_lines(spec)[0]]
+    base = auto_index(x, candidates=[spec], n_queries=60, latency_ms=None)
+    first = next(m.label for m in base.tried if m.query_set == "select" and m.meets(0.95))
+
+    # The first selected setting misses on the confirmation queries: its effort is stepped up.
+    _with_measure(monkeypatch, lambda m, ix: replace(m, recall=0.5) if m.query_set == "confirm" and m.label == first
+                  else m)
+    res = auto_index(x, candidates=[spec], n_queries=60, latency_ms=None)
+    assert res.met_target and res.confirmed.meets(0.95) and res.confirmed.label == res.chosen.label
+    assert labels.index(res.chosen.label) > labels.index(first)
+    nxt = labels[labels.index(first) + 1]
+    assert {m.query_set for m in res.tried if m.label == nxt} == {"select", "confirm"}, "measured on both sets"
+    assert [m.recall for m in res.tried if m.query_set == "confirm" and m.label == first] == [0.5]
+
+    # Every confirmation of the IVF build misses: its line ends, and the next candidate is taken.
+    _with_measure(monkeypatch, lambda m, ix: replace(m, recall=0.5) if m.query_set == "confirm" and ix.spec.kind == "ivf"
+                  else m)
+    res = auto_index(x, candidates=[spec, IndexSpec("flat")], n_queries=60, latency_ms=None)
+    assert res.index.spec.kind == "flat" and res.met_target
+    assert len([m for m in res.tried if m.query_set == "confirm" and m.label.startswith("IVF")]) >= 2
+    # ... and with no other candidate, the result says the recall was missed.
+    res = auto_index(x, candidates=[spec], n_queries=60, latency_ms=None)
+    assert not res.met_target and "recall" in res.missed and not res.confirmed.meets(0.95)
+
+
+def _text_like(x: np.ndarray, t: int, seed: int) -> np.ndarray:
+    """Unit vectors shifted off the collection by one shared direction (a modality gap)."""
+    rng = np.random.default_rng(seed)
+    gap = rng.standard_normal(x.shape[1]).astype(np.float32)
+    q = x[rng.choice(len(x), t, replace=False)] + 0.8 * gap / np.linalg.norm(gap)
+    q += 0.3 * rng.standard_normal(q.shape).astype(np.float32) / np.sqrt(x.shape[1])
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_text_queries_must_meet_the_target_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _ = _data(4000, 32, 0, seed=8)
+    spec = spec_for("ivf", len(x), 32)
+    text = _text_like(x, 81, seed=1)
+    res = auto_index(x, candidates=[spec], n_queries=60, latency_ms=None, text_queries=text)
+    assert res.met_target and res.missed == ()
+    assert (res.text.query_set, res.text_confirmed.query_set) == ("text-select", "text-confirm")
+    assert (res.text.n_queries, res.text_confirmed.n_queries) == (40, 41), "two halves of the text queries"
+    assert res.text.meets(0.95) and res.text_confirmed.meets(0.95)
+    assert res.text.label == res.text_confirmed.label == res.chosen.label
+    # Fresh text-like queries, exact truth: the recall holds for them too.
+    fresh = _text_like(x, 300, seed=2)
+    assert _recall(res.index, x, fresh) >= 0.95
+
+    # A setting that passes on image-like queries but not on text ones is not taken: when
+    # the text queries need twice the image choice's nprobe (their recall 0.1 lower below
+    # it, and rising with it, as it does), that is what is chosen.
+    image_only = auto_index(x, candidates=[spec], n_queries=60, latency_ms=None)
+    need = 2 * image_only.index.spec.nprobe
+    assert need <= spec.nlist
+    _with_measure(monkeypatch, lambda m, ix: replace(m, recall=m.recall - 0.1)
+                  if m.query_set.startswith("text") and ix.spec.nprobe < need else m)
+    res = auto_index(x, candidates=[spec], n_queries=60, latency_ms=None, text_queries=text)
+    assert res.met_target and res.index.spec.nprobe >= need
+    # Text queries no setting passes: the choice says so.
+    _with_measure(monkeypatch, lambda m, ix: replace(m, recall=0.5) if m.query_set.startswith("text") else m)
+    res = auto_index(x, candidates=[spec], n_queries=60, latency_ms=None, text_queries=text)
+    assert not res.met_target and "text-recall" in res.missed
+
+
+def test_result_record_and_measurements() -> None:
+    res = _auto("default")
+    assert res.chosen.query_set == "select" and res.confirmed.query_set == "confirm"
+    assert res.chosen.label == res.confirmed.label == res.index.spec.label()
+    assert res.chosen.n_queries == res.confirmed.n_queries == 100
+    assert res.confirmed.memory_bytes == res.chosen.memory_bytes == res.index.memory_bytes()
+    assert res.text is None and res.text_confirmed is None, "no text queries given"
+    assert {m.query_set for m in res.tried} == {"select", "confirm"}
+    record = json.loads(json.dumps(res.record()))
+    assert record == {"measured": res.chosen.to_dict(), "confirmed": res.confirmed.to_dict(), "text": None,
+                      "text_confirmed": None, "met_target": True, "missed": []}
+    assert Measurement.from_dict(record["confirmed"]) == res.confirmed
+    # Records written before query sets existed (or by later versions) still load.
+    old = {k: v for k, v in record["measured"].items() if k != "query_set"}
+    assert Measurement.from_dict({**old, "something_new": 1}) == res.chosen
+    # The tuner's bar: RECALL_Z standard errors, the default of meets().
+    m = Measurement("x", recall=0.96, p50_ms=1, p99_ms=1, memory_bytes=1, build_s=0, recall_se=0.005)
+    assert m.meets(0.95, z=1.0) and not m.meets(0.95) and tune.RECALL_Z == pytest.approx(2.326, abs=1e-3)
+
+
+def test_invalid_arguments() -> None:
+    x = X[:500]
+    for kwargs, match in [({"recall": 0.0}, "recall target"), ({"recall": 1.2}, "recall target"),
+                          ({"k": 0}, "k "), ({"n_queries": 0}, "n_queries"), ({"n_confirm": 0}, "n_confirm"),
+                          ({"latency_ms": 0}, "latency budget"), ({"memory_bytes": -1}, "memory budget"),
+                          ({"text_queries": np.ones((4, 7), np.float32)}, r"\(T, 96\)"),
+                          ({"text_queries": x[:1]}, "at least 2"),
+                          ({"text_queries": 2 * x[:4]}, "L2-normalised")]:
+        with pytest.raises(InvalidArgument, match=match):
+            auto_index(x, candidates=[IndexSpec("flat")], **kwargs)
+    assert issubclass(InvalidArgument, ValueError)
+
+
+def test_tuning_prompts() -> None:
+    prompts = tuning_prompts()
+    assert 300 <= len(prompts) <= 600, "a few hundred"
+    assert len(set(prompts)) == len(prompts), "no duplicates"
+    assert all(p and p == p.strip() and not p.startswith("#") for p in prompts)
+    assert "a photo of a dog on a beach" in prompts and "a scanned receipt" in prompts
+    assert resources.files("lookalike.index").joinpath("tuning_prompts.txt").is_file(), "shipped in the package"

@@ -3,41 +3,71 @@
 The procedure, faiss-contrib style (approximate results are always checked against an
 exact reference):
 
-1. hold out ``n_queries`` rows of the collection as queries; candidates are built on the
-   other rows, so a query is a new vector, as a user's query is, and recall@k is measured
-   with exactly the k-result searches users make. Their exact top-k among the built rows is
-   the ground truth;
+1. hold out two disjoint random samples of rows, the *selection* queries (``n_queries``)
+   and the *confirmation* queries (``n_confirm``); candidates are built on the other rows,
+   so a query is a new vector, as a user's query is, and recall@k is measured with exactly
+   the k-result searches users make. A query's exact top-k among the built rows is its
+   ground truth. ``text_queries`` (for a model with a text tower, the embeddings of the
+   shipped :mod:`~lookalike.index.prompts`) are split into two halves the same way;
 2. walk the candidate configurations from the smallest memory footprint to the largest;
    for each, build it once, then raise its search effort (nprobe, efSearch, re-rank depth)
-   along each line of :func:`_effort_lines` until recall@k reaches the target, or gains
-   less than half a point a step, or gets slower than a setting that already reached it
-   (or twice the latency budget);
-3. a setting *meets the recall target* when its measured recall minus one standard error
-   (of the per-query recalls) is at or above it, so that the sampling noise of a few
-   hundred queries does not pass an index that misses; the fastest such setting of the
-   cheapest configuration within the memory and latency budgets is chosen;
+   along each line of :func:`effort_lines` on the selection queries until the setting meets
+   the target, or gains less than half a point a step, or gets slower than a setting that
+   already met it (or twice the latency budget);
+3. *confirm* the fastest setting that met it within the latency budget on the confirmation
+   queries; if it misses there, step up its effort along its line (the next settings,
+   measured on both sets) until one passes both or the line ends, then try the build's
+   next fastest setting, then the next configuration;
 4. the held-out rows are added to the chosen index, which then covers every row.
 
-Flat (exact) search is always a valid last resort, so the procedure cannot fail; it can
-only report that nothing cheaper met the target. When nothing meets every budget, the
-answer is, in order: the fastest setting that reaches the recall (latency budget missed),
-else the best recall within the memory budget, else the smallest index; ``met_target`` is
-False and ``missed`` says which budget.
+Why confirm: some fifty settings are measured on the same selection queries and the fastest
+that passes is kept, so the winner is, on average, one whose measurement came out lucky
+(selection bias). The confirmation queries play no part in that choice: their measurement
+is an unbiased estimate of the recall on new queries. Both are reported.
+
+The criterion: a setting *meets the target* on a query set when ``recall - z * SE`` is at or
+above it, SE being the standard error of the per-query recalls and ``z = RECALL_Z =
+1.645 * sqrt(2) ~ 2.33``, on every set (selection and confirmation, image-like and text).
+The promise is about new queries: another independent sample of the same size should
+measure at least the target in 95 % of cases (what "9 runs in 10" asks of a fresh check: at
+95 % a run, 9 or more of 10 pass 91 % of the time). Two independent samples of one size
+differ with standard error sqrt(2) SE, hence the margin. A one-SE margin (84 % one-sided)
+only bounds the true recall; a setting passing right at it measures below the target on a
+fresh sample of the same size about one time in four. Selection uses the same bar so that
+it hands the confirmation a setting likely to pass there, the fastest of all lines, rather
+than leave the confirmation to push one line further. The step-up looks at a few settings
+on the confirmation set, along one line of rising effort (nearly monotone recall, strongly
+correlated measurements), so the extra chance of a lucky pass is small.
+
+Flat (exact) search is always a valid last resort, so the procedure cannot fail. When
+nothing meets every budget, the answer is, in order: the fastest confirmed setting (latency
+budget missed), else the best recall within the memory budget, else the smallest index;
+``met_target`` is False and ``missed`` names what is missed: ``"recall"`` (image-like
+queries), ``"text-recall"``, ``"latency"``, ``"memory"``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .exact import exact_topk
-from .faiss_index import AnnIndex, IndexSpec, faiss_threads
+from ..errors import IndexBuildError, InvalidArgument
+from .candidates import candidate_specs, effort_lines, estimated_memory, spec_for
+from .faiss_index import AnnIndex, IndexSpec
+from .measure import (QUERY_SETS, RECALL_Z, HeldOut, Measurement, ground_truth, measure, query_truth,
+                      split_held_out, split_queries, split_text_queries)
+from .prompts import tuning_prompts
 
-__all__ = ["Measurement", "TuneResult", "DEFAULT_LATENCY_MS", "split_queries", "ground_truth", "measure",
-           "candidate_specs", "auto_index", "spec_for"]
+__all__ = ["Measurement", "TuneResult", "HeldOut", "DEFAULT_LATENCY_MS", "RECALL_Z", "QUERY_SETS", "split_queries",
+           "split_held_out", "split_text_queries", "ground_truth", "query_truth", "measure", "candidate_specs",
+           "auto_index", "spec_for", "effort_lines", "tuning_prompts"]
+
+# The names these had when they lived here (tests and benchmarks use them).
+_effort_lines = effort_lines
+_estimated_memory = estimated_memory
 
 #: The default median single-query latency budget: what a server answering several users
 #: at once on one core per query needs to feel instant. ``None`` lifts it (memory alone
@@ -45,34 +75,16 @@ __all__ = ["Measurement", "TuneResult", "DEFAULT_LATENCY_MS", "split_queries", "
 DEFAULT_LATENCY_MS = 2.0
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """One configuration, measured: recall@k against exact (and its standard error over
-    the queries), single-query latency on one thread, memory, build time."""
-
-    label: str
-    recall: float
-    p50_ms: float
-    p99_ms: float
-    memory_bytes: int
-    build_s: float
-    recall_se: float = 0.0
-    n_queries: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def meets(self, target: float) -> bool:
-        """Whether the recall reaches ``target`` with a one-standard-error margin."""
-        return self.recall - self.recall_se >= target
-
-
 @dataclass
 class TuneResult:
-    """The chosen index, its measurement, and every configuration tried on the way.
+    """The chosen index, how it measured, and every measurement taken on the way.
 
-    ``missed`` names the budgets the choice does not meet (``"recall"``, ``"latency"``,
-    ``"memory"``); empty when ``met_target``.
+    ``chosen`` is the chosen setting measured on the selection queries, ``confirmed`` on the
+    independent confirmation queries (the unbiased figure); ``text`` and ``text_confirmed``
+    the same on the text queries (None without them). ``tried`` lists every measurement in
+    the order taken, each tagged with its ``query_set``. ``missed`` names what the choice
+    does not meet (``"recall"``, ``"text-recall"``, ``"latency"``, ``"memory"``); empty when
+    ``met_target``.
     """
 
     index: AnnIndex
@@ -80,180 +92,248 @@ class TuneResult:
     tried: list[Measurement] = field(default_factory=list)
     met_target: bool = True
     missed: tuple[str, ...] = ()
+    confirmed: Measurement | None = None
+    text: Measurement | None = None
+    text_confirmed: Measurement | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The measurements as a JSON-ready dict, as a collection's manifest stores them."""
+        other = {"confirmed": self.confirmed, "text": self.text, "text_confirmed": self.text_confirmed}
+        return {"measured": self.chosen.to_dict(), **{k: m and m.to_dict() for k, m in other.items()},
+                "met_target": self.met_target, "missed": list(self.missed)}
 
 
-def split_queries(rows: np.ndarray, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(query_rows, build_rows)``: a random held-out sample and the rest, both sorted.
+@dataclass(frozen=True)
+class _QuerySet:
+    """Queries of one set (one of QUERY_SETS) with their exact top-k rows (-1 pads)."""
 
-    At most a tenth of the rows are held out (at least one), so the index measured is
-    nearly the index that will serve. A single row cannot be split; it is both.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) < 2:
-        return rows.copy(), rows.copy()
-    nq = max(1, min(n_queries, len(rows) // 10))
-    query_rows = np.sort(np.random.default_rng(seed).choice(rows, size=nq, replace=False))
-    return query_rows, np.setdiff1d(rows, query_rows)
+    name: str
+    queries: np.ndarray
+    truth: np.ndarray
 
 
-def ground_truth(vectors: np.ndarray, rows: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k rows for each query row among ``rows``, the query's own row excluded.
+@dataclass(frozen=True)
+class _Build:
+    """One built configuration; ``memory`` is its size with the held-out rows added too."""
 
-    ``-1`` pads where fewer than k other rows exist (a collection of one or a few vectors).
-    """
-    queries = np.asarray(vectors[query_rows], dtype=np.float32)
-    _, pos = exact_topk(vectors, queries, k + 1, rows=rows)
-    found = np.where(pos >= 0, rows[np.maximum(pos, 0)], -1)
-    out = np.full((len(query_rows), k), -1, dtype=np.int64)
-    for i, (qr, f) in enumerate(zip(query_rows, found)):
-        others = f[(f != qr) & (f >= 0)][:k]
-        out[i, : len(others)] = others
-    return out
+    index: AnnIndex
+    build_s: float
+    memory: int
 
 
-def measure(index: AnnIndex, vectors: np.ndarray, query_rows: np.ndarray, truth: np.ndarray, k: int,
-            build_s: float = 0.0, memory_bytes: int | None = None) -> Measurement:
-    """Recall@k and single-query latency (one thread), queries sent one at a time.
+@dataclass
+class _Setting:
+    """One search setting (``line[step]``) of a build, and its measurements so far."""
 
-    The queries should be held out of ``index`` (see :func:`split_queries`): a query's own
-    row, if indexed, takes one of the k results and is not in ``truth``.
-    ``memory_bytes``: the index's size if already known (measuring it serialises the index).
-    """
-    queries = np.asarray(vectors[query_rows], dtype=np.float32)
-    times = np.empty(len(queries))
-    per_query = np.ones(len(queries))  # nothing to find: nothing missed
-    hits = 0
-    with faiss_threads(1):
-        for i, q in enumerate(queries):
-            t0 = time.perf_counter()
-            _, found = index.search(vectors, q, k)
-            times[i] = time.perf_counter() - t0
-            want = truth[i][truth[i] >= 0]
-            if len(want):
-                h = len(np.intersect1d(found[0][found[0] >= 0], want))
-                hits += h
-                per_query[i] = h / len(want)
-    expected = int(np.count_nonzero(truth >= 0))
-    return Measurement(
-        label=index.spec.label(),
-        recall=hits / expected if expected else 1.0,
-        p50_ms=float(np.percentile(times, 50) * 1e3),
-        p99_ms=float(np.percentile(times, 99) * 1e3),
-        memory_bytes=index.memory_bytes() if memory_bytes is None else memory_bytes,
-        build_s=build_s,
-        recall_se=float(np.std(per_query) / np.sqrt(len(queries))) if len(queries) > 1 else 0.0,
-        n_queries=len(queries),
-    )
+    build: _Build
+    line: list[IndexSpec]
+    step: int
+    index: AnnIndex
+    select: Measurement
+    text: Measurement | None = None
+    confirm: Measurement | None = None
+    text_confirm: Measurement | None = None
+
+    @property
+    def p50_ms(self) -> float:
+        return self.select.p50_ms
+
+    @property
+    def score(self) -> float:
+        """The selection recall that limits it: the lower of image-like and text."""
+        return min(self.select.recall, 1.0 if self.text is None else self.text.recall)
 
 
-def _nlist(n: int, train_size: int) -> int:
-    """~4 sqrt(n) IVF cells as a power of two, but never fewer than 39 training points per
-    cell (FAISS's minimum for stable k-means; below it FAISS warns on stderr)."""
-    nlist = int(min(65536, 4 * np.sqrt(n), max(1, min(n, train_size) // 39)))
-    return 1 << max(0, int(np.floor(np.log2(max(1, nlist)))))
+class _Tuner:
+    """The state of one :func:`auto_index` run; the module docstring gives the procedure."""
 
+    def __init__(self, vectors: np.ndarray, held: HeldOut, text: tuple[np.ndarray, np.ndarray] | None, *,
+                 recall: float, k: int, memory_bytes: int | None, latency_ms: float | None, seed: int,
+                 train_size: int, on_measure: Callable[[Measurement], None] | None) -> None:
+        self.vectors, self.held, self.recall = vectors, held, recall
+        self.k = max(1, min(k, len(held.build)))
+        self.memory_bytes, self.latency_ms = memory_bytes, latency_ms
+        self.seed, self.train_size, self.on_measure = seed, train_size, on_measure
+        self.select = self._held_set("select", held.select)
+        self.confirm = self._held_set("confirm", held.confirm)
+        self.text_select: _QuerySet | None = None
+        self.text_confirm: _QuerySet | None = None
+        if text is not None:
+            self.text_select = _QuerySet("text-select", text[0], query_truth(vectors, held.build, text[0], self.k))
+            self.text_confirm = _QuerySet("text-confirm", text[1], query_truth(vectors, held.build, text[1], self.k))
+        self.tried: list[Measurement] = []
+        self.reached: _Setting | None = None  # fastest confirmed within memory, over the latency budget
+        self.best_effort: _Setting | None = None  # best selection recall within memory
+        self.smallest: _Build | None = None  # smallest build over the memory budget
 
-def spec_for(kind: str, n: int, dim: int, *, train_size: int = 100_000) -> IndexSpec:
-    """Sensible build parameters for a forced ``--index KIND`` on n vectors of dim d.
+    def _held_set(self, name: str, rows: np.ndarray) -> _QuerySet:
+        queries = np.ascontiguousarray(self.vectors[rows], dtype=np.float32)
+        return _QuerySet(name, queries, ground_truth(self.vectors, self.held.build, rows, self.k))
 
-    ``train_size`` is what :meth:`AnnIndex.build` trains on; it caps the IVF cells.
-    """
-    nlist = _nlist(n, train_size)
-    if kind == "ivf":
-        # Full float vectors in the cells: FAISS's scores are already exact, nothing to re-rank.
-        return IndexSpec("ivf", nlist=nlist, rerank=1)
-    if kind == "ivfpq":
-        # 8 bytes of code per 64 dims (dim/8 bytes = 1/32 of float32), the usual sweet spot.
-        m = max(4, dim // 8)
-        while dim % m:
-            m -= 1
-        # 2**bits centroids per sub-quantiser also need 39 training points each.
-        bits = int(max(1, min(8, np.floor(np.log2(max(2, min(n, train_size) // 39))))))
-        return IndexSpec("ivfpq", nlist=nlist, pq_m=m, pq_bits=bits, opq=False, rerank=8)
-    if kind == "binary":
-        return IndexSpec("binary", rerank=16)
-    if kind == "hnsw":
-        return IndexSpec("hnsw", rerank=1)  # stores float vectors: exact scores
-    return IndexSpec(kind)  # type: ignore[arg-type]
+    # ------------------------------------------------------------------ measuring
+    def _measure(self, index: AnnIndex, queries: _QuerySet, build: _Build) -> Measurement:
+        m = measure(index, self.vectors, queries.queries, queries.truth, self.k, build.build_s,
+                    memory_bytes=build.memory, query_set=queries.name)
+        self.tried.append(m)
+        if self.on_measure is not None:
+            self.on_measure(m)
+        return m
 
+    def _setting(self, build: _Build, line: list[IndexSpec], step: int) -> _Setting:
+        """``line[step]`` of ``build``, measured on the selection queries (and text ones)."""
+        effort = line[step]
+        index = build.index.with_search_params(nprobe=effort.nprobe, ef_search=effort.ef_search,
+                                               rerank=effort.rerank)
+        s = _Setting(build, line, step, index, self._measure(index, self.select, build))
+        if self.text_select is not None:
+            s.text = self._measure(index, self.text_select, build)
+        if self.best_effort is None or s.score > self.best_effort.score:
+            self.best_effort = s
+        return s
 
-def _estimated_memory(spec: IndexSpec, n: int, dim: int) -> int:
-    """Approximate RAM of ``spec`` built over n vectors of dim d (what :meth:`AnnIndex.memory_bytes`
-    will measure): codes per vector, IVF list ids, the row map, and trained tables."""
-    d = spec.reduce_dim if spec.reduce else dim
-    per = 8  # the row map
-    fixed = 4 * (dim + d) * dim if spec.reduce == "pca" else 0  # PCA: eigenvectors, projection
-    if spec.is_ivf:
-        per += 8  # IVF list ids
-        fixed += 4 * d * spec.nlist  # centroids
-    if spec.kind == "binary":
-        per += (d + 7) // 8
-    elif spec.kind == "ivfpq":
-        per += (spec.pq_m * spec.pq_bits + 7) // 8
-        fixed += 4 * d * (1 << spec.pq_bits) + (4 * d * d if spec.opq else 0)
-    elif spec.kind == "sq8":
-        per += d
-        fixed += 8 * d
-    elif spec.kind == "fp16":
-        per += 2 * d
-    elif spec.kind == "ivf":
-        per += 4 * d
-    elif spec.kind == "hnsw":
-        per += 4 * d + 4 * 2 * spec.hnsw_m + 4 * 2  # level-0 links, upper levels on average
-    else:
-        per += 4 * d
-    return per * n + fixed
+    def _confirm_measure(self, s: _Setting) -> None:
+        s.confirm = self._measure(s.index, self.confirm, s.build)
+        if self.text_confirm is not None:
+            s.text_confirm = self._measure(s.index, self.text_confirm, s.build)
 
+    def _meets(self, m: Measurement | None) -> bool:
+        return m is not None and m.meets(self.recall)
 
-def candidate_specs(n: int, dim: int, *, matryoshka: bool = False, train_size: int = 100_000) -> list[IndexSpec]:
-    """Configurations to try, cheapest memory first (flat last, as the exact fallback).
+    def _selected(self, s: _Setting) -> bool:
+        return self._meets(s.select) and (self.text_select is None or self._meets(s.text))
 
-    From sign bits (d/8 bytes a vector) through product quantisation (d/8 and d/4 bytes)
-    and 8-bit scalar codes (d/4 with PCA, d bytes, either scanned whole or inside IVF cells)
-    to full float vectors (IVF cells or an HNSW graph). Compressed codes rank candidates;
-    exact re-ranking from the vector file decides the results.
-    """
-    ivfpq = spec_for("ivfpq", n, dim, train_size=train_size)
-    nlist = _nlist(n, train_size)
-    specs = [spec_for("binary", n, dim), ivfpq]
-    if ivfpq.pq_bits == 8 and dim % (2 * ivfpq.pq_m) == 0:
-        specs.append(replace(ivfpq, pq_m=2 * ivfpq.pq_m))  # twice the code: finer ranking
-    if dim >= 64:
-        specs.append(IndexSpec("sq8", reduce="pca", reduce_dim=dim // 4, rerank=8))
-    specs += [IndexSpec("sq8"), IndexSpec("sq8", nlist=nlist, rerank=2)]
-    if matryoshka and dim >= 256:
-        specs.append(replace(spec_for("ivf", n, dim // 2, train_size=train_size), reduce="matryoshka",
-                             reduce_dim=dim // 2, rerank=4))
-    specs += [spec_for("ivf", n, dim, train_size=train_size), spec_for("hnsw", n, dim)]
-    # Which is smaller depends on n and d (IVF-PQ's tables against PCA-SQ8's codes, say).
-    specs.sort(key=lambda s: _estimated_memory(s, n, dim))
-    return specs + [IndexSpec("flat")]
+    def _confirmed(self, s: _Setting) -> bool:
+        return self._meets(s.confirm) and (self.text_confirm is None or self._meets(s.text_confirm))
 
+    def _in_budget(self, s: _Setting) -> bool:
+        return self.latency_ms is None or s.p50_ms <= self.latency_ms
 
-_NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-_RERANKS = (2, 4, 8, 16, 32, 64, 128, 256)
+    def _far_over_budget(self, s: _Setting) -> bool:
+        return self.latency_ms is not None and s.p50_ms > 2 * self.latency_ms
 
+    # ------------------------------------------------------------------ walking
+    def _sweep(self, build: _Build) -> list[_Setting]:
+        """Every line of efforts, walked as far as it can still win: the settings selected."""
+        met: list[_Setting] = []
+        for line in effort_lines(build.index.spec):
+            previous: _Setting | None = None
+            for step in range(len(line)):
+                s = self._setting(build, line, step)
+                if self._selected(s):
+                    met.append(s)
+                    break  # more effort on this line is only slower
+                fastest = min((m.p50_ms for m in met if self._in_budget(m)), default=None)
+                if fastest is not None and s.p50_ms >= fastest:
+                    break  # already slower than a setting that met the target
+                if self._far_over_budget(s):
+                    break  # far over budget, and more effort only gets slower
+                if previous is not None and s.score < previous.score + 0.005:
+                    break  # saturated: doubling this knob gains less than half a point
+                previous = s
+        return met
 
-def _effort_lines(spec: IndexSpec) -> list[list[IndexSpec]]:
-    """The same index searched harder and harder: lines of settings, each cheapest first.
+    def _step_up(self, s: _Setting) -> _Setting | None:
+        """The next setting after ``s`` on its effort line that meets the target on the
+        selection queries; None when the line ends (or gets far over the latency budget)."""
+        for step in range(s.step + 1, len(s.line)):
+            current = self._setting(s.build, s.line, step)
+            if self._selected(current):
+                return current
+            if self._far_over_budget(current):
+                return None
+        return None
 
-    IVF kinds whose codes are compressed have two knobs, so one line per re-rank depth with
-    nprobe rising along it; other kinds have one knob and one line. Kinds that hold float
-    vectors (IVF-Flat, HNSW, unreduced) score exactly and are never re-ranked deeper.
-    """
-    exact_scores = spec.kind in ("ivf", "hnsw", "flat") and not spec.reduce
-    reranks = (spec.rerank,) if exact_scores else tuple(r for r in _RERANKS if r >= min(spec.rerank, 2))
-    if spec.is_ivf:
-        return [[replace(spec, nprobe=p, rerank=r) for p in _NPROBES if p <= spec.nlist] for r in reranks]
-    if spec.kind == "hnsw":
-        return [[replace(spec, ef_search=ef, rerank=r) for r in reranks for ef in (16, 32, 64, 128, 256, 512)]]
-    return [[replace(spec, rerank=r) for r in reranks]]
+    def _choose(self, met: list[_Setting]) -> _Setting | None:
+        """The fastest confirmed setting within the latency budget, or None.
 
+        Selected settings are confirmed fastest first; one that misses is replaced by its
+        line's next selected setting, which takes its place by speed. One confirmed over
+        the budget is kept as the fallback ``reached``.
+        """
+        queue = sorted(met, key=lambda m: m.p50_ms)
+        while queue:
+            s = queue.pop(0)
+            if self.reached is not None and s.p50_ms >= self.reached.p50_ms:
+                break  # the rest are slower than a confirmed fallback already held
+            self._confirm_measure(s)
+            if self._confirmed(s):
+                if self._in_budget(s):
+                    return s
+                self.reached = s
+                continue
+            stepped = self._step_up(s)
+            if stepped is not None:
+                queue.append(stepped)
+                queue.sort(key=lambda m: m.p50_ms)
+        return None
 
-def _chosen(met: list[tuple[Measurement, AnnIndex]], latency_ms: float | None) -> tuple[Measurement, AnnIndex] | None:
-    """The fastest setting within the latency budget, or None."""
-    ok = [(m, ix) for m, ix in met if latency_ms is None or m.p50_ms <= latency_ms]
-    return min(ok, key=lambda t: t[0].p50_ms) if ok else None
+    def _build(self, spec: IndexSpec) -> _Build | None:
+        t0 = time.perf_counter()
+        try:
+            built = AnnIndex.build(spec, self.vectors, self.held.build, seed=self.seed, train_size=self.train_size)
+        except (ValueError, RuntimeError):
+            return None  # e.g. too few vectors to train this many cells
+        build_s = time.perf_counter() - t0
+        # Serialising measures the index (once per build, not per effort); the held-out rows
+        # it will also hold are added at their estimated per-vector cost, so that the budget
+        # is not overrun by them.
+        n_all = len(self.held.build) + len(np.union1d(self.held.select, self.held.confirm))
+        d = self.vectors.shape[1]
+        extra = estimated_memory(spec, n_all, d) - estimated_memory(spec, len(self.held.build), d)
+        return _Build(built, build_s, built.memory_bytes() + extra)
+
+    def run(self, specs: list[IndexSpec]) -> _Setting:
+        """The choice: confirmed within every budget if any is, else the fallbacks in order."""
+        for spec in specs:
+            build = self._build(spec)
+            if build is None:
+                continue
+            if self.memory_bytes is not None and build.memory > self.memory_bytes:
+                if self.smallest is None or build.memory < self.smallest.memory:
+                    self.smallest = build
+                continue
+            choice = self._choose(self._sweep(build))
+            if choice is not None:
+                return choice
+        if self.reached is None and self.best_effort is None and self.smallest is not None:
+            # Nothing fits the memory budget: rather than fail (the procedure promises an
+            # answer), report the smallest index, searched as well as it can be.
+            choice = self._choose(self._sweep(self.smallest))
+            if choice is not None:
+                return choice
+        fallback = self.reached or self.best_effort
+        if fallback is None:
+            tried = ", ".join(s.label() for s in specs) or "nothing"
+            raise IndexBuildError(f"no index configuration could be built for these {len(self.held.build)} "
+                                  f"{self.vectors.shape[1]}-d vectors (tried {tried}); search exactly, or add vectors")
+        return fallback
+
+    def finish(self, s: _Setting, restore_held_out: bool) -> TuneResult:
+        """The result for choice ``s``: confirmed (if not yet), held-out rows added back."""
+        if s.confirm is None:
+            self._confirm_measure(s)
+        missed = []
+        if not (self._meets(s.select) and self._meets(s.confirm)):
+            missed.append("recall")
+        if self.text_select is not None and not (self._meets(s.text) and self._meets(s.text_confirm)):
+            missed.append("text-recall")
+        if not self._in_budget(s):
+            missed.append("latency")
+        if self.memory_bytes is not None and s.build.memory > self.memory_bytes:
+            missed.append("memory")
+        index = s.index
+        measured = [s.select, s.confirm, s.text, s.text_confirm]
+        held = np.union1d(self.held.select, self.held.confirm)
+        missing = np.setdiff1d(held, index.rows) if restore_held_out else np.empty(0, np.int64)
+        if len(missing):
+            added = index.added_since_training
+            index.add(self.vectors, missing)
+            index.added_since_training = added  # part of the collection it was built for
+            memory = index.memory_bytes()
+            measured = [None if m is None else replace(m, memory_bytes=memory) for m in measured]
+        chosen, confirmed, text, text_confirmed = measured
+        assert chosen is not None
+        return TuneResult(index, chosen, self.tried, not missed, tuple(missed), confirmed, text, text_confirmed)
 
 
 def auto_index(
@@ -265,104 +345,55 @@ def auto_index(
     memory_bytes: int | None = None,
     latency_ms: float | None = DEFAULT_LATENCY_MS,
     n_queries: int = 500,
+    n_confirm: int | None = None,
+    text_queries: np.ndarray | None = None,
     candidates: Iterable[IndexSpec] | None = None,
     seed: int = 0,
     train_size: int = 100_000,
     restore_held_out: bool = True,
     on_measure: Callable[[Measurement], None] | None = None,
 ) -> TuneResult:
-    """Build the cheapest index that reaches ``recall``@``k`` within the budgets; see module doc.
+    """Build the cheapest index whose ``recall``@``k`` is confirmed within the budgets; see
+    the module docstring.
 
-    ``memory_bytes`` bounds the index's RAM (re-ranking reads float32 vectors from the
-    memory-mapped vector file, which the OS pages in and out); ``latency_ms`` bounds the
-    median single-query latency on one thread (``None``: no bound). ``restore_held_out=False``
-    leaves the held-out query rows (:func:`split_queries` with the same ``n_queries`` and
-    ``seed``) out of the returned index, for benchmarks that measure on it further.
+    ``n_queries`` / ``n_confirm`` (default: the same): rows held out as selection and as
+    confirmation queries (:func:`split_held_out` with the same ``seed`` gives them).
+    ``text_queries``: ``(T, d)`` float32 L2-normalised embeddings of
+    :func:`~lookalike.index.prompts.tuning_prompts` by the collection's model, for models
+    with a text tower (computed by the caller); a setting must then meet the target on them
+    too. ``memory_bytes`` bounds the index's RAM (re-ranking reads float32 vectors from the
+    memory-mapped vector file, which the OS pages in and out); ``latency_ms`` the median
+    single-query latency on one thread (``None``: no bound). ``restore_held_out=False``
+    leaves the held-out rows out of the returned index, for benchmarks that measure on it
+    further. ``on_measure`` is called with every measurement as it is taken.
+
+    Raises:
+        InvalidArgument: a target, budget, count or ``text_queries`` array out of range.
+        IndexBuildError: no candidate configuration could be built on these vectors.
     """
     rows = np.arange(vectors.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    query_rows, build_rows = split_queries(rows, n_queries, seed)
-    kk = max(1, min(k, len(build_rows)))
-    truth = ground_truth(vectors, build_rows, query_rows, kk)
-    tried: list[Measurement] = []
-    reached: tuple[Measurement, AnnIndex] | None = None  # fastest that met recall within memory
-    best_effort: tuple[Measurement, AnnIndex] | None = None  # best recall within memory
-    smallest: tuple[int, AnnIndex, float] | None = None  # smallest build over the memory budget
-
-    def record(m: Measurement) -> None:
-        tried.append(m)
-        if on_measure is not None:
-            on_measure(m)
-
-    def sweep(built: AnnIndex, build_s: float, memory: int) -> list[tuple[Measurement, AnnIndex]]:
-        """Every line of efforts, walked as far as it can still win; the settings that met recall."""
-        nonlocal best_effort
-        met: list[tuple[Measurement, AnnIndex]] = []
-        for line in _effort_lines(built.spec):
-            previous: Measurement | None = None
-            for effort in line:
-                candidate = built.with_search_params(nprobe=effort.nprobe, ef_search=effort.ef_search,
-                                                     rerank=effort.rerank)
-                m = measure(candidate, vectors, query_rows, truth, kk, build_s, memory_bytes=memory)
-                record(m)
-                if best_effort is None or m.recall > best_effort[0].recall:
-                    best_effort = (m, candidate)
-                if m.meets(recall):
-                    met.append((m, candidate))
-                    break  # more effort on this line is only slower
-                fastest = _chosen(met, latency_ms)
-                if fastest is not None and m.p50_ms >= fastest[0].p50_ms:
-                    break  # already slower than a setting that met the target
-                if latency_ms is not None and m.p50_ms > 2 * latency_ms:
-                    break  # far over budget, and more effort only gets slower
-                if previous is not None and m.recall < previous.recall + 0.005:
-                    break  # saturated: doubling this knob gains less than half a point
-                previous = m
-        return met
-
-    def finish(choice: tuple[Measurement, AnnIndex], missed: tuple[str, ...]) -> TuneResult:
-        m, index = choice
-        missing = np.setdiff1d(query_rows, index.rows) if restore_held_out else np.empty(0, np.int64)
-        if len(missing):
-            added = index.added_since_training
-            index.add(vectors, missing)
-            index.added_since_training = added  # part of the collection it was built for
-            m = replace(m, memory_bytes=index.memory_bytes())
-        return TuneResult(index, m, tried, not missed, missed)
-
+    _check_args(vectors, recall, k, memory_bytes, latency_ms, n_queries, n_confirm)
+    text = None if text_queries is None else split_text_queries(text_queries, vectors.shape[1], seed)
+    held = split_held_out(rows, n_queries, n_confirm, seed)
+    tuner = _Tuner(vectors, held, text, recall=recall, k=k, memory_bytes=memory_bytes, latency_ms=latency_ms,
+                   seed=seed, train_size=train_size, on_measure=on_measure)
     specs = list(candidates) if candidates is not None else candidate_specs(
         len(rows), vectors.shape[1], train_size=train_size)
-    for spec in specs:
-        t0 = time.perf_counter()
-        try:
-            built = AnnIndex.build(spec, vectors, build_rows, seed=seed, train_size=train_size)
-        except (ValueError, RuntimeError):
-            continue  # e.g. too few vectors to train this many cells
-        build_s = time.perf_counter() - t0
-        # Serialising measures the index (once per build, not per effort); the held-out rows
-        # it will also hold are added at their estimated per-vector cost, so that the budget
-        # is not overrun by them.
-        d = vectors.shape[1]
-        memory = built.memory_bytes() + _estimated_memory(spec, len(rows), d) - _estimated_memory(
-            spec, len(build_rows), d)
-        if memory_bytes is not None and memory > memory_bytes:
-            if smallest is None or memory < smallest[0]:
-                smallest = (memory, built, build_s)
-            continue
-        met = sweep(built, build_s, memory)
-        choice = _chosen(met, latency_ms)
-        if choice is not None:
-            return finish(choice, ())
-        fastest = _chosen(met + ([reached] if reached else []), None)
-        reached = fastest if fastest is not None else reached
-    if reached is not None:
-        return finish(reached, ("latency",))
-    if best_effort is not None:
-        return finish(best_effort, ("recall",))
-    if smallest is not None:
-        # Nothing fits the memory budget: rather than fail (the procedure promises an answer),
-        # report the smallest index, searched as well as it can be.
-        met = sweep(smallest[1], smallest[2], smallest[0])
-        pick = min(met, key=lambda t: t[0].p50_ms) if met else best_effort
-        assert pick is not None  # sweep measured at least one setting
-        return finish(pick, ("memory",) if met else ("memory", "recall"))
-    raise ValueError("no index configuration could be built for these vectors")
+    return tuner.finish(tuner.run(specs), restore_held_out)
+
+
+def _check_args(vectors: np.ndarray, recall: float, k: int, memory_bytes: int | None, latency_ms: float | None,
+                n_queries: int, n_confirm: int | None) -> None:
+    if vectors.ndim != 2 or vectors.shape[0] < 1:
+        raise InvalidArgument(f"vectors must be a non-empty (N, d) array, got shape {vectors.shape}")
+    if not 0.0 < recall <= 1.0:
+        raise InvalidArgument(f"recall target must be in (0, 1], e.g. 0.95, not {recall}")
+    if k < 1:
+        raise InvalidArgument(f"k (results per query) must be at least 1, not {k}")
+    if memory_bytes is not None and memory_bytes <= 0:
+        raise InvalidArgument(f"memory budget must be positive bytes (or None for none), not {memory_bytes}")
+    if latency_ms is not None and latency_ms <= 0:
+        raise InvalidArgument(f"latency budget must be positive milliseconds (or None for none), not {latency_ms}")
+    for name, n in (("n_queries", n_queries), ("n_confirm", n_confirm)):
+        if n is not None and n < 1:
+            raise InvalidArgument(f"{name} must be at least 1 held-out query, not {n}")
