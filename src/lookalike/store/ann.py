@@ -90,10 +90,7 @@ class IndexSettings:
 
 
 def _measurement(data: dict[str, Any] | None) -> Measurement | None:
-    if not data:
-        return None
-    known = Measurement.__dataclass_fields__
-    return Measurement(**{k: v for k, v in data.items() if k in known})
+    return Measurement.from_dict(data) if data else None
 
 
 @dataclass(frozen=True)
@@ -199,13 +196,14 @@ def build_index(storage: "Storage", settings: IndexSettings, text_queries: TextQ
         # and its latency is shown, not held against it.
         candidates, latency_ms = [spec_for(settings.mode, len(live), vectors.shape[1])], None
     result = auto_index(vectors, live, recall=settings.recall, memory_bytes=settings.memory_bytes,
-                        latency_ms=latency_ms, candidates=candidates)
+                        latency_ms=latency_ms, candidates=candidates, text_queries=text_queries())
     index = result.index
     index.save(path)
     storage.record_index(settings, IndexState(
-        spec=index.spec.to_dict(), label=index.spec.label(), measured=result.chosen,
-        met_target=result.met_target, missed=tuple(result.missed), vector_file=storage.vector_file.path.name,
-        built_on=len(live), built_with=settings))
+        spec=index.spec.to_dict(), label=index.spec.label(), measured=result.chosen, confirmed=result.confirmed,
+        text=result.text, text_confirmed=result.text_confirmed, met_target=result.met_target,
+        missed=tuple(result.missed), vector_file=storage.vector_file.path.name, built_on=len(live),
+        built_with=settings))
     return index
 
 

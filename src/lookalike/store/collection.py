@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, ItemNotFound
 from ..fsutil import user_path
 from ..index.rank import rank
-from ..index import tune
+from ..index.prompts import tuning_prompts
 from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
 from ..models.names import parse_model_name
@@ -167,7 +167,7 @@ class Collection:
         """The shipped tuning prompts embedded, for models with a text tower (index tuning)."""
         if "text" not in self.manifest.model.get("modalities", ()):
             return None
-        return self._model.get().encode_text(tune.tuning_prompts())
+        return self._model.get().encode_text(tuning_prompts())
 
     # ------------------------------------------------------------------ add
     def add(self, paths: Sequence[str | os.PathLike[str]], *, exclude: Sequence[str] = (),
