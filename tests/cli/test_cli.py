@@ -344,6 +344,11 @@ def test_index_flag_builds_and_info_reports_it(tmp_path: Path) -> None:
     info_out = run("info", "--collection", str(coll)).output
     assert "IVF" in info_out and "measured recall@10" in info_out and "p50" in info_out
     assert "held-out images" in info_out and "latency budget 2 ms" in info_out
+    # Both measurements of issue 8: the independent confirmation, and the text prompts (lite has text).
+    flat = " ".join(info_out.split())  # the table folds long lines
+    assert "confirmed 1.000 on" in flat and "text queries" in flat and "text confirmed" in flat
+    state = json.loads(run("info", "--collection", str(coll), "--json").stdout)["index"]["state"]
+    assert state["confirmed"]["query_set"] == "confirm" and state["text"]["n_queries"] > 0
     bad = run("index", str(folder), "--collection", str(coll), "--index", "lsh")
     _assert_clean_error(bad, 2, "unknown index mode")
     # Budgets are remembered and shown; --latency-ms 0 lifts the latency budget.

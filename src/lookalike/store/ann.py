@@ -21,13 +21,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import CollectionCorrupt, InvalidArgument, LookalikeError
+from ..models.lazy import LazyModel
 from ..index import rank
 from ..index.faiss_index import AnnIndex
+from ..index.prompts import tuning_prompts
 from ..index.tune import DEFAULT_LATENCY_MS, Measurement, auto_index, candidate_specs, spec_for
 
 if TYPE_CHECKING:
@@ -43,10 +45,6 @@ DRIFT_REBUILD = 0.5
 #: Rebuild when more than this share of the index's rows are deleted.
 STALE_REBUILD = 0.3
 INDEX_MODES = ("auto", "exact", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16", "binary")
-
-#: Returns the embeddings of the shipped tuning prompts, or None for an image-only model;
-#: called only when an index is built, so the model loads only then.
-TextQueries = Callable[[], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +140,13 @@ class IndexState:
                                     "rebuild it with `lookalike index --index auto`") from exc
 
 
+def _text_queries(storage: "Storage", model: LazyModel) -> np.ndarray | None:
+    """The shipped tuning prompts in the collection's space; None for an image-only model."""
+    if "text" not in storage.manifest.model.get("modalities", ()):
+        return None
+    return model.get().encode_text(tuning_prompts())
+
+
 def _wants_index(settings: IndexSettings, n_live: int) -> bool:
     if settings.mode == "exact":
         return False
@@ -177,8 +182,11 @@ def load_index(storage: "Storage") -> "AnnIndex | None":
     return index
 
 
-def build_index(storage: "Storage", settings: IndexSettings, text_queries: TextQueries) -> "AnnIndex | None":
-    """Build (or remove) the index that ``settings`` call for, save it and record it."""
+def build_index(storage: "Storage", settings: IndexSettings, model: LazyModel) -> "AnnIndex | None":
+    """Build (or remove) the index that ``settings`` call for, save it and record it.
+
+    ``model`` embeds the shipped tuning prompts when the model has a text tower (loaded only
+    when an index is actually built)."""
     live = storage.live_rows()
     path = storage.path / INDEX_FILE
     if not _wants_index(settings, len(live)):
@@ -196,7 +204,7 @@ def build_index(storage: "Storage", settings: IndexSettings, text_queries: TextQ
         # and its latency is shown, not held against it.
         candidates, latency_ms = [spec_for(settings.mode, len(live), vectors.shape[1])], None
     result = auto_index(vectors, live, recall=settings.recall, memory_bytes=settings.memory_bytes,
-                        latency_ms=latency_ms, candidates=candidates, text_queries=text_queries())
+                        latency_ms=latency_ms, candidates=candidates, text_queries=_text_queries(storage, model))
     index = result.index
     index.save(path)
     storage.record_index(settings, IndexState(
@@ -207,21 +215,21 @@ def build_index(storage: "Storage", settings: IndexSettings, text_queries: TextQ
     return index
 
 
-def refresh_index(storage: "Storage", text_queries: TextQueries) -> "AnnIndex | None":
+def refresh_index(storage: "Storage", model: LazyModel) -> "AnnIndex | None":
     """After an add: append new rows, or rebuild when drift, deletions or new settings call for it."""
     settings = storage.index_settings()
     live = storage.live_rows()
     if not _wants_index(settings, len(live)):
         if (storage.path / INDEX_FILE).exists():
-            return build_index(storage, settings, text_queries)  # removes it and records "no index"
+            return build_index(storage, settings, model)  # removes it and records "no index"
         return None
     index = load_index(storage)
     state = storage.index_state()
     if index is None or state is None or state.built_with != settings:
-        return build_index(storage, settings, text_queries)
+        return build_index(storage, settings, model)
     stale = 1.0 - len(live) / index.ntotal if index.ntotal else 0.0
     if index.drift() > DRIFT_REBUILD or stale > STALE_REBUILD:
         log.info("%s: rebuilding the index (drift %.2f, deleted share %.2f)", storage.path, index.drift(), stale)
-        return build_index(storage, settings, text_queries)
+        return build_index(storage, settings, model)
     index.save(storage.path / INDEX_FILE)
     return index

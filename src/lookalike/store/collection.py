@@ -19,7 +19,6 @@ import numpy as np
 from ..errors import CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, ItemNotFound
 from ..fsutil import user_path
 from ..index.rank import rank
-from ..index.prompts import tuning_prompts
 from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
 from ..models.names import parse_model_name
@@ -163,12 +162,6 @@ class Collection:
         """
         return self._model.get()
 
-    def _text_queries(self) -> np.ndarray | None:
-        """The shipped tuning prompts embedded, for models with a text tower (index tuning)."""
-        if "text" not in self.manifest.model.get("modalities", ()):
-            return None
-        return self._model.get().encode_text(tuning_prompts())
-
     # ------------------------------------------------------------------ add
     def add(self, paths: Sequence[str | os.PathLike[str]], *, exclude: Sequence[str] = (),
             batch_size: int | None = None, workers: int | None = None, retry_failed: bool = False,
@@ -194,9 +187,8 @@ class Collection:
             # need not be, if nothing new is found), and then the CPU default is right.
             loaded = self._model.loaded
             batch_size = 32 if loaded is None or loaded.device.type == "cpu" else 128
-        return index_paths(self._storage, paths, model=self._model.get, batch_size=batch_size, workers=workers,
-                           exclude=exclude, retry_failed=retry_failed, progress=progress, index=index,
-                           text_queries=self._text_queries)
+        return index_paths(self._storage, paths, model=self._model, batch_size=batch_size, workers=workers,
+                           exclude=exclude, retry_failed=retry_failed, progress=progress, index=index)
 
     def compact(self) -> int:
         """Reclaim the vector rows no item uses any more; returns how many were dropped.
@@ -331,7 +323,7 @@ class Collection:
         """
         settings = IndexSettings(mode, recall, memory_bytes, latency_ms)
         with self._storage.write_lock():
-            return build_index(self._storage, settings, self._text_queries)
+            return build_index(self._storage, settings, self._model)
 
     def info(self, max_errors: int = 20) -> CollectionInfo:
         """Counts, sizes, the index and recent errors, for ``lookalike info``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -24,12 +24,12 @@ from ..images.transforms import PreprocessConfig, build_transform
 from ..pipeline.embed import Prepared, embed_prepared
 from ..pipeline.loader import ordered_map
 from ..progress import ProgressCallback, ProgressEvent
-from .ann import IndexSettings, TextQueries, refresh_index
+from ..models.lazy import LazyModel
+from .ann import IndexSettings, refresh_index
 from .metadata import ItemRow
 from .plan import Action, Job, KnownVector, Planned, Planner, changed_files, gone_rows, reuse_repeats
 
 if TYPE_CHECKING:
-    from ..models.base import EmbeddingModel
     from .storage import Storage
 
 __all__ = ["AddReport", "index_paths", "require_roots"]
@@ -84,11 +84,11 @@ def require_roots(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def index_paths(storage: "Storage", paths: Sequence[str | os.PathLike[str]], *,
-                model: Callable[[], "EmbeddingModel"], batch_size: int, workers: int | None = None,
-                exclude: Sequence[str] = (), retry_failed: bool = False, progress: ProgressCallback | None = None,
-                index: IndexSettings | None = None, text_queries: TextQueries) -> AddReport:
-    """Implementation of :meth:`Collection.add`; ``model`` is called only when the first
-    batch of pixels is ready, so a run that finds only renames never loads it."""
+                model: LazyModel, batch_size: int, workers: int | None = None, exclude: Sequence[str] = (),
+                retry_failed: bool = False, progress: ProgressCallback | None = None,
+                index: IndexSettings | None = None) -> AddReport:
+    """Implementation of :meth:`Collection.add`; ``model`` loads only when the first batch
+    of pixels is ready, so a run that finds only renames never loads it."""
     t0 = time.perf_counter()
     emit = progress or (lambda event: None)
     report = AddReport()
@@ -109,7 +109,7 @@ def index_paths(storage: "Storage", paths: Sequence[str | os.PathLike[str]], *,
             storage.compact()
         if index is not None:
             storage.record_index(index, storage.index_state())  # refresh rebuilds for new settings
-        refresh_index(storage, text_queries)
+        refresh_index(storage, model)
     report.seconds = time.perf_counter() - t0
     emit(ProgressEvent("done", done=report.total_seen, total=report.total_seen))
     return report
@@ -130,7 +130,7 @@ def _scan(roots: list[str], exclude: Sequence[str], report: AddReport, emit: Pro
 
 
 def _run(storage: "Storage", jobs: list[Job], gone: list[ItemRow], report: AddReport, emit: ProgressCallback, *,
-         model: Callable[[], "EmbeddingModel"], batch_size: int, workers: int | None) -> None:
+         model: LazyModel, batch_size: int, workers: int | None) -> None:
     """Prepare the jobs in the decode threads, embed in batches, apply and commit in order."""
     preprocess = PreprocessConfig.from_dict(storage.manifest.model["preprocess"])
     known = {h: KnownVector(*v) for h, v in storage.db.hash_index().items()}
@@ -139,7 +139,7 @@ def _run(storage: "Storage", jobs: list[Job], gone: list[ItemRow], report: AddRe
     prepared = reuse_repeats(ordered_map(planner, jobs, workers=workers, prefetch=batch_size * 2))
 
     def embed(pixels: np.ndarray) -> np.ndarray:
-        return model().embed_pixels(pixels)
+        return model.get().embed_pixels(pixels)
 
     for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size), start=1):
         batch.apply(p, vec, emit)
