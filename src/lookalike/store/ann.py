@@ -140,11 +140,20 @@ class IndexState:
                                     "rebuild it with `lookalike index --index auto`") from exc
 
 
+#: The tuning prompts embedded, per model fingerprint: every index build of a process (a
+#: server, a test session) reuses them instead of embedding some 450 texts again.
+_PROMPT_VECTORS: dict[tuple[str, int], np.ndarray] = {}
+
+
 def _text_queries(storage: "Storage", model: LazyModel) -> np.ndarray | None:
     """The shipped tuning prompts in the collection's space; None for an image-only model."""
     if "text" not in storage.manifest.model.get("modalities", ()):
         return None
-    return model.get().encode_text(tuning_prompts())
+    prompts = tuning_prompts()
+    key = (storage.manifest.fingerprint, hash(tuple(prompts)))
+    if key not in _PROMPT_VECTORS:
+        _PROMPT_VECTORS[key] = model.get().encode_text(prompts)
+    return _PROMPT_VECTORS[key]
 
 
 def _wants_index(settings: IndexSettings, n_live: int) -> bool:
