@@ -560,11 +560,15 @@ def test_file_vanishing_while_identified_is_still_unreadable(
     path = tmp_path / "flaky.jpg"
     path.write_bytes(hostile.text())
 
-    def gone(_: Any) -> int:
+    asked: list[Any] = []
+
+    def gone(name: Any) -> int:
+        asked.append(name)
         raise FileNotFoundError(2, "No such file or directory")
 
     monkeypatch.setattr(decode_mod.os.path, "getsize", gone)
     assert refused(path).reason.startswith("not an image")
+    assert asked, "the vanishing file was never looked at: the test proves nothing"
 
 
 def test_heic_decodes_without_discovery_first(tmp_path: Path) -> None:

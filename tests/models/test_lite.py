@@ -363,4 +363,4 @@ def test_class_prompts_name_imagenet_classes() -> None:
     prompts = lite_bridge.class_prompts()
     assert len(prompts) == 1000
     assert any(p.startswith("ladybug") for p in prompts)
-    assert all(0 < p.count(",") + 1 <= 3 for p in prompts)
+    assert all(p.strip() and p.count(",") <= 2 for p in prompts)  # one to three synonyms

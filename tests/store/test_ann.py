@@ -121,6 +121,7 @@ def test_deleted_items_never_resurface_even_after_rebuild(coll: Collection, monk
     coll.build_index("hnsw")
     victims = sorted(_folder(coll).rglob("*.png"))[:10]
     victim_ids = {h.id for v in victims for h in coll.search(str(v), k=1)}
+    assert len(victim_ids) == len(victims), "each victim must be found as itself first"
     for v in victims:
         v.unlink()
     coll.add([_folder(coll)])

@@ -341,6 +341,17 @@ def test_fetch_url_allow_list_covers_redirects(pics: Path, http_root: tuple[str,
     data = url_mod.fetch_url(f"{base}/a/p00.png", allow_host=lambda h: h == host)
     assert data == (pics / "a" / "p00.png").read_bytes()
     assert url_mod.url_host("HTTP://Example.COM:8080/x") == "example.com"
+    # A redirect is checked against the allow-list too: http.server redirects the folder /a
+    # to /a/, and a policy that accepts the first host only must refuse the hop.
+    asked: list[str] = []
+
+    def first_only(h: str) -> bool:
+        asked.append(h)
+        return len(asked) == 1
+
+    with pytest.raises(UnreadableImage, match="redirects to"):
+        url_mod.fetch_url(f"{base}/a", allow_host=first_only)
+    assert asked == [host, host]
 
 
 def test_empty_collection_search(tmp_path: Path, lite_model) -> None:
