@@ -42,7 +42,7 @@ def search_routes(svc: Service) -> APIRouter:
         return svc.respond(svc.query(req.q, req.terms), Page.of(req), t0, "mix")
 
     @router.post("/api/search/image", response_model=SearchResponse,
-              summary="Search by an uploaded image, optionally mixed with other terms")
+                 summary="Search by an uploaded image, optionally mixed with other terms")
     def search_image(file: UploadFile = File(..., description="the query image (JPEG, PNG, WebP, HEIC...)"),
                      k: int = Form(24, ge=1, le=1000), offset: int = Form(0, ge=0, le=100_000),
                      weight: float = Form(1.0, ge=-100, le=100),
@@ -82,7 +82,7 @@ def item_routes(svc: Service) -> APIRouter:
                        width=row.width, height=row.height, hash=row.hash, **ItemOut.links(row.id))
 
     @router.get("/api/items/{item_id}/similar", response_model=SearchResponse,
-             summary="Items most like this one (it is left out)")
+                summary="Items most like this one (it is left out)")
     def similar(item_id: int = P(..., ge=0, le=MAX_ID), k: int = Q(24, ge=1, le=1000),
                 offset: int = Q(0, ge=0, le=100_000),
                 *, filters: Annotated[FilterParams, Q()]) -> SearchResponse:
@@ -92,7 +92,7 @@ def item_routes(svc: Service) -> APIRouter:
         return svc.respond(query, Page(k, offset, None, filters.as_filters()), t0, "similar", exclude=item_id)
 
     @router.get("/api/items/{item_id}/thumbnail", summary="A JPEG thumbnail, made once and cached",
-             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+                response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(request: Request, item_id: int = P(..., ge=0, le=MAX_ID),
                   size: int = Q(256, description=f"longest side: one of {', '.join(map(str, THUMBNAIL_SIZES))}")
                   ) -> Response:
@@ -111,7 +111,7 @@ def item_routes(svc: Service) -> APIRouter:
                             headers={"cache-control": "private, max-age=86400", "etag": etag})
 
     @router.get("/api/items/{item_id}/image", summary="The original file",
-             response_class=Response, responses={200: {"content": {"image/*": {}}}})
+                response_class=Response, responses={200: {"content": {"image/*": {}}}})
     def original(item_id: int = P(..., ge=0, le=MAX_ID)) -> Response:
         row = svc.item(item_id)
         path = Path(row.path)
@@ -149,7 +149,7 @@ def collection_routes(svc: Service) -> APIRouter:
         return HealthOut(status="ok", items=svc.count())
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-             responses={200: {"content": {"text/plain": {}}}})
+                responses={200: {"content": {"text/plain": {}}}})
     def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
