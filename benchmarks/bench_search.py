@@ -433,11 +433,14 @@ def run_seeds(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.perf_counter() - T0
+    tuned_text, fresh_text = "no text queries", ""
+    if args.text_queries:
+        tuned_text = f"{args.text_queries} text-like tuning queries (gap {args.gap}, noise {args.text_noise})"
+        fresh_text = f" + {args.queries} text-like"
     print(f"\nauto_index fresh-query check: {args.n} x {args.dim} synthetic (clustered, anisotropic; {args.clusters} "
           f"clusters), recall@{K} target {RECALL_TARGET}, default latency budget {tune.DEFAULT_LATENCY_MS} ms "
           f"| tuner: {args.auto_queries} selection + {args.auto_queries} confirmation held-out rows, "
-          f"{args.text_queries} text-like tuning queries (gap {args.gap}, noise {args.text_noise}) "
-          f"| fresh: {args.queries} image-like + {args.queries} text-like queries per seed, exact truth over all rows "
+          f"{tuned_text} | fresh: {args.queries} image-like{fresh_text} queries per seed, exact truth over all rows "
           f"| cores: {os.cpu_count()} | load average at start: {load:.1f}\n")
     print("| seed | chosen | tuner: selection | tuner: confirmation | tuner: text sel. | tuner: text conf. "
           "| fresh image | fresh text | p50 ms tuner / fresh | 1st-nn cos img / text | met | auto s |")
