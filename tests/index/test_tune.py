@@ -203,6 +203,23 @@ def test_latency_budget() -> None:
         assert mid.chosen.p50_ms <= median and mid.chosen.recall >= 0.95
 
 
+def test_latency_fallback_is_the_fastest_setting_meeting_recall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: effort lines stopped at twice the latency budget, so when nothing met the
+    recall target within it (text queries needing four times the effort, at 300k vectors)
+    the fallback was exact search, however slow, not the fastest setting reaching recall."""
+    x, _ = _data(4000, 32, 0, seed=8)
+    spec = spec_for("ivf", len(x), 32)
+    # Deterministic latencies: 1 ms a probed cell, 100 ms for exact search.
+    _with_measure(monkeypatch, lambda m, ix: replace(m, p50_ms=100.0 if ix.spec.kind == "flat"
+                                                      else float(ix.spec.nprobe)))
+    res = auto_index(x, candidates=[spec, IndexSpec("flat")], n_queries=60, latency_ms=0.5)
+    assert res.index.spec.kind == "ivf" and res.missed == ("latency",) and not res.met_target
+    assert res.chosen.p50_ms > 4 * 0.5, "found beyond twice the budget"
+    assert res.confirmed.meets(0.95) and res.chosen.meets(0.95)
+    # Exact search was measured once and left: slower than the fallback already confirmed.
+    assert len([m for m in res.tried if m.label == "Flat"]) == 1
+
+
 def test_tried_is_cheapest_first() -> None:
     x, _ = _data(3000, 64, 0, seed=3)
     seen: list[Measurement] = []

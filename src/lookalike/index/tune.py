@@ -13,7 +13,7 @@ exact reference):
    for each, build it once, then raise its search effort (nprobe, efSearch, re-rank depth)
    along each line of :func:`effort_lines` on the selection queries until the setting meets
    the target, or gains less than half a point a step, or gets slower than a setting that
-   already met it (or twice the latency budget);
+   met it (within the latency budget, or confirmed over it: the fallback below);
 3. *confirm* the fastest setting that met it within the latency budget on the confirmation
    queries; if it misses there, step up its effort along its line (the next settings,
    measured on both sets) until one passes both or the line ends, then try the build's
@@ -22,8 +22,8 @@ exact reference):
 
 Why confirm: some fifty settings are measured on the same selection queries and the fastest
 that passes is kept, so the winner is, on average, one whose measurement came out lucky
-(selection bias). The confirmation queries play no part in that choice: their measurement
-is an unbiased estimate of the recall on new queries. Both are reported.
+(selection bias). The confirmation queries play no part in that choice: theirs is an
+unbiased estimate of the recall on new queries. Both are reported.
 
 The criterion: a setting *meets the target* on a query set when ``recall - z * SE`` is at or
 above it, SE being the standard error of the per-query recalls and ``z = RECALL_Z =
@@ -135,7 +135,7 @@ class _Setting:
     text_confirm: Measurement | None = None
 
     @property
-    def p50_ms(self) -> float:
+    def p50_ms(self) -> float:  # latency is judged on the selection queries
         return self.select.p50_ms
 
     @property
@@ -208,8 +208,9 @@ class _Tuner:
     def _in_budget(self, s: _Setting) -> bool:
         return self.latency_ms is None or s.p50_ms <= self.latency_ms
 
-    def _far_over_budget(self, s: _Setting) -> bool:
-        return self.latency_ms is not None and s.p50_ms > 2 * self.latency_ms
+    def _beaten(self, s: _Setting) -> bool:
+        """Whether ``s`` is no faster than the confirmed fallback held (so over the budget)."""
+        return self.reached is not None and s.p50_ms >= self.reached.p50_ms
 
     # ------------------------------------------------------------------ walking
     def _sweep(self, build: _Build) -> list[_Setting]:
@@ -225,8 +226,8 @@ class _Tuner:
                 fastest = min((m.p50_ms for m in met if self._in_budget(m)), default=None)
                 if fastest is not None and s.p50_ms >= fastest:
                     break  # already slower than a setting that met the target
-                if self._far_over_budget(s):
-                    break  # far over budget, and more effort only gets slower
+                if self._beaten(s):
+                    break  # slower than a confirmed fallback, and more effort only gets slower
                 if previous is not None and s.score < previous.score + 0.005:
                     break  # saturated: doubling this knob gains less than half a point
                 previous = s
@@ -234,12 +235,12 @@ class _Tuner:
 
     def _step_up(self, s: _Setting) -> _Setting | None:
         """The next setting after ``s`` on its effort line that meets the target on the
-        selection queries; None when the line ends (or gets far over the latency budget)."""
+        selection queries; None when the line ends (or gets slower than the fallback held)."""
         for step in range(s.step + 1, len(s.line)):
             current = self._setting(s.build, s.line, step)
             if self._selected(current):
                 return current
-            if self._far_over_budget(current):
+            if self._beaten(current):
                 return None
         return None
 
@@ -253,7 +254,7 @@ class _Tuner:
         queue = sorted(met, key=lambda m: m.p50_ms)
         while queue:
             s = queue.pop(0)
-            if self.reached is not None and s.p50_ms >= self.reached.p50_ms:
+            if self._beaten(s):
                 break  # the rest are slower than a confirmed fallback already held
             self._confirm_measure(s)
             if self._confirmed(s):
@@ -274,9 +275,8 @@ class _Tuner:
         except (ValueError, RuntimeError):
             return None  # e.g. too few vectors to train this many cells
         build_s = time.perf_counter() - t0
-        # Serialising measures the index (once per build, not per effort); the held-out rows
-        # it will also hold are added at their estimated per-vector cost, so that the budget
-        # is not overrun by them.
+        # Serialising measures the index (once per build, not per effort); the held-out rows it
+        # will also hold are added at their estimated cost, so that they do not overrun the budget.
         n_all = len(self.held.build) + len(np.union1d(self.held.select, self.held.confirm))
         d = self.vectors.shape[1]
         extra = estimated_memory(spec, n_all, d) - estimated_memory(spec, len(self.held.build), d)
