@@ -7,12 +7,18 @@ test, so the assertion is a ratio, not a magic number that drifts with the data.
 
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from support import samples
 from lookalike.apps.evaluate import colour_histogram, image_retrieval, text_retrieval_map
 
 
+# slow: ~15-45 s of real-model embedding. Cheaper siblings in the default suite check the same
+# weights and preprocessing: tests/models/test_lite.py (ImageNet top-1 on real photos, TF
+# preprocessing against the alternatives, the text bridge finding the right photo).
+@pytest.mark.slow
 def test_lite_quality_on_real_clipart(lite_model, clipart_labelled) -> None:
     """Image kNN@1 and mAP far above a colour histogram; text search ranks categories above chance."""
     data = {label: paths[:10] for label, paths in clipart_labelled.items()}

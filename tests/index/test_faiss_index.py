@@ -194,6 +194,8 @@ REAL: dict[str, tuple[IndexSpec, float]] = {
 }
 
 
+# slow: ~20-35 s to embed the real images. Sibling: test_recall_against_exact_synthetic[*].
+@pytest.mark.slow
 def test_recall_against_exact_real_embeddings(real: tuple[np.ndarray, np.ndarray]) -> None:
     base, queries = real
     _, truth = exact_topk(base, queries, K)

@@ -225,6 +225,9 @@ def test_sigkill_while_saving_the_index_keeps_the_old_one(coll: Collection) -> N
     assert _ann(reopened) is not None and _ann(reopened).ntotal == 91
 
 
+# slow: ~12-40 s on real clip art. The default suite's siblings check the same ANN path against
+# exact search: test_forced_index_matches_exact[*] and test_auto_stays_exact_below_threshold_and_tunes_above.
+@pytest.mark.slow
 def test_knn_accuracy_through_auto_index_within_a_point_of_exact(lite_model, clipart_labelled, tmp_path,
                                                                   monkeypatch) -> None:
     """Quality is preserved: kNN@1 on real labelled clip art through the auto index ~= exact."""
