@@ -39,6 +39,7 @@ from .progress import ProgressCallback, ProgressEvent
 from .query import Query, QueryOptions, Term, TextCache, UrlPolicy, parse_query, parse_query_tokens
 from .store.ann import IndexSettings, IndexState
 from .store.collection import Collection, CollectionInfo
+from .store.dupes import DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram, StoredItem
 from .store.filters import Filter
 from .store.indexer import AddReport
 from .store.items import Hit, Item
@@ -62,6 +63,11 @@ __all__ = [
     "Filter",
     "IndexSettings",
     "IndexState",
+    "DuplicateGroup",
+    "DuplicateSettings",
+    "Member",
+    "SimilarityHistogram",
+    "StoredItem",
     "Query",
     "Term",
     "QueryOptions",

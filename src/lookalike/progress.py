@@ -7,7 +7,7 @@ from typing import Callable, Literal, Optional
 
 __all__ = ["ProgressEvent", "ProgressCallback", "EventKind"]
 
-EventKind = Literal["scan", "embed", "skip", "done"]
+EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,9 @@ class ProgressEvent:
     ``kind`` is ``"scan"`` while files are being listed (``done`` = files seen so far),
     ``"embed"`` as images are processed (``done`` of ``total``), ``"skip"`` once per file
     that was passed over or failed (``path`` and ``reason`` set), and ``"done"`` at the end.
+    Duplicate finding reports ``"traits"`` (hashes backfilled for older items),
+    ``"neighbours"`` (rows whose nearest neighbours were searched) and ``"group"``;
+    resolving duplicates reports ``"resolve"`` per file acted on.
     """
 
     kind: EventKind

@@ -25,6 +25,7 @@ import struct
 import threading
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -47,7 +48,11 @@ DEFAULT_MAX_PIXELS = 200_000_000
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
 _heif_state: bool | None = None
-_ORIENTATION = 0x0112  # EXIF tag
+_ORIENTATION = 0x0112  # EXIF tags
+_DATE_TIME = 0x0132
+_EXIF_IFD = 0x8769
+_DATE_TIME_ORIGINAL = 0x9003
+_SUBSEC_TIME_ORIGINAL = 0x9291
 _PILLOW_CAP_LOCK = threading.Lock()
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG", "PNG"),
@@ -76,11 +81,18 @@ def heif_available() -> bool:
 
 @dataclass
 class DecodedImage:
-    """An 8-bit RGB image plus the original size (after EXIF rotation) of the file."""
+    """An 8-bit RGB image plus what the file says about itself.
+
+    ``width`` and ``height`` are the original size (after EXIF rotation); ``taken`` is the
+    EXIF capture time as POSIX seconds (``DateTimeOriginal`` with its sub-seconds, read as
+    UTC since EXIF carries no zone), and ``exif_tags`` counts the EXIF tags present.
+    """
 
     image: Image.Image
     width: int
     height: int
+    taken: float | None = None
+    exif_tags: int = 0
 
 
 def _describe(source: ImageSource) -> str:
@@ -186,6 +198,27 @@ def _apply_draft(img: Image.Image, min_side: int) -> None:
         img.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
 
 
+def _exif_facts(exif: Image.Exif) -> tuple[float | None, int]:
+    """``(capture time, tag count)`` from EXIF; a malformed date is simply no date."""
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:  # noqa: BLE001 - a broken sub-IFD only means fewer facts
+        sub = {}
+    count = len(exif) + len(sub)
+    raw = sub.get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
+    if not isinstance(raw, str):
+        return None, count
+    try:
+        when = datetime.strptime(raw.strip().rstrip("\x00"), "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None, count
+    fraction = str(sub.get(_SUBSEC_TIME_ORIGINAL) or "").strip().rstrip("\x00")
+    seconds = when.timestamp()
+    if fraction.isdigit():
+        seconds += int(fraction) / 10 ** len(fraction)
+    return seconds, count
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode in ("L", "RGB", "P") and "transparency" in img.info:
@@ -272,14 +305,16 @@ def _decode(img: Image.Image, label: str, *, owned: bool, min_side: int, max_pix
         if ImageFile.LOAD_TRUNCATED_IMAGES and getattr(img, "tile", None):
             raise UnreadableImage(label, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; refusing to guess pixels")
         img.load()
-        orientation = img.getexif().get(_ORIENTATION, 1)
+        exif = img.getexif()
+        orientation = exif.get(_ORIENTATION, 1)
+        taken, exif_tags = _exif_facts(exif)
         if orientation in (5, 6, 7, 8):
             width, height = height, width
         if orientation in (2, 3, 4, 5, 6, 7, 8):
             # Only when needed: exif_transpose copies the whole image even when it does nothing.
             img = ImageOps.exif_transpose(img) or img
         rgb = _to_rgb(img)
-        return DecodedImage(rgb, width, height)
+        return DecodedImage(rgb, width, height, taken, exif_tags)
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as exc:

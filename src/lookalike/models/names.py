@@ -29,7 +29,7 @@ from ..errors import UnknownModel
 from ..fsutil import user_path
 
 __all__ = ["ModelSpec", "KnownModel", "ModelInfo", "parse_model_name", "list_models", "KNOWN_MODELS", "BACKENDS",
-           "DEFAULT_MODEL"]
+           "DEFAULT_MODEL", "duplicate_threshold"]
 
 BACKENDS = ("lite", "openclip", "timm")
 DEFAULT_MODEL = "lite"
@@ -70,6 +70,9 @@ class KnownModel:
     modalities: tuple[str, ...]
     hub_repo: str | None
     description: str
+    #: Cosine similarity from which two images count as near duplicates by default (see
+    #: :func:`duplicate_threshold`); None: the generic default.
+    duplicate_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,17 @@ class ModelInfo:
     description: str = ""
 
 
+#: lite's near-duplicate threshold, calibrated on real images with planted edits (Debian
+#: clip art and photos; `python benchmarks/bench_dupes.py calibrate`, docs/benchmarks.md).
+LITE_DUPLICATE_THRESHOLD = 0.90
+#: For models not calibrated here (their weights cannot be downloaded in this project's
+#: build): a conservative prior, since a false duplicate costs more than a missed one.
+GENERIC_DUPLICATE_THRESHOLD = 0.95
+
 KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel("lite", 1280, ("image", "text"), None,
-               "EfficientNet-Lite0 (ImageNet) + MiniLM text bridge; bundled, no network; weak text search"),
+               "EfficientNet-Lite0 (ImageNet) + MiniLM text bridge; bundled, no network; weak text search",
+               duplicate_threshold=LITE_DUPLICATE_THRESHOLD),
     KnownModel("openclip:ViT-B-32/laion2b_s34b_b79k", 512, ("image", "text"), "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
                "OpenCLIP ViT-B/32 on LAION-2B: good general text and image search"),
     KnownModel("openclip:ViT-B-16-SigLIP/webli", 768, ("image", "text"), "timm/ViT-B-16-SigLIP",
@@ -248,6 +259,14 @@ def _hub_cached(repo: str | None) -> bool:
         return any(r.repo_id == repo for r in scan_cache_dir().repos)
     except Exception:  # noqa: BLE001 - a missing or unreadable cache simply means "not cached"
         return False
+
+
+def duplicate_threshold(model_id: str) -> float:
+    """The default near-duplicate threshold (cosine similarity) for a model, by canonical name."""
+    known = next((m for m in KNOWN_MODELS if m.name == model_id), None)
+    if known is not None and known.duplicate_threshold is not None:
+        return known.duplicate_threshold
+    return GENERIC_DUPLICATE_THRESHOLD
 
 
 def list_models() -> list[ModelInfo]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import UnreadableImage
 from ..images.decode import ImageSource, decode_image
+from ..images.traits import ImageTraits, image_traits
 from ..images.transforms import PreprocessConfig
 from ..progress import ProgressCallback, ProgressEvent
 from .loader import ordered_map
@@ -38,6 +39,7 @@ class Prepared(Generic[T]):
     error: UnreadableImage | None = None
     width: int | None = None
     height: int | None = None
+    traits: ImageTraits | None = None
 
     @classmethod
     def failed(cls, item: T, error: UnreadableImage) -> "Prepared[T]":
@@ -60,19 +62,21 @@ class PixelModel(Protocol):
 
 
 def prepare_image(item: T, source: ImageSource, transform: Callable[[Any], np.ndarray], *,
-                  min_side: int = 0, name: str | None = None) -> Prepared[T]:
+                  min_side: int = 0, name: str | None = None, traits: bool = False) -> Prepared[T]:
     """Decode ``source`` and apply the model's ``transform``: the one decode-and-preprocess
     path of indexing and query embedding alike. Failures are returned, not raised.
 
     ``min_side`` lets JPEG decoding shrink on load down to that side (the transform's
-    input size); ``name`` is what an error calls the image.
+    input size); ``name`` is what an error calls the image; ``traits`` also computes the
+    image's perceptual hashes and sharpness from the same decoded pixels (indexing does).
     """
     try:
         decoded = decode_image(source, min_side=min_side, name=name)
         pixels = transform(decoded.image)
     except UnreadableImage as exc:
         return Prepared.failed(item, exc)
-    return Prepared(item, pixels=pixels, width=decoded.width, height=decoded.height)
+    return Prepared(item, pixels=pixels, width=decoded.width, height=decoded.height,
+                    traits=image_traits(decoded) if traits else None)
 
 
 def embed_prepared(

@@ -11,25 +11,32 @@ turns rows into :class:`~lookalike.store.items.Hit`\\ s.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, ItemNotFound
+from ..errors import (CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, InvalidArgument,
+                      ItemNotFound)
 from ..fsutil import user_path
 from ..index.rank import rank
 from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
-from ..models.names import parse_model_name
+from ..models.names import duplicate_threshold, parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
 from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
+from .dupe_finder import find_duplicates, similarity_histogram
+from .dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram, StoredItem
 from .filters import Filter
 from .indexer import AddReport, index_paths
 from .items import Hit, Item
+from .metadata import ItemRow
 from .manifest import Manifest
+from .neighbours import neighbour_graph
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
+from .traits import backfill_traits
 
 if TYPE_CHECKING:
     from ..index.faiss_index import AnnIndex
@@ -201,6 +208,54 @@ class Collection:
         with self._storage.write_lock():
             return self._storage.compact()
 
+    def forget(self, ids: Sequence[int]) -> list[StoredItem]:
+        """Remove items from the collection, leaving their files alone (after a file was moved
+        away or deleted). Returns their rows as they were, for :meth:`restore`.
+
+        Raises:
+            ItemNotFound: an id is unknown (nothing is removed then).
+            CollectionError: another process is adding to this collection.
+        """
+        with self._storage.write_lock():
+            db = self._storage.db
+            rows = db.get_many([int(i) for i in ids])
+            missing = [int(i) for i in ids if int(i) not in rows]
+            if missing:
+                raise ItemNotFound(missing[0], f"no item with id {missing[0]} in {self.path}")
+            traits = db.traits(list(rows))
+            vector_file = self._storage.vector_file.path.name
+            snapshots = [StoredItem(rows[int(i)].public(), traits.get(int(i)), rows[int(i)].vec_row, vector_file)
+                         for i in ids]
+            self._storage.commit_vectors(None, lambda: db.delete_ids(rows))
+        return snapshots
+
+    def restore(self, snapshots: Sequence[StoredItem]) -> list[StoredItem]:
+        """Put back items that :meth:`forget` removed, with their ids and vectors (their files
+        are back). Returns the snapshots that could not be put back: their vectors were
+        compacted away since, or their path or id is taken again; index those files again
+        with :meth:`add`.
+
+        Raises:
+            CollectionError: another process is adding to this collection.
+        """
+        with self._storage.write_lock():
+            storage = self._storage
+            current, committed = storage.vector_file.path.name, storage.vector_rows
+            back, left = [], []
+            for snap in snapshots:
+                usable = (snap.vector_file == current and snap.vec_row is not None and snap.vec_row < committed
+                          and storage.db.get(snap.item.id) is None and storage.db.get_by_path(snap.item.path) is None)
+                (back if usable else left).append(snap)
+            rows = [(ItemRow(*vars(s.item).values(), vec_row=s.vec_row), s.traits) for s in back]
+            storage.commit_vectors(None, lambda: storage.db.insert_rows(rows))
+        return left
+
+    def refresh(self, paths: Sequence[str | os.PathLike[str]], *,
+                progress: "ProgressCallback | None" = None) -> AddReport:
+        """Bring exactly these files up to date (after one was replaced by a link, say): :meth:`add`
+        on them, so a file whose content is known elsewhere reuses that vector."""
+        return self.add(paths, progress=progress)
+
     # ------------------------------------------------------------------ read
     def __len__(self) -> int:
         """Searchable (embedded) items."""
@@ -295,6 +350,49 @@ class Collection:
         found = self._storage.db.get_many(sorted({i for hits in ranked for i, _ in hits}))
         return [[Hit(i, found[i].path, score) for i, score in hits
                  if i in found and (min_score is None or score >= min_score)] for hits in ranked]
+
+    # ------------------------------------------------------------------ duplicates
+    @property
+    def default_duplicate_threshold(self) -> float:
+        """The model's calibrated near-duplicate threshold (cosine similarity)."""
+        return duplicate_threshold(self.manifest.model_id)
+
+    def duplicates(self, threshold: float | None = None, *, settings: DuplicateSettings | None = None,
+                   progress: "ProgressCallback | None" = None, **fields: Any) -> list[DuplicateGroup]:
+        """Groups of near-duplicate images, largest first (see :mod:`lookalike.store.dupes`).
+
+        ``threshold`` is the cosine similarity from which two images are semantic duplicates
+        (default: :attr:`default_duplicate_threshold`); ``fields`` are any other
+        :class:`DuplicateSettings` fields (``fraction``, ``tiers``, ``hash_bits``, ``flips``,
+        ``keep``, ``prefer``, ``reference``, ``burst_seconds``), or pass ``settings`` whole.
+        The nearest-neighbour lists are cached in the collection and only what changed is
+        searched again; items indexed before perceptual hashes existed get theirs now.
+
+        Raises:
+            InvalidArgument: a setting out of range, an unknown tier or keep rule.
+        """
+        if settings is None:
+            settings = DuplicateSettings(threshold=threshold, **fields)
+        elif threshold is not None or fields:
+            settings = replace(settings, **({"threshold": threshold} if threshold is not None else {}), **fields)
+        with self._storage.writer_if_free() as writer:
+            # Without the writer lock (an index run is on), nothing is backfilled or cached.
+            if writer and "perceptual" in settings.tiers:
+                backfill_traits(self._storage, progress=progress)
+            return find_duplicates(self._storage, settings, self.default_duplicate_threshold, save=writer,
+                                   progress=progress)
+
+    def duplicate_histogram(self, bins: int = 50) -> SimilarityHistogram:
+        """How similar each item's nearest neighbour is, for choosing a threshold.
+
+        Raises:
+            InvalidArgument: ``bins`` below 1.
+        """
+        if bins < 1:
+            raise InvalidArgument(f"bins must be at least 1, not {bins}")
+        with self._storage.writer_if_free() as writer:
+            graph = neighbour_graph(self._storage, save=writer)
+            return similarity_histogram(self._storage, graph, self.default_duplicate_threshold, bins)
 
     # ------------------------------------------------------------------ index
     @property

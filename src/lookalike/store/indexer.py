@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InvalidArgument
 from ..fsutil import user_path
 from ..images.discover import FoundFile, discover
+from ..images.traits import ImageTraits
 from ..images.transforms import PreprocessConfig, build_transform
 from ..pipeline.embed import Prepared, embed_prepared
 from ..pipeline.loader import ordered_map
@@ -159,6 +160,8 @@ class _Batch:
         self.gone_hashes = gone_hashes
         self.rows: list[tuple[Any, ...]] = []
         self.touched: list[tuple[int, int, int]] = []
+        self.traits: list[tuple[ImageTraits, str]] = []
+        self.reused = False
         self.vectors: list[np.ndarray] = []
         self.next_row = storage.vector_rows
         self.last_commit = time.monotonic()
@@ -180,6 +183,7 @@ class _Batch:
             known = planned.reuse or self.known[digest]  # type: ignore[index]
             self.rows.append((f.path, f.size, f.mtime_ns, digest, known.width, known.height, "ok", None,
                               known.vec_row))
+            self.reused = True  # its traits are copied from the row it shares content with
             if row is not None:
                 report.updated += 1
             elif digest in self.gone_hashes:
@@ -190,6 +194,8 @@ class _Batch:
             vec_row = self.next_row + len(self.vectors)
             self.vectors.append(vec)  # type: ignore[arg-type]
             self.rows.append((f.path, f.size, f.mtime_ns, digest, p.width, p.height, "ok", None, vec_row))
+            if p.traits is not None:
+                self.traits.append((p.traits, f.path))
             self.known[digest] = KnownVector(vec_row, p.width, p.height)  # type: ignore[index]
             report.embedded += 1
             if row is None:
@@ -209,8 +215,11 @@ class _Batch:
         def write() -> None:
             db.upsert(self.rows)
             db.touch(self.touched)
+            db.set_traits(self.traits)
+            if self.reused:
+                db.copy_traits_by_hash()
 
         self.storage.commit_vectors(np.stack(self.vectors) if self.vectors else None, write)
         self.next_row += len(self.vectors)
-        self.rows, self.touched, self.vectors = [], [], []
+        self.rows, self.touched, self.vectors, self.traits, self.reused = [], [], [], [], False
         self.last_commit = time.monotonic()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import CollectionCorrupt
+from ..images.traits import ImageTraits
 from .items import Item
 
 if TYPE_CHECKING:
@@ -42,6 +43,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX items_status ON items (status);
     CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: image traits for duplicate finding (lookalike.images.traits). Existing rows keep NULL
+    # and are backfilled lazily, when duplicates are first looked for (store/traits.py).
+    """
+    ALTER TABLE items ADD COLUMN phash INTEGER;
+    ALTER TABLE items ADD COLUMN dhash INTEGER;
+    ALTER TABLE items ADD COLUMN phash_mirror INTEGER;
+    ALTER TABLE items ADD COLUMN sharpness REAL;
+    ALTER TABLE items ADD COLUMN taken REAL;
+    ALTER TABLE items ADD COLUMN exif_tags INTEGER
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -59,6 +70,7 @@ class ItemRow(Item):
 
 
 _COLUMNS = "id, path, size, mtime_ns, hash, width, height, status, error, vec_row"
+_TRAITS = "phash, dhash, phash_mirror, sharpness, taken, exif_tags"
 
 
 def path_prefix_range(folder: str) -> tuple[str, str]:
@@ -164,9 +176,65 @@ class MetadataDB:
             ON CONFLICT(path) DO UPDATE SET
                 size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash,
                 width = excluded.width, height = excluded.height, status = excluded.status,
-                error = excluded.error, vec_row = excluded.vec_row, updated_at = ((julianday('now') - 2440587.5) * 86400.0)
+                error = excluded.error, vec_row = excluded.vec_row, updated_at = ((julianday('now') - 2440587.5) * 86400.0),
+                phash = NULL, dhash = NULL, phash_mirror = NULL, sharpness = NULL, taken = NULL, exif_tags = NULL
             """,
             rows,
+        )
+
+    # ------------------------------------------------------------------ traits
+    def set_traits(self, rows: Iterable[tuple[ImageTraits, str]]) -> None:
+        """Store ``(traits, path)`` pairs (after :meth:`upsert` wrote the rows)."""
+        self.conn.executemany(
+            f"UPDATE items SET ({_TRAITS}) = (?, ?, ?, ?, ?, ?) WHERE path = ?",
+            ((t.phash, t.dhash, t.phash_mirror, t.sharpness, t.taken, t.exif_tags, path) for t, path in rows),
+        )
+
+    def copy_traits_by_hash(self) -> None:
+        """Give rows without traits those of another row with the same content (a reused vector)."""
+        self.conn.execute(
+            f"""
+            UPDATE items SET ({_TRAITS}) = (
+                SELECT {_TRAITS} FROM items AS o WHERE o.hash = items.hash AND o.phash IS NOT NULL LIMIT 1)
+            WHERE phash IS NULL AND status = 'ok' AND hash IS NOT NULL AND EXISTS (
+                SELECT 1 FROM items AS o WHERE o.hash = items.hash AND o.phash IS NOT NULL)
+            """
+        )
+
+    def traits(self, ids: Sequence[int]) -> dict[int, ImageTraits]:
+        """``{id: traits}`` for the given ids that have them."""
+        out: dict[int, ImageTraits] = {}
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(f"SELECT id, {_TRAITS} FROM items WHERE id IN ({marks}) AND phash IS NOT NULL",
+                                       chunk):
+                out[r[0]] = ImageTraits(*r[1:])
+        return out
+
+    def trait_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, phash, dhash, phash_mirror, has_traits)`` of every embedded item, by id."""
+        rows = self.conn.execute(
+            "SELECT id, COALESCE(phash, 0), COALESCE(dhash, 0), COALESCE(phash_mirror, 0), phash IS NOT NULL "
+            "FROM items WHERE status = 'ok' ORDER BY id").fetchall()
+        arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        return arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(), arr[:, 4].astype(bool)
+
+    def missing_traits(self, limit: int = 100_000) -> list[ItemRow]:
+        """Embedded rows that have no traits yet (indexed before they existed), by id."""
+        return [ItemRow(*r) for r in self.conn.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE status = 'ok' AND phash IS NULL ORDER BY id LIMIT ?", (limit,))]
+
+    def count_missing_traits(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM items WHERE status = 'ok' AND phash IS NULL").fetchone()[0])
+
+    def insert_rows(self, rows: Iterable[tuple[ItemRow, ImageTraits | None]]) -> None:
+        """Put back rows exactly as they were, ids included (undoing a removal)."""
+        self.conn.executemany(
+            f"INSERT INTO items ({_COLUMNS}, {_TRAITS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((r.id, r.path, r.size, r.mtime_ns, r.hash, r.width, r.height, r.status, r.error, r.vec_row,
+              *((t.phash, t.dhash, t.phash_mirror, t.sharpness, t.taken, t.exif_tags) if t else (None,) * 6))
+             for r, t in rows),
         )
 
     def touch(self, rows: Iterable[tuple[int, int, int]]) -> None:

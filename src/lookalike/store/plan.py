@@ -148,7 +148,7 @@ class Planner:
         if digest in self.known:
             return Prepared(Planned(job, Action.REUSE, digest, self.known[digest]))
         prepared = prepare_image(Planned(job, Action.EMBED, digest), data, self.transform, min_side=self.min_side,
-                                 name=f.path)
+                                 name=f.path, traits=True)
         if prepared.error is not None:
             prepared.item.action = Action.FAIL
         return prepared

@@ -185,16 +185,26 @@ class Storage:
         Raises:
             CollectionError: another process is writing to this collection.
         """
+        with self.writer_if_free() as held:
+            if not held:
+                raise CollectionError(
+                    f"{self.path}: another process is adding to this collection; wait for it to finish"
+                )
+            yield
+
+    @contextmanager
+    def writer_if_free(self) -> Iterator[bool]:
+        """Hold the writer lock if no other process does (yields True, after repairing any
+        interrupted write), else yield False: for work that may write, but can do without."""
         fd = os.open(self.path / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise CollectionError(
-                    f"{self.path}: another process is adding to this collection; wait for it to finish"
-                ) from None
+                yield False
+                return
             self._recover()
-            yield
+            yield True
         finally:
             os.close(fd)  # closing releases the flock
 
