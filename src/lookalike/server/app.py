@@ -21,10 +21,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from ..errors import ItemNotFound, LookalikeError, QueryError, UnreadableImage, UnsupportedModality
+from ..errors import InvalidArgument, ItemNotFound, LookalikeError, QueryError, UnreadableImage, UnsupportedModality
 from ..store.collection import Collection
 from ..version import __version__
 from .config import ServerConfig
+from .dupes_routes import dupes_routes
 from .middleware import BodyLimit, Deadline, Metrics, TokenAuth
 from .routes import collection_routes, item_routes, search_routes
 from .schemas import ErrorOut
@@ -80,13 +81,18 @@ def create_app(config: ServerConfig, *, collection: Collection | None = None) ->
     app.state.service = svc
 
     _add_error_handlers(app)
-    for router in (search_routes(svc), item_routes(svc), collection_routes(svc)):
+    for router in (search_routes(svc), item_routes(svc), collection_routes(svc), dupes_routes(svc)):
         app.include_router(router)
 
     # -------------------------------------------------------------- the web UI
     @app.get("/", include_in_schema=False)
     def index_page() -> Response:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers={"cache-control": "no-cache", **_PAGE_HEADERS})
+
+    @app.get("/dupes", include_in_schema=False)
+    def dupes_page() -> Response:
+        return FileResponse(STATIC_DIR / "dupes.html", media_type="text/html",
                             headers={"cache-control": "no-cache", **_PAGE_HEADERS})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -132,6 +138,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             return _error(400, "bad_image", str(exc))
         if isinstance(exc, (QueryError, UnsupportedModality)):
             return _error(400, "bad_query", str(exc))
+        if isinstance(exc, InvalidArgument):
+            return _error(422, "invalid_request", str(exc))
         log.error("%s %s: %s", request.method, request.url.path, exc)
         return _error(500, "server_error", str(exc))
 

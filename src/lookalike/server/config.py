@@ -42,6 +42,12 @@ class ServerConfig:
         max_k: the most results one request may ask for (``k + offset``).
         warm: embed a short text at start-up so the first query does not pay for loading
             the model.
+        allow_actions: whether ``POST /api/duplicates/resolve`` may plan and act on files
+            (moving duplicates to :attr:`quarantine`); off by default, so a served page is
+            read-only unless ``serve --allow-actions`` says otherwise.
+        quarantine: where moved duplicates go (relative paths kept below it, with the
+            journal); ``<collection>/quarantine`` when None. Fixed here: a client never
+            names a destination.
     """
 
     collection: Path
@@ -53,6 +59,8 @@ class ServerConfig:
     request_timeout_s: float = 30.0
     max_k: int = 1000
     warm: bool = True
+    allow_actions: bool = False
+    quarantine: Path | None = None
 
     def __post_init__(self) -> None:
         if self.token is not None:
@@ -66,6 +74,11 @@ class ServerConfig:
                 raise InvalidArgument(f"{name} must be positive")
         if self.request_timeout_s <= 0:
             raise InvalidArgument("request_timeout_s must be positive")
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where moved duplicates go: :attr:`quarantine`, or ``quarantine/`` in the collection."""
+        return Path(self.quarantine) if self.quarantine is not None else Path(self.collection) / "quarantine"
 
     def host_allowed(self, host: str) -> bool:
         """Whether ``host`` matches the URL allow-list (exactly, or a ``*.`` suffix rule)."""

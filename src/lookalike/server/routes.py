@@ -142,7 +142,7 @@ def collection_routes(svc: Service) -> APIRouter:
                                       recall=state.measured.recall if state else None,
                                       p50_ms=state.measured.p50_ms if state else None),
                        thumbnail_sizes=list(THUMBNAIL_SIZES), max_upload_bytes=config.max_upload_bytes,
-                       url_queries=bool(config.allow_url_hosts))
+                       url_queries=bool(config.allow_url_hosts), actions_allowed=config.allow_actions)
 
     @router.get("/healthz", response_model=HealthOut, summary="Liveness and item count")
     def healthz() -> HealthOut:

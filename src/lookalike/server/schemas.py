@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["TermIn", "Filters", "FilterParams", "SearchRequest", "ItemRef", "HitOut", "SearchResponse", "ItemOut", "InfoOut", "ErrorOut",
-           "HealthOut"]
+           "HealthOut", "DuplicateSettingsIn", "DuplicateParams", "MemberOut", "GroupOut", "DuplicatesResponse",
+           "HistogramOut", "GroupChoice", "ResolveRequest", "StepOut", "StepProblem", "ResolveResponse"]
 
 _MAX_TEXT = 1000
 
@@ -128,6 +129,8 @@ class InfoOut(BaseModel):
     thumbnail_sizes: list[int]
     max_upload_bytes: int
     url_queries: bool = Field(description="whether the server fetches query images from (allowed) URLs")
+    actions_allowed: bool = Field(False, description="whether the duplicates page may act on files "
+                                  "(serve --allow-actions)")
 
 
 class HealthOut(BaseModel):
@@ -142,3 +145,129 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# --------------------------------------------------------------------------- duplicates
+Tier = Literal["exact", "perceptual", "semantic"]
+KeepRule = Literal["largest", "oldest", "newest", "most-metadata", "shortest-path", "sharpest"]
+Action = Literal["move", "hardlink", "symlink", "delete"]
+_MAX_FOLDERS = 20
+
+
+class DuplicateSettingsIn(_Strict):
+    """How to group duplicates (every field optional; the library's defaults otherwise)."""
+
+    threshold: Optional[float] = Field(None, ge=-1, le=1, description="cosine similarity to the group's medoid; "
+                                       "default: the model's calibrated threshold")
+    fraction: Optional[float] = Field(None, gt=0, le=1, description="instead of a threshold: keep the closest "
+                                      "share of nearest-neighbour pairs")
+    tiers: list[Tier] = Field(default_factory=lambda: ["exact", "perceptual", "semantic"], min_length=1, max_length=3)
+    hash_bits: int = Field(6, ge=0, le=32, description="perceptual tier: pHash and dHash within this Hamming distance")
+    flips: bool = Field(True, description="whether a mirror image counts as a duplicate")
+    keep: KeepRule = Field("largest", description="which member of a group is kept")
+    prefer: list[str] = Field(default_factory=list, max_length=_MAX_FOLDERS,
+                              description="folders (absolute, as stored) whose files are kept first")
+    reference: list[str] = Field(default_factory=list, max_length=_MAX_FOLDERS,
+                                 description="folders (absolute, as stored) never acted on")
+    burst_seconds: Optional[float] = Field(None, gt=0, le=86_400, description="shots this close by EXIF time "
+                                           "form their own 'burst' groups")
+
+
+class DuplicateParams(DuplicateSettingsIn):
+    """:class:`DuplicateSettingsIn` as query parameters (``?threshold=0.95&tiers=exact&tiers=semantic``),
+    beside the paging parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def as_settings(self) -> DuplicateSettingsIn:
+        return DuplicateSettingsIn.model_validate(self.model_dump())
+
+
+class MemberOut(ItemRef):
+    """One file of a duplicate group."""
+
+    folder: str
+    size: int = Field(description="bytes")
+    modified: datetime
+    taken: Optional[datetime] = Field(None, description="EXIF capture time, when the file has one")
+    similarity: float = Field(description="cosine similarity to the group's medoid")
+    tier: Tier = Field(description="the strongest tier linking it to the medoid")
+    keep: bool = Field(description="chosen by the keep rule")
+    reference: bool = Field(description="lies in a reference folder: never acted on")
+
+
+class GroupOut(BaseModel):
+    id: int = Field(description="the medoid's item id: names the group in a resolve request")
+    kind: Literal["duplicate", "burst"]
+    tier: Tier = Field(description="the weakest member tier")
+    similarity: float = Field(description="the lowest member-to-medoid similarity")
+    members: list[MemberOut] = Field(description="the kept member first")
+
+
+class DuplicatesResponse(BaseModel):
+    threshold: Optional[float] = Field(description="the cosine threshold used (null when grouped by fraction)")
+    default_threshold: float = Field(description="the model's calibrated default")
+    groups: list[GroupOut]
+    total_groups: int
+    total_files: int = Field(description="files in all groups")
+    page: int
+    per_page: int
+    pages: int
+    actions_allowed: bool = Field(description="whether POST /api/duplicates/resolve is enabled on this server")
+    took_ms: float
+
+
+class HistogramOut(BaseModel):
+    """Nearest-neighbour similarities: what a threshold would keep."""
+
+    edges: list[float] = Field(description="bin edges, ascending (bins + 1 of them)")
+    counts: list[int] = Field(description="items whose nearest neighbour's similarity falls in each bin")
+    pairs_above: list[int] = Field(description="for each edge, nearest-neighbour pairs at or above it")
+    default_threshold: float
+    took_ms: float
+
+
+class GroupChoice(_Strict):
+    """What to do with one group: which members stay and which are acted on."""
+
+    id: int = Field(ge=0, le=2**63 - 1, description="the group's id (from GET /api/duplicates)")
+    keep: Optional[list[int]] = Field(None, max_length=1000, description="item ids kept; default: the keep rule's")
+    trash: Optional[list[int]] = Field(None, max_length=1000, description="item ids acted on; default: every "
+                                       "member not kept")
+
+
+class ResolveRequest(_Strict):
+    """Act on chosen duplicate groups: a dry run (the plan) unless ``apply``."""
+
+    settings: DuplicateSettingsIn = Field(default_factory=DuplicateSettingsIn,
+                                          description="the settings the groups were listed with")
+    action: Action = Field("move", description="move: into the server's quarantine folder; delete: into the "
+                           "collection's trash; hardlink/symlink: replace with a link to the kept file")
+    groups: list[GroupChoice] = Field(min_length=1, max_length=1000)
+    apply: bool = Field(False, description="false: answer the plan and touch nothing")
+
+
+class StepOut(BaseModel):
+    action: Action
+    item_id: int
+    path: str
+    target: Optional[str] = None
+    keep_id: int
+    group_id: int
+
+
+class StepProblem(BaseModel):
+    step: StepOut
+    reason: str
+
+
+class ResolveResponse(BaseModel):
+    applied: bool
+    action: Action
+    steps: list[StepOut] = Field(description="planned (dry run) or attempted")
+    done: int = Field(description="steps applied")
+    failed: list[StepProblem]
+    skipped: list[StepProblem]
+    bytes_freed: int
+    journal: Optional[str] = Field(None, description="the journal written (undo: lookalike dupes --undo JOURNAL)")
+    quarantine: Optional[str] = Field(None, description="where moved files go")

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 
@@ -16,6 +17,9 @@ from ..store.filters import Filter
 from ..store.items import Hit, Item
 from .config import ServerConfig
 from .schemas import Filters, HitOut, SearchRequest, SearchResponse, TermIn
+
+if TYPE_CHECKING:
+    from ..store.dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram
 
 __all__ = ["Service", "ApiError", "Page", "MAX_ID"]
 
@@ -70,11 +74,43 @@ class Service:
         self.items_gauge = Gauge("lookalike_collection_items", "Items in the served collection",
                                  registry=self.registry)
         self.items_gauge.set_function(self.count)
+        # The last grouping and histogram, keyed by their settings and the collection's state:
+        # paging through groups at one threshold is a slice, not a regrouping.
+        self._groups: tuple[Any, list["DuplicateGroup"]] | None = None
+        self._histogram: tuple[Any, "SimilarityHistogram"] | None = None
 
     def count(self) -> int:
         """Searchable items (under the lock, like every library call on the collection)."""
         with self.lock:
             return len(self.coll)
+
+    # ------------------------------------------------------------------ duplicates
+    def _data_key(self) -> tuple[int, ...]:
+        """What changes when the collection's contents do: another process's commits move
+        SQLite's data_version; this server's own writes call :meth:`forget_duplicates`."""
+        return (self.coll._storage.db.data_version(), self.coll._storage.vector_rows, len(self.coll))
+
+    def duplicate_groups(self, settings: "DuplicateSettings") -> list["DuplicateGroup"]:
+        """Every duplicate group at ``settings`` (the last answer is cached)."""
+        with self.lock:
+            key = (settings, self._data_key())
+            if self._groups is None or self._groups[0] != key:
+                self._groups = None  # let the old list go before building the new one
+                self._groups = (key, self.coll.duplicates(settings=settings))
+            return self._groups[1]
+
+    def duplicate_histogram(self, bins: int) -> "SimilarityHistogram":
+        """The nearest-neighbour similarity histogram (cached like the groups)."""
+        with self.lock:
+            key = (bins, self._data_key())
+            if self._histogram is None or self._histogram[0] != key:
+                self._histogram = (key, self.coll.duplicate_histogram(bins))
+            return self._histogram[1]
+
+    def forget_duplicates(self) -> None:
+        """Drop the cached grouping and histogram (after this server changed the collection)."""
+        with self.lock:
+            self._groups = self._histogram = None
 
     # ------------------------------------------------------------------ queries
     def warm_up(self) -> None:
