@@ -60,6 +60,10 @@ def serve(
                                           "browser; repeatable. Default: none (CORS off)."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.1, help="Largest uploaded image."),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds before a request gets 503."),
+    allow_actions: bool = typer.Option(False, "--allow-actions", help="Let the Duplicates page move files to the "
+                                       "quarantine folder (journalled, undoable). Default: read-only."),
+    quarantine: Optional[Path] = typer.Option(None, "--quarantine", help="Where --allow-actions moves duplicates "
+                                              "(default: COLLECTION/quarantine)."),
 ) -> None:
     """Serve the web UI and HTTP API over a collection (http://127.0.0.1:8000 by default)."""
     from ..server import ServerConfig, create_app, is_loopback, require_extra, run
@@ -68,7 +72,9 @@ def serve(
         require_extra(runner=True)
         config = ServerConfig(collection=collection or default_collection(), token=token,
                               allow_url_hosts=tuple(allow_url_host), cors_origins=tuple(cors_origin),
-                              max_upload_bytes=int(max_upload_mb * 1024 * 1024), request_timeout_s=timeout)
+                              max_upload_bytes=int(max_upload_mb * 1024 * 1024), request_timeout_s=timeout,
+                              allow_actions=allow_actions,
+                              quarantine=quarantine.expanduser().resolve() if quarantine else None)
         web = create_app(config)
     except LookalikeError as exc:
         fail(exc)
@@ -79,6 +85,9 @@ def serve(
     hint = "?token=YOUR_TOKEN (once; a cookie keeps it)" if token else ""
     err.print(f"serving {escape(str(config.collection))} on http://{shown}:{port}/{hint}  (Ctrl+C stops)",
               highlight=False)
+    if config.allow_actions:
+        err.print(f"actions allowed: the Duplicates page moves files to {escape(str(config.quarantine_dir))} "
+                  "(journalled; undo with `lookalike dupes --undo JOURNAL`)", highlight=False)
     run(web, host=host, port=port)
 
 
