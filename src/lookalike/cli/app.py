@@ -22,6 +22,7 @@ from ..models.names import list_models
 from ..version import __version__
 from .collection_cmds import index, info
 from .common import CollectionOpt, default_collection, err, fail, out, spell_negative_weights
+from .dupes_cmd import dupes
 from .search_cmd import search
 
 __all__ = ["app", "main"]
@@ -45,6 +46,7 @@ app = typer.Typer(
 app.command()(index)
 app.command()(search)
 app.command()(info)
+app.command()(dupes)
 
 
 @app.command()
