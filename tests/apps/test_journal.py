@@ -183,3 +183,41 @@ def test_undo_refuses_another_collections_journal(tmp_path, library, make_group)
 
     with pytest.raises(InvalidArgument, match="/elsewhere"):
         undo(report.journal, coll=Other())  # type: ignore[arg-type]
+
+
+def test_an_undo_whose_record_was_lost_is_a_no_op_next_time(tmp_path, library, make_group, tree):
+    group = make_group(1, library["a"], library["a_copy"])
+    report = resolve(None, [group], "move", to=tmp_path / "q", apply=True)
+    undo(report.journal)
+    lines = report.journal.read_text().splitlines()
+    assert json.loads(lines[-1])["type"] == "undone"
+    report.journal.write_text("\n".join(lines[:-1]) + "\n")  # the undone record lost to a full disk
+    def files():
+        return {k: v for k, v in tree(tmp_path).items() if not k.endswith(".jsonl")}
+
+    before = files()
+    back = undo(report.journal)
+    assert len(back.restored) == 1 and back.failed == []
+    assert files() == before  # nothing touched: the file was back already
+
+
+def test_a_full_disk_during_undo_leaves_that_file_where_it_was(tmp_path, library, make_group, monkeypatch):
+    import errno
+
+    groups = [make_group(1, library["a"], library["a_copy"], library["a_again"])]
+    report = resolve(None, groups, "move", to=tmp_path / "q", apply=True)
+    monkeypatch.setattr(fileops.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EXDEV, "x")))
+
+    def full(fsrc, fdst, length=0):
+        if "a_copy" in fsrc.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fdst.write(fsrc.read())
+
+    monkeypatch.setattr(fileops.shutil, "copyfileobj", full)
+    back = undo(report.journal)
+    (step, reason), = back.failed
+    assert step.path == str(library["a_copy"]) and "no space left" in reason
+    assert not library["a_copy"].exists() and (tmp_path / "q" / "photos" / "2020" / "a_copy.jpg").exists()
+    assert [s.path for s in back.restored] == [str(library["a_again"])] and library["a_again"].exists()
+    monkeypatch.undo()
+    assert [s.path for s in undo(report.journal).restored] == [str(library["a_copy"])]

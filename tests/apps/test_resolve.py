@@ -83,7 +83,12 @@ def test_move_apply_then_undo(tmp_path, library, make_group, tree):
     lib = tmp_path / "lib"
     before = tree(lib)
     q = tmp_path / "q"
-    report = resolve(None, groups_of(library, make_group), "move", to=q, apply=True)
+    events = []
+    report = resolve(None, groups_of(library, make_group), "move", to=q, apply=True, progress=events.append)
+    assert [(e.kind, e.done, e.total) for e in events if e.kind != "skip"] == [
+        ("resolve", 0, 3), ("resolve", 1, 3), ("resolve", 2, 3), ("done", 3, 3)]
+    assert [(e.path, e.reason) for e in events if e.kind == "skip"] == [
+        (str(library["ref_a"]), "in a reference folder: never moved, linked or deleted")]
     assert [s.path for s in report.done] == [str(library[k]) for k in ("a_copy", "a_again", "b_near")]
     assert [r for _, r in report.skipped] == ["in a reference folder: never moved, linked or deleted"]
     for key in ("a_copy", "a_again", "b_near"):
@@ -371,3 +376,80 @@ def test_journals_are_never_overwritten(tmp_path, library, make_group):
     assert one.journal != two.journal and one.journal.exists() and two.journal.exists()
     assert read_journal(one.journal).entries[0].state == "undone"
     assert read_journal(two.journal).entries[0].state == "done"
+
+
+# ---------------------------------------------------------------------------- with a real collection
+@pytest.fixture
+def indexed(tmp_path, tiny_timm_dir):
+    """A collection of lib/: a.png with two byte copies (one in a subfolder), and b.png, c.png."""
+    from support import make_image
+
+    from lookalike import Collection
+
+    lib = tmp_path / "lib"
+    a = make_image(lib / "a.png", seed=1)
+    files = {"a": a, "b": make_image(lib / "b.png", seed=2), "c": make_image(lib / "c.png", seed=3)}
+    for key, dst in (("a_copy", lib / "sub" / "a_copy.png"), ("a_again", lib / "a_again.png")):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(a, dst)
+        files[key] = dst
+    coll = Collection.create(tmp_path / "coll", model=f"timm:{tiny_timm_dir}", device="cpu")
+    coll.add([lib])
+    yield coll, files
+    coll.close()
+
+
+def _paths(coll, query_id: int) -> set[str]:
+    return {h.path for h in coll.search(f"id:{query_id}", k=10)}
+
+
+@pytest.mark.parametrize("action", ["move", "delete"])
+def test_the_collection_follows_a_move_and_its_undo(tmp_path, indexed, tree, action):
+    coll, files = indexed
+    ids = {k: coll.item_at(p).id for k, p in files.items()}
+    before = tree(tmp_path / "lib")
+    groups = coll.duplicates(tiers=("exact",))
+    assert len(groups) == 1 and {m.item.id for m in groups[0].members} == {ids["a"], ids["a_copy"], ids["a_again"]}
+    report = resolve(coll, groups, action, to=tmp_path / "q", apply=True)
+    assert len(report.done) == 2
+    gone = [p for p in (files["a_copy"], files["a_again"], files["a"]) if not p.exists()]
+    assert len(gone) == 2 and all(coll.item_at(p) is None for p in gone)
+    assert not {str(p) for p in gone} & _paths(coll, ids["b"])  # search never points at a moved file
+    if action == "delete":
+        assert report.journal.parent == coll.path / "trash"
+        assert len(list((coll.path / "trash" / report.journal.stem).rglob("*.png"))) == 2
+    back = undo(report.journal, coll=coll)
+    assert len(back.restored) == 2 and back.failed == []
+    assert tree(tmp_path / "lib") == before
+    assert {k: coll.item_at(p).id for k, p in files.items()} == ids  # back with their ids
+    assert {str(p) for p in gone} <= _paths(coll, ids["b"])
+
+
+@pytest.mark.parametrize("kind", ["hardlink", "symlink"])
+def test_the_collection_after_links_and_their_undo(tmp_path, indexed, tree, kind):
+    coll, files = indexed
+    ids = {k: coll.item_at(p).id for k, p in files.items()}
+    before = tree(tmp_path / "lib")
+    report = resolve(coll, coll.duplicates(tiers=("exact",)), kind, apply=True)
+    assert len(report.done) == 2 and report.journal.parent == coll.path / "trash"
+    for step in report.done:
+        assert coll.item_at(step.path) is not None  # the path still holds the image
+    undo(report.journal, coll=coll)
+    assert tree(tmp_path / "lib") == before
+    assert {k: coll.item_at(p).id for k, p in files.items()} == ids
+
+
+def test_undo_indexes_again_what_cannot_be_restored(tmp_path, indexed):
+    """c's vector is compacted away after the move: undo falls back to adding the file."""
+    from lookalike.store.dupes import DuplicateGroup, Member
+
+    coll, files = indexed
+    b, c = coll.item_at(files["b"]), coll.item_at(files["c"])
+    group = DuplicateGroup(b.id, "duplicate", "semantic", 0.5, (Member(b, None, 1.0, "semantic", True, False),
+                                                               Member(c, None, 0.5, "semantic", False, False)))
+    report = resolve(coll, [group], "move", to=tmp_path / "q", apply=True)
+    assert coll.item_at(files["c"]) is None
+    assert coll.compact() >= 1
+    undo(report.journal, coll=coll)
+    again = coll.item_at(files["c"])
+    assert again is not None and again.status == "ok" and files["c"].exists()

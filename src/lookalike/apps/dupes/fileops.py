@@ -23,7 +23,7 @@ from pathlib import Path
 from ...store.plan import file_hash
 
 __all__ = ["file_hash", "fsync_dir", "make_dirs", "move_file", "replace_with_link", "restore_copy",
-           "same_file", "temp_name", "Exists", "HashMismatch"]
+           "same_file", "temp_name", "remove_empty", "failure_reason", "Exists", "HashMismatch"]
 
 _CHUNK = 1 << 20
 
@@ -99,8 +99,8 @@ def move_file(src: str, dst: str, digest: str) -> str:
         method = "copy"
     else:
         method = "link"
-    fsync_dir(os.path.dirname(dst))
     try:
+        fsync_dir(os.path.dirname(dst))
         os.unlink(src)
     except BaseException:
         # The source is still there: take the new name away again, so nothing is duplicated.
@@ -108,8 +108,18 @@ def move_file(src: str, dst: str, digest: str) -> str:
         # unlinking dst loses nothing.
         os.unlink(dst)
         raise
-    fsync_dir(os.path.dirname(src))
+    _fsync_after(os.path.dirname(src))
     return method
+
+
+def _fsync_after(folder: str) -> None:
+    """fsync a folder once the operation is complete: past that point a failure must not
+    read as "nothing changed" (the journal would then say the step failed while it happened),
+    so an error here is not raised; the change is made, only its durability is in doubt."""
+    try:
+        fsync_dir(folder)
+    except OSError:
+        pass
 
 
 def _copy_exclusive(src: str, dst: str, digest: str | None) -> None:
@@ -125,8 +135,8 @@ def _copy_exclusive(src: str, dst: str, digest: str | None) -> None:
             shutil.copyfileobj(inp, out, _CHUNK)
             out.flush()
             os.fsync(out.fileno())
+        _copy_owner(st, dst)  # first: chown may clear set-id bits that copystat then restores
         shutil.copystat(src, dst, follow_symlinks=False)
-        _copy_owner(st, dst)
         if digest is not None and file_hash(dst) != digest:
             raise HashMismatch(errno.EIO, f"the copy's bytes differ from {src}'s (expected blake2b {digest})", dst)
     except BaseException:
@@ -148,7 +158,7 @@ def replace_with_link(dup: str, kept: str, kind: str, tmp: str) -> None:
     except BaseException:
         _remove_quietly(tmp)
         raise
-    fsync_dir(os.path.dirname(dup))
+    _fsync_after(os.path.dirname(dup))
 
 
 def restore_copy(source: str, path: str, digest: str, mode: int, mtime_ns: int, tmp: str) -> None:
@@ -162,7 +172,26 @@ def restore_copy(source: str, path: str, digest: str, mode: int, mtime_ns: int, 
     except BaseException:
         _remove_quietly(tmp)
         raise
-    fsync_dir(os.path.dirname(path))
+    _fsync_after(os.path.dirname(path))
+
+
+def failure_reason(exc: BaseException, path: str) -> str:
+    """One line for a failed file operation: the file, the reason, the fix."""
+    where = getattr(exc, "filename", None) or path
+    if isinstance(exc, FileNotFoundError):
+        return f"{where}: vanished (no such file) while acting on it; nothing was changed for this file — " \
+               f"re-index the collection and run again"
+    if isinstance(exc, PermissionError):
+        return f"{where}: permission denied; nothing was changed for this file — give write access to its " \
+               f"folder (and the destination's) and run again"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"{where}: no space left on the device; the partial copy was removed and the original kept — " \
+               f"free some space and run again"
+    if isinstance(exc, HashMismatch):
+        return f"{where}: {exc.strerror}; the copy was removed and the original kept — check the disk and run again"
+    if isinstance(exc, OSError):
+        return f"{where}: {exc.strerror or exc}; nothing was changed for this file"
+    return f"{where}: {exc}"
 
 
 def _copy_owner(st: os.stat_result, dst: str) -> None:
@@ -170,6 +199,15 @@ def _copy_owner(st: os.stat_result, dst: str) -> None:
         os.chown(dst, st.st_uid, st.st_gid)
     except PermissionError:
         pass  # not root: the copy belongs to whoever runs this, as any copy would
+
+
+def remove_empty(folders: Sequence[str]) -> None:
+    """Remove the folders a step made, innermost first, where they are still empty."""
+    for d in reversed(folders):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break  # not empty (or gone): leave it and its parents
 
 
 def _remove_quietly(path: str) -> None:

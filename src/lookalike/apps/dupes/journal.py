@@ -162,7 +162,8 @@ def read_journal(path: str | os.PathLike[str]) -> JournalFile:
     try:
         lines = p.read_bytes().splitlines()
     except FileNotFoundError:
-        raise InvalidArgument(f"{p}: no such journal; give the journal-*.jsonl file a dupes --apply run wrote") from None
+        raise InvalidArgument(f"{p}: no such journal; give the journal-*.jsonl file a dupes --apply run "
+                              f"wrote") from None
     except IsADirectoryError:
         raise InvalidArgument(f"{p}: is a folder; give the journal-*.jsonl file inside it") from None
     records, damaged = [], 0

@@ -27,7 +27,6 @@ a moved file.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -35,19 +34,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
-from ...errors import InvalidArgument
+from ...errors import InvalidArgument, ItemNotFound
 from ...fsutil import user_path
 from ...progress import ProgressCallback, ProgressEvent
 from ...version import __version__
-from .fileops import Exists, HashMismatch, file_hash, make_dirs, move_file, replace_with_link, temp_name
+from .fileops import Exists, failure_reason, file_hash, make_dirs, move_file, remove_empty, replace_with_link, temp_name
 from .journal import JournalWriter, journal_stem
 
 if TYPE_CHECKING:
     from ...store.collection import Collection
     from ...store.dupes import DuplicateGroup
 
-__all__ = ["Action", "ACTIONS", "Step", "ResolveReport", "plan", "resolve", "with_choice", "NOT_IDENTICAL",
-           "failure_reason"]
+__all__ = ["Action", "ACTIONS", "Step", "ResolveReport", "plan", "resolve", "with_choice", "NOT_IDENTICAL"]
 
 Action = Literal["move", "hardlink", "symlink", "delete"]
 ACTIONS: tuple[str, ...] = ("move", "hardlink", "symlink", "delete")
@@ -169,7 +167,8 @@ def _plan(groups: Sequence["DuplicateGroup"], action: str, to: str | None,
             target = os.path.join(base, os.path.relpath(m.item.path, root))  # type: ignore[arg-type]
         else:
             target = group.kept.item.path
-        steps.append(Step(action, m.item.id, m.item.path, target, group.kept.item.id, group.id))  # type: ignore[arg-type]
+        steps.append(Step(action, m.item.id, m.item.path, target,  # type: ignore[arg-type]
+                          group.kept.item.id, group.id))
     return steps, refused, root
 
 
@@ -186,25 +185,6 @@ def plan(groups: Sequence["DuplicateGroup"], action: Action, *, to: str | os.Pat
 
 
 # ---------------------------------------------------------------------------- checks
-def failure_reason(exc: BaseException, path: str) -> str:
-    """One line for a failed file operation: the file, the reason, the fix."""
-    where = getattr(exc, "filename", None) or path
-    if isinstance(exc, FileNotFoundError):
-        return f"{where}: vanished (no such file) while acting on it; nothing was changed for this file — " \
-               f"re-index the collection and run again"
-    if isinstance(exc, PermissionError):
-        return f"{where}: permission denied; nothing was changed for this file — give write access to its " \
-               f"folder (and the destination's) and run again"
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"{where}: no space left on the device; the partial copy was removed and the original kept — " \
-               f"free some space and run again"
-    if isinstance(exc, HashMismatch):
-        return f"{where}: {exc.strerror}; the copy was removed and the original kept — check the disk and run again"
-    if isinstance(exc, OSError):
-        return f"{where}: {exc.strerror or exc}; nothing was changed for this file"
-    return f"{where}: {exc}"
-
-
 def _precheck(step: Step, dup_hash: str | None, kept_hash: str | None) -> str | None:
     """Why ``step`` must be skipped (read-only checks), or None. Raises OSError (a vanished file)."""
     st = os.lstat(step.path)
@@ -296,7 +276,7 @@ class _Run:
             try:
                 done["method"] = move_file(step.path, target, digest)
             except BaseException:
-                _remove_empty(made)
+                remove_empty(made)
                 raise
             done["made_dirs"] = made
         else:
@@ -306,7 +286,7 @@ class _Run:
         self.report.bytes_freed += st.st_size
         try:
             if self.coll is not None and step.action in ("move", "delete"):
-                done["snapshots"] = [s.to_dict() for s in self.coll.forget([step.item_id])]
+                done["snapshots"] = _forget(self.coll, step.item_id)
             elif self.coll is not None:
                 self.coll.refresh([step.path])
         finally:
@@ -315,13 +295,12 @@ class _Run:
             self.record(done)
 
 
-def _remove_empty(folders: Sequence[str]) -> None:
-    """Remove the folders a step made, innermost first, where they are still empty."""
-    for d in reversed(folders):
-        try:
-            os.rmdir(d)
-        except OSError:
-            break  # not empty (or gone): leave it and its parents
+def _forget(coll: "Collection", item_id: int) -> list[dict[str, Any]]:
+    """Drop the moved file's row; its snapshot (JSON-ready) lets undo put it back."""
+    try:
+        return [s.to_dict() for s in coll.forget([item_id])]
+    except ItemNotFound:
+        return []  # gone from the collection already (a re-index since the groups were found)
 
 
 class _Skip(Exception):

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from ...errors import InvalidArgument
 from ...progress import ProgressCallback, ProgressEvent
 from ...store.dupes import StoredItem
-from .fileops import Exists, file_hash, make_dirs, move_file, restore_copy, same_file, temp_name
+from .fileops import (Exists, failure_reason, file_hash, make_dirs, move_file, remove_empty, restore_copy, same_file,
+                      temp_name)
 from .journal import JournalEntry, JournalWriter, read_journal
-from .resolve import Step, _remove_empty, failure_reason
+from .resolve import Step
 
 if TYPE_CHECKING:
     from ...store.collection import Collection
@@ -83,6 +84,8 @@ def _plan_move_back(entry: JournalEntry) -> str:
             return "drop-dst"  # a copy, complete or partial, of a source still intact
         raise _Refused(f"{dst}: a different file stands where this step was moving {src}; nothing touched — "
                        f"look at both and remove the one you do not want")
+    if src_there and not dst_there and _matches(src, it):
+        return "nothing"  # already back (an undo whose record a full disk lost)
     if src_there:
         raise _Refused(f"{src}: the original path is taken by another file; nothing touched — move that file "
                        f"away and run undo again")
@@ -104,12 +107,12 @@ def _undo_move(entry: JournalEntry) -> None:
         try:
             move_file(it["dst"], it["src"], it["hash"])
         except Exists:
-            _remove_empty(made)
+            remove_empty(made)
             raise _Refused(f"{it['src']}: the original path was taken meanwhile; nothing touched") from None
         except BaseException:
-            _remove_empty(made)
+            remove_empty(made)
             raise
-    _remove_empty((entry.done or {}).get("made_dirs", []))
+    remove_empty((entry.done or {}).get("made_dirs", []))
 
 
 # ---------------------------------------------------------------------------- hardlink / symlink
@@ -179,66 +182,72 @@ def undo(journal_path: str | os.PathLike[str], *, coll: "Collection | None" = No
     if coll is not None and owner is not None and str(coll.path) != owner:
         raise InvalidArgument(f"{journal.path}: written for the collection {owner}, not {coll.path}; "
                               f"open that one to undo it")
-    report = UndoReport(journal.path, applied=apply)
+    run = _Undo(UndoReport(journal.path, applied=apply), emit)
     pending = [e for e in journal.newest_first() if e.state in ("done", "cut")]
-    writer = JournalWriter.append_to(journal.path) if apply and pending else None
-    snapshots: list[Any] = []
-    re_add: list[str] = []
-    re_read: list[str] = []
+    run.writer = JournalWriter.append_to(journal.path) if apply and pending else None
     try:
         for n, entry in enumerate(pending):
-            step = _step(entry.intent)
-            emit(ProgressEvent("resolve", done=n, total=len(pending), path=step.path))
-            try:
-                if not apply:
-                    _check_only(entry)
-                elif step.action in ("move", "delete"):
-                    _undo_move(entry)
-                else:
-                    _undo_link(entry)
-            except _Refused as why:
-                _refuse(report, writer, entry, step, str(why), emit)
-                continue
-            except OSError as exc:
-                _refuse(report, writer, entry, step, failure_reason(exc, step.path), emit)
-                continue
-            report.restored.append(step)
-            if writer is not None:
-                writer.write({"type": "undone", "seq": entry.seq, "note": "reversed" if entry.done else "cut short"})
-            if step.action in ("move", "delete"):
-                done_snaps = (entry.done or {}).get("snapshots") or []
-                if done_snaps:
-                    snapshots.extend(done_snaps)
-                else:
-                    re_add.append(step.path)
-            else:
-                re_read.append(step.path)
+            emit(ProgressEvent("resolve", done=n, total=len(pending), path=entry.intent["src"]))
+            run.one(entry, apply)
     finally:
-        if writer is not None:
-            writer.close()
+        if run.writer is not None:
+            run.writer.close()
     if apply and coll is not None:
-        _put_back(coll, snapshots, re_add, re_read)
-    emit(ProgressEvent("done", done=len(report.restored), total=len(pending)))
-    return report
+        run.put_back(coll)
+    emit(ProgressEvent("done", done=len(run.report.restored), total=len(pending)))
+    return run.report
 
 
-def _refuse(report: UndoReport, writer: JournalWriter | None, entry: JournalEntry, step: Step, reason: str,
-            emit: ProgressCallback) -> None:
-    report.failed.append((step, reason))
-    emit(ProgressEvent("skip", path=step.path, reason=reason))
-    if writer is not None:
+class _Undo:
+    """One run of :func:`undo`: the report, the journal appended to, and the collection rows to put back."""
+
+    def __init__(self, report: UndoReport, emit: ProgressCallback) -> None:
+        self.report, self.emit = report, emit
+        self.writer: JournalWriter | None = None
+        self.snapshots: list[dict[str, Any]] = []  # rows forget() removed, to restore with their ids
+        self.re_add: list[str] = []                # moved back, but no snapshot: index again
+        self.re_read: list[str] = []               # links turned back into files: refresh
+
+    def record(self, rec: dict[str, Any]) -> None:
+        """Journal the outcome. Lost to a full disk, a reversed step reads as already back
+        (its file at the original path with the journal's hash) on the next undo."""
+        if self.writer is not None:
+            try:
+                self.writer.write(rec)
+            except OSError:
+                pass
+
+    def one(self, entry: JournalEntry, apply: bool) -> None:
+        step = _step(entry.intent)
         try:
-            writer.write({"type": "undo-refused", "seq": entry.seq, "reason": reason})
-        except OSError:
-            pass  # informational only
+            if not apply:
+                _check_only(entry)
+            elif step.action in ("move", "delete"):
+                _undo_move(entry)
+            else:
+                _undo_link(entry)
+        except (_Refused, OSError) as exc:
+            reason = str(exc) if isinstance(exc, _Refused) else failure_reason(exc, step.path)
+            self.report.failed.append((step, reason))
+            self.emit(ProgressEvent("skip", path=step.path, reason=reason))
+            self.record({"type": "undo-refused", "seq": entry.seq, "reason": reason})
+            return
+        self.report.restored.append(step)
+        self.record({"type": "undone", "seq": entry.seq, "note": "reversed" if entry.done else "cut short"})
+        if step.action not in ("move", "delete"):
+            self.re_read.append(step.path)
+        elif (entry.done or {}).get("snapshots"):
+            self.snapshots.extend(entry.done["snapshots"])  # type: ignore[index]
+        else:
+            self.re_add.append(step.path)
 
-
-def _put_back(coll: "Collection", snapshots: list[dict[str, Any]], re_add: list[str], re_read: list[str]) -> None:
-    """Rows back with their ids where possible; the rest indexed again."""
-    if snapshots:
-        left = coll.restore([StoredItem.from_dict(s) for s in snapshots])
-        re_add.extend(s.item.path for s in left)
-    if re_add:
-        coll.add(sorted(set(re_add)))
-    if re_read:
-        coll.refresh(re_read)
+    def put_back(self, coll: "Collection") -> None:
+        """Rows back with their ids where possible; the rest indexed again."""
+        re_add = list(self.re_add)
+        if self.snapshots:
+            left = coll.restore([StoredItem.from_dict(s) for s in self.snapshots])
+            re_add.extend(s.item.path for s in left)
+        if re_add:
+            coll.add(sorted(set(re_add)))
+        if self.re_read:
+            coll.refresh(self.re_read)
