@@ -213,7 +213,7 @@ class _Run:
     def __init__(self, coll: "Collection | None", report: ResolveReport, journal: JournalWriter | None,
                  emit: ProgressCallback) -> None:
         self.coll, self.report, self.journal, self.emit = coll, report, journal, emit
-        self.total = len(report.steps)
+        self.total = 0  # the steps to try (refused ones aside), for the progress events
 
     def skip(self, step: Step, reason: str) -> None:
         self.report.skipped.append((step, reason))
