@@ -1,4 +1,5 @@
-"""`make demo`: index real public-domain clip art, then search it by text and by example image.
+"""`make demo`: index real public-domain clip art, search it by text and by example image,
+then plant edited copies of a few images and find them as duplicates.
 
 The images are 35 categories of Debian's openclipart-png (animals, food, music, vehicles...),
 20 each; the queries show what the offline ``lite`` model does well.
@@ -34,6 +35,33 @@ def copy_labelled(dest: Path, per_class: int) -> list[Path]:
     return files
 
 
+def plant_copies(files: list[Path], dest: Path) -> list[Path]:
+    """Write three edited copies of demo images into ``dest`` (emptied first): a JPEG re-encode
+    at quality 50, a resize to 40%, and a byte-for-byte copy, each of a different category."""
+    from PIL import Image
+
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    originals: dict[str, Path] = {}
+    for f in sorted(files, key=lambda p: (p.stat().st_size, p)):  # small files: quick to edit...
+        with Image.open(f) as img:
+            if min(img.size) >= 300:  # ...but not icons, which a 40% resize leaves a few pixels wide
+                originals.setdefault(f.parent.name, f)
+    jpeg, resized, copied = list(originals.values())[:3]
+    planted = [dest / f"{jpeg.stem}-q50.jpg", dest / f"{resized.stem}-40pct.png", dest / copied.name]
+    with Image.open(jpeg) as img:
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))  # JPEG has no alpha: flatten onto white
+        flat.save(planted[0], quality=50)
+    with Image.open(resized) as img:
+        img.resize((max(1, img.width * 2 // 5), max(1, img.height * 2 // 5)), Image.Resampling.LANCZOS).save(planted[1])
+    shutil.copyfile(copied, planted[2])
+    for src, copy in zip((jpeg, resized, copied), planted):
+        print(f"  planted {copy.name}  (from {src.parent.name}/{src.name})")
+    return planted
+
+
 def run(*args: str) -> None:
     print(f"\n$ lookalike {' '.join(args)}", flush=True)
     subprocess.run([str(Path(sys.executable).parent / "lookalike"), *args], check=True)
@@ -48,6 +76,8 @@ def main() -> None:
     images = args.workdir / f"clipart-{args.per_class}"
     print(f"Fetching real clip art (Debian openclipart-png, cached) into {images} ...", flush=True)
     files = copy_labelled(images, args.per_class)
+    copies = images / "planted-copies"
+    shutil.rmtree(copies, ignore_errors=True)  # planted below, after the first indexing
     collection = args.workdir / "demo.lkl"
     if collection.exists():
         shutil.rmtree(collection)  # a demo shows a first run; re-runs are shown below
@@ -61,6 +91,14 @@ def main() -> None:
     query = next((f for f in weather if f.name == "rain.png"), (weather or sorted(files))[0])
     run("search", str(query), "--collection", str(collection), "-k", "5")
     run("search", str(query), "+", "0.5:lightning", "--collection", str(collection), "-k", "3", "--json")
+
+    print(f"\nDuplicates: planting edited copies of three images in {copies} ...", flush=True)
+    plant_copies(files, copies)
+    run("index", str(images), "--collection", str(collection))  # adds just the three copies
+    run("dupes", "--collection", str(collection))
+    run("dupes", "--collection", str(collection), "--html", str(args.workdir / "dupes.html"))
+    run("dupes", "--collection", str(collection), "--action", "move", "--to", str(args.workdir / "quarantine"))
+    print(f"\nOpen {args.workdir / 'dupes.html'} in a browser to review the groups (works offline).")
     print("\nDemo done. Browse it in the web UI: make serve (http://127.0.0.1:8000).")
     print("Try your own: lookalike index ~/Pictures && lookalike search \"a dog on a beach\"")
 

@@ -327,6 +327,7 @@ th{text-align:left;font-weight:600;color:var(--dim);border-bottom:1px solid var(
 td,th{padding:.25em .5em;vertical-align:middle}
 td.thumb{width:164px;height:164px;text-align:center}
 td.thumb img{max-width:160px;max-height:160px;display:block;margin:auto}
+td.thumb img{border:1px solid var(--line);background:#fff}
 td.path{word-break:break-all;font-family:ui-monospace,monospace;font-size:.92em}
 td.num{text-align:right;white-space:nowrap}
 tr.keep{background:#2a7d2a14}
