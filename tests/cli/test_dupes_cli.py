@@ -243,6 +243,33 @@ def test_hardlink_acts_on_identical_files_only(fresh: dict[str, Path]) -> None:
     assert fresh["p0"].read_bytes() == fresh["copy"].read_bytes()
 
 
+def test_delete_goes_to_the_trash_and_comes_back(fresh: dict[str, Path]) -> None:
+    """Guards --action delete: the files go to the collection's trash (the summary says the space
+    comes back once it is emptied), and --undo returns them."""
+    before = _files(fresh["p0"].parent)
+    result = _ok(run("dupes", "-c", fresh["coll"], *TIERS, "--action", "delete", "--apply"))
+    assert "deleted 2 files" in result.stderr and "empty the trash" in result.stderr
+    trash = fresh["coll"] / "trash"
+    assert len(list(trash.rglob("*.png"))) == 2 and len(_files(fresh["p0"].parent)) == 5
+    journal = re.search(r"journal: (\S+)", result.stderr).group(1)  # type: ignore[union-attr]
+    assert Path(journal).parent == trash
+    _ok(run("dupes", "--undo", journal))
+    assert _files(fresh["p0"].parent) == before and list(trash.rglob("*.png")) == []
+
+
+def test_a_vanished_file_fails_alone_and_exits_1(fresh: dict[str, Path], tmp_path: Path) -> None:
+    """Guards a failed step: a file gone since it was indexed is reported with its reason, the
+    other step is done, and the exit status is 1."""
+    fresh["small"].unlink()
+    quarantine = tmp_path / "q"
+    result = run("dupes", "-c", fresh["coll"], *TIERS, "--action", "move", "--to", quarantine, "--apply")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.output
+    assert f"failed {fresh['small']}:" in result.stderr
+    assert "moved 1 file," in result.stderr and "1 failed" in result.stderr
+    assert len(list(quarantine.rglob("*.png"))) == 1
+
+
 # --------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(("options", "fragment"), [
     (["--keep", "bogus"], "keep rule"),

@@ -51,14 +51,14 @@ _VERBS = {"move": ("would move {}", "moved {}"),
 def dupes(
     collection: Optional[Path] = CollectionOpt,
     threshold: Optional[float] = typer.Option(
-        None, "--threshold", "-t", help="Cosine similarity a pair needs [default: the model's calibrated one]."),
+        None, "--threshold", "-t", help="Cosine similarity a pair needs (default: the model's calibrated one)."),
     fraction: Optional[float] = typer.Option(
         None, "--fraction", help="Instead of a threshold: keep the closest share of neighbour pairs (0-1]."),
     tiers: Optional[str] = typer.Option(
         None, "--tiers", help="Comma-separated: exact (same bytes), perceptual (pHash+dHash), semantic "
-        "(embedding) [default: all three]."),
+        "(embedding) (default: all three)."),
     hash_bits: Optional[int] = typer.Option(None, "--hash-bits", help="Perceptual tier: Hamming distance "
-                                            "both hashes must be within [default: 6]."),
+                                            "both hashes must be within (default: 6)."),
     flips: bool = typer.Option(True, "--flips/--no-flips", help="Count mirror images as duplicates."),
     keep: Optional[str] = typer.Option(
         None, "--keep", help="Which file a group keeps: largest (default), oldest, newest, most-metadata, "
@@ -245,16 +245,23 @@ def _print_resolve(report: "ResolveReport", action: str, as_json: bool) -> None:
     would, did = _VERBS[action]
     if not report.applied:
         count = len(report.steps) - len(report.skipped)
-        err.print(Text(f"{would.format(_plural(count, 'file'))}, freeing {human_bytes(report.bytes_freed)}"
+        err.print(Text(f"{would.format(_plural(count, 'file'))}, {_freeing(action, report.bytes_freed)}"
                        f"{_count(report.skipped, 'skipped')}; run again with --apply"), soft_wrap=True)
         return
-    err.print(Text(f"{did.format(_plural(len(report.done), 'file'))}, freeing {human_bytes(report.bytes_freed)}"
+    err.print(Text(f"{did.format(_plural(len(report.done), 'file'))}, {_freeing(action, report.bytes_freed)}"
                    f"{_count(report.skipped, 'skipped')}{_count(report.failed, 'failed')}"), soft_wrap=True)
     if report.journal is not None:  # it names the collection: undo needs no --collection
         err.print(Text(f"journal: {report.journal}\nundo with: lookalike dupes --undo "
                        f"{shlex.quote(str(report.journal))}"), soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _freeing(action: str, size: int) -> str:
+    # A delete is a move into the trash: the space comes back when the user empties it.
+    if action == "delete":
+        return f"{human_bytes(size)} to free once you empty the trash"
+    return f"freeing {human_bytes(size)}"
 
 
 def _count(pairs: Sequence[Any], label: str) -> str:
