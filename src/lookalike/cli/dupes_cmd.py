@@ -94,24 +94,19 @@ def dupes(
         target = collection or (_journal_collection(undo) if undo is not None else None) or default_collection()
         with Collection.open(target, device=device) as coll:
             if undo is not None:
-                report = _undo(coll, undo, quiet)
+                _print_undo(_undo(coll, undo, quiet), as_json)
+                return
+            fields = {k: v for k, v in grouping.items() if v is not None and k != "threshold"}
+            with _Progress(err, quiet) as progress:
+                groups = coll.duplicates(threshold, progress=progress, **fields)
+            if html is not None:
+                _html(coll, groups, html, threshold, fraction, quiet)
+            if action is None:
+                _show(coll, groups, as_json, as_csv, html is not None, threshold, fraction)
             else:
-                fields = {k: v for k, v in grouping.items() if v is not None and k != "threshold"}
-                with _Progress(err, quiet) as progress:
-                    groups = coll.duplicates(threshold, progress=progress, **fields)
-                if html is not None:
-                    _html(coll, groups, html, threshold, fraction, quiet)
-                if action is not None:
-                    report = _resolve(coll, groups, action, to, apply, quiet)
-                else:
-                    _show(coll, groups, as_json, as_csv, html is not None, threshold, fraction)
-                    return
+                _print_resolve(_resolve(coll, groups, action, to, apply, quiet), action, as_json)
     except LookalikeError as exc:
         fail(exc)
-    if undo is not None:
-        _print_undo(report, as_json)
-    else:
-        _print_resolve(report, action or "", as_json)
 
 
 def _journal_collection(journal: Path) -> Optional[Path]:
@@ -132,7 +127,8 @@ def _check_combination(grouping: dict[str, Any], as_json: bool, as_csv: bool, ht
     if as_json and as_csv:
         raise InvalidArgument("--json and --csv both write to stdout; choose one")
     if undo is not None:
-        given = [f"--{k.replace('_', '-')}" for k, v in grouping.items() if v is not None]
+        given = ["--no-flips" if k == "flips" else f"--{k.replace('_', '-')}" for k, v in grouping.items()
+                 if v is not None]
         given += [name for name, v in (("--csv", as_csv), ("--html", html), ("--action", action), ("--to", to),
                                        ("--apply", apply)) if v]
         if given:
