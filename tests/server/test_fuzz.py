@@ -4,8 +4,10 @@ The server runs under uvicorn on a loopback port over ``served_collection`` (gen
 images, tiny random CLIP: what is found does not matter here, only that nothing breaks). Each
 operation that takes input gets the same number of generated cases, positive and negative
 (values outside the schema too), and the test checks how many requests were really sent:
-50 each in the default suite (~350 requests), 300 each in the ``slow`` run (``make test-all``),
-or ``$LOOKALIKE_FUZZ_EXAMPLES`` each where that is set (``make fuzz`` sets 300).
+50 each in the default suite (~550 requests), 300 each in the ``slow`` run (``make test-all``),
+or ``$LOOKALIKE_FUZZ_EXAMPLES`` each where that is set (``make fuzz`` sets 300). The duplicates
+routes are fuzzed a second time on a server started with ``--allow-actions`` over a collection
+of their own, so that resolve requests get past the 403.
 """
 
 from __future__ import annotations
@@ -34,6 +36,29 @@ def fuzz_base(served_collection: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def actions_base(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> Iterator[str]:
+    """A server with --allow-actions over a collection of its own (generated images and exact
+    copies of some): fuzzed resolve requests may really move files, into its own quarantine."""
+    import shutil
+
+    import lookalike
+    from support import make_image
+
+    root = tmp_path_factory.mktemp("fuzz-actions")
+    for i in range(12):
+        make_image(root / "images" / "a" / f"img{i}.png", seed=500 + i)
+    for i in range(0, 12, 3):
+        (root / "images" / "b").mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / "images" / "a" / f"img{i}.png", root / "images" / "b" / f"copy{i}.png")
+    with lookalike.Collection.create(root / "c.lkl", model=f"openclip:{tiny_clip_dir}", device="cpu") as coll:
+        coll.add([root / "images"])
+    config = ServerConfig(collection=root / "c.lkl", allow_actions=True, quarantine=root / "quarantine",
+                          request_timeout_s=20)
+    with live_server(config) as url:
+        yield url
+
+
 def _takes_input(operation) -> bool:
     """Whether the operation has parameters or a body (/healthz has neither: one case is all)."""
     return any(True for _ in operation.iter_parameters()) or bool(operation.get_request_payload_content_types())
@@ -48,11 +73,32 @@ def test_no_server_errors_on_generated_requests(fuzz_base: str, examples: int) -
     pytest plugin does not run under this pytest).
     """
     examples = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", examples))
-    from schemathesis.generation import GenerationMode
-
     schema = schemathesis.openapi.from_url(f"{fuzz_base}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 9, [op.label for op in operations]
+    assert len(operations) >= 12, [op.label for op in operations]
+    assert {"GET /api/duplicates", "GET /api/duplicates/histogram", "POST /api/duplicates/resolve"} <= {
+        op.label for op in operations}
+    _fuzz(operations, examples)
+
+
+@pytest.mark.parametrize("examples", [pytest.param(QUICK, id="quick"),
+                                      pytest.param(THOROUGH, id="thorough", marks=pytest.mark.slow)])
+def test_no_server_errors_on_duplicates_with_actions_allowed(actions_base: str, examples: int) -> None:
+    """The duplicates routes again, on a server that acts on files: resolve gets past the
+    403 and into its checks (and, for a request naming a real group, into moving files)."""
+    examples = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", examples))
+    schema = schemathesis.openapi.from_url(f"{actions_base}/openapi.json")
+    operations = [op for op in (result.ok() for result in schema.get_all_operations())
+                  if op.path.startswith("/api/duplicates")]
+    assert len(operations) == 3, [op.label for op in operations]
+    _fuzz(operations, examples)
+
+
+def _fuzz(operations: list, examples: int) -> None:
+    """Send ``examples`` positive and negative generated cases to each operation; none may get
+    a 5xx, and every 4xx must be the API's JSON error shape."""
+    from schemathesis.generation import GenerationMode
+
     sent: list[tuple[str, int]] = []
     failures: list[str] = []
     for op in operations:

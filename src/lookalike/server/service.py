@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ __all__ = ["Service", "ApiError", "Page", "MAX_ID"]
 
 _TEXT_CACHE = 2048  # distinct query texts whose embeddings are kept (typing repeats prefixes)
 MAX_ID = 2**63 - 1  # SQLite's INTEGER; larger ids cannot exist
+_GROUPINGS = 4  # duplicate groupings kept (a slider moved back and forth returns to earlier ones)
 
 
 class ApiError(HTTPException):
@@ -74,9 +76,9 @@ class Service:
         self.items_gauge = Gauge("lookalike_collection_items", "Items in the served collection",
                                  registry=self.registry)
         self.items_gauge.set_function(self.count)
-        # The last grouping and histogram, keyed by their settings and the collection's state:
-        # paging through groups at one threshold is a slice, not a regrouping.
-        self._groups: tuple[Any, list["DuplicateGroup"]] | None = None
+        # The last few groupings and the histogram, keyed by their settings and the collection's
+        # state: paging at one threshold is a slice, and going back to a threshold is free.
+        self._groups: OrderedDict[Any, list["DuplicateGroup"]] = OrderedDict()
         self._histogram: tuple[Any, "SimilarityHistogram"] | None = None
 
     def count(self) -> int:
@@ -91,13 +93,18 @@ class Service:
         return (self.coll._storage.db.data_version(), self.coll._storage.vector_rows, len(self.coll))
 
     def duplicate_groups(self, settings: "DuplicateSettings") -> list["DuplicateGroup"]:
-        """Every duplicate group at ``settings`` (the last answer is cached)."""
+        """Every duplicate group at ``settings`` (the last few answers are cached)."""
         with self.lock:
             key = (settings, self._data_key())
-            if self._groups is None or self._groups[0] != key:
-                self._groups = None  # let the old list go before building the new one
-                self._groups = (key, self.coll.duplicates(settings=settings))
-            return self._groups[1]
+            if key in self._groups:
+                self._groups.move_to_end(key)
+                return self._groups[key]
+            if any(k[1] != key[1] for k in self._groups):
+                self._groups.clear()  # the collection changed: every cached grouping is stale
+            while len(self._groups) >= _GROUPINGS:
+                self._groups.popitem(last=False)
+            groups = self._groups[key] = self.coll.duplicates(settings=settings)
+            return groups
 
     def duplicate_histogram(self, bins: int) -> "SimilarityHistogram":
         """The nearest-neighbour similarity histogram (cached like the groups)."""
@@ -110,7 +117,8 @@ class Service:
     def forget_duplicates(self) -> None:
         """Drop the cached grouping and histogram (after this server changed the collection)."""
         with self.lock:
-            self._groups = self._histogram = None
+            self._groups.clear()
+            self._histogram = None
 
     # ------------------------------------------------------------------ queries
     def warm_up(self) -> None:

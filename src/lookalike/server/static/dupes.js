@@ -292,7 +292,26 @@ function renderPager(nav) {
   next.rel = "next";
   if (cur === pages) next.setAttribute("aria-disabled", "true");
   items.push(next);
+  if (pages > 7) items.push(gotoBox(pages));
   nav.replaceChildren(...items);
+}
+
+function gotoBox(pages) {
+  // Any page by number: with thousands of groups the links above cannot name them all.
+  const form = el("form", "goto");
+  const input = el("input");
+  input.type = "number";
+  input.min = "1";
+  input.max = String(pages);
+  input.placeholder = "page";
+  input.setAttribute("aria-label", `Go to page (1 to ${pages.toLocaleString()})`);
+  form.append(input);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const page = parseInt(input.value, 10);
+    if (Number.isFinite(page)) goTo(Math.min(pages, Math.max(1, page)));
+  });
+  return form;
 }
 
 function goTo(page) {
