@@ -197,15 +197,18 @@ def _finish(groups: list[np.ndarray], data: NodeData, rule: PairRule, out: Group
     out.tier.extend(tiers)
 
 
-def group_pairs(n: int, a: np.ndarray, b: np.ndarray, data: NodeData, rule: PairRule) -> Grouping:
-    """Non-chaining groups of the ``n`` nodes, from candidate pairs ``(a[i], b[i])``.
+def group_pairs(n: int, a: np.ndarray, b: np.ndarray, data: NodeData, rule: PairRule,
+                sims: np.ndarray | None = None) -> Grouping:
+    """Non-chaining groups of the ``n`` nodes, from candidate pairs ``(a[i], b[i])`` (with
+    their cosine similarities ``sims``, when known: else they are computed).
 
     Only candidate pairs that match ``rule`` connect nodes; within a connected component,
     groups are formed as the module docstring describes. Every node is in at most one group.
     """
     out = Grouping([], [], [])
     if len(a):
-        sims = np.einsum("pd,pd->p", data.gather(a), data.gather(b))
+        if sims is None:
+            sims = np.einsum("pd,pd->p", data.gather(a), data.gather(b))
         keep = _match(rule, sims, data, a, b) < NO_MATCH
         a, b = a[keep], b[keep]
     by_size: dict[int, list[np.ndarray]] = {}

@@ -62,13 +62,13 @@ class KnnGraph:
     def pairs(self, min_similarity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(a, b, sim)``: each unordered pair of rows with similarity >= ``min_similarity``
         that appears in either row's list, once, with ``a < b``."""
-        mask = self.sims >= min_similarity
+        mask = (self.sims >= min_similarity) & (self.nbrs >= 0)
         a = np.repeat(self.rows, mask.sum(axis=1))
         b = self.nbrs[mask]
         s = self.sims[mask]
         lo, hi = np.minimum(a, b), np.maximum(a, b)
-        key = np.stack([lo, hi], axis=1)
-        _, first = np.unique(key, axis=0, return_index=True)
+        span = int(hi.max(initial=0)) + 1
+        _, first = np.unique(lo * span + hi, return_index=True)  # one int64 key per pair
         return lo[first], hi[first], s[first]
 
 

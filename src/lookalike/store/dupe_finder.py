@@ -101,7 +101,7 @@ def _build(node_groups: list[tuple[list[int], list[float], list[Tier]]], rows_by
             continue
         times = [m.traits.taken for m in members if m.traits is not None and m.traits.taken is not None]
         burst = (settings.burst_seconds is not None and len(times) == len(members)
-                 and any(t != "exact" for t in tiers) and max(times) - min(times) <= settings.burst_seconds)
+                 and "exact" not in {m.tier for m in members} and max(times) - min(times) <= settings.burst_seconds)
         chosen = choose_kept(members, settings, burst=burst)
         weakest = max((m.tier for m in chosen), key=TIERS.index)
         groups.append(DuplicateGroup(id=item_ids[0], kind="burst" if burst else "duplicate", tier=weakest,
@@ -121,11 +121,11 @@ def find_duplicates(storage: "Storage", settings: DuplicateSettings, default_thr
     perceptual = "perceptual" in settings.tiers
     rule = PairRule(threshold if "semantic" in settings.tiers else None,
                     settings.hash_bits if perceptual else None, settings.flips)
-    a, b, _ = graph.pairs(-np.inf if perceptual else threshold)
+    a, b, sims = graph.pairs(-np.inf if perceptual else threshold)
     pos = np.searchsorted(graph.rows, np.stack([a, b])) if len(a) else np.empty((2, 0), np.int64)
     if rule.threshold is None and rule.hash_bits is None:
-        pos = pos[:, :0]  # exact tier alone: only copies group
-    grouping = group_pairs(len(graph.rows), pos[0], pos[1], data, rule)
+        pos, sims = pos[:, :0], sims[:0]  # exact tier alone: only copies group
+    grouping = group_pairs(len(graph.rows), pos[0], pos[1], data, rule, sims)
     if progress is not None:
         progress(ProgressEvent("group", done=len(grouping), total=len(grouping)))
     copies = _copies(ids, rows, graph)
@@ -136,14 +136,16 @@ def find_duplicates(storage: "Storage", settings: DuplicateSettings, default_thr
         item_ids: list[int] = []
         item_sims: list[float] = []
         item_tiers: list[Tier] = []
-        for k, (node, s, t) in enumerate(zip(members.tolist(), sims.tolist(), tiers.tolist())):
+        nodes = members.tolist()
+        # The medoid's own tier is the strongest link it has: exact with copies of its own.
+        medoid_tier = "exact" if nodes[0] in copies else _TIER_NAME[int(tiers[1:].min())]
+        for k, (node, s, t) in enumerate(zip(nodes, sims.tolist(), tiers.tolist())):
             on_node = copies.get(node, [node_item[node]])
-            for item_id in on_node:
+            for j, item_id in enumerate(on_node):
                 item_ids.append(item_id)
                 item_sims.append(1.0 if k == 0 else s)
-                item_tiers.append("exact" if k == 0 else _TIER_NAME[t])
+                item_tiers.append("exact" if k == 0 and j else medoid_tier if k == 0 else _TIER_NAME[t])
             grouped.add(node)
-        # Copies of the medoid are exact matches of it; the medoid itself is listed as exact.
         node_groups.append((item_ids, item_sims, item_tiers))
     for node, item_ids in copies.items():
         if node not in grouped:

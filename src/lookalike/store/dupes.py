@@ -205,14 +205,18 @@ def choose_kept(members: Sequence[Member], settings: DuplicateSettings, *, burst
     burst group unless another rule was asked for), then the lowest item id.
     """
     rule = "sharpest" if burst and settings.keep == "largest" else settings.keep
-    marked = [replace(m, reference=_under(m.item.path, settings.reference) is not None) for m in members]
+    refs = [_under(m.item.path, settings.reference) for m in members]
 
-    def key(m: Member) -> tuple[Any, ...]:
-        ref = _under(m.item.path, settings.reference)
-        pref = _under(m.item.path, settings.prefer)
+    def key(i: int) -> tuple[Any, ...]:
+        m, ref = members[i], refs[i]
+        pref = _under(m.item.path, settings.prefer) if settings.prefer else None
         return (ref is None, ref or 0, pref is None, pref or 0, *_rule_key(rule, m), m.item.id)
 
-    kept_id = min(marked, key=key).item.id
-    out = [replace(m, keep=m.item.id == kept_id or m.reference) for m in marked]
-    out.sort(key=lambda m: (m.item.id != kept_id, not m.keep))  # stable: by similarity otherwise
-    return tuple(out)
+    kept = min(range(len(members)), key=key)
+    out = []
+    for i, m in enumerate(members):
+        keep, reference = i == kept or refs[i] is not None, refs[i] is not None
+        out.append(m if (m.keep, m.reference) == (keep, reference) else replace(m, keep=keep, reference=reference))
+    # The kept one first, then other reference members; otherwise in the order given.
+    order = sorted(range(len(out)), key=lambda i: (i != kept, not out[i].keep))
+    return tuple(out[i] for i in order)

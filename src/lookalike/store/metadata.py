@@ -220,10 +220,11 @@ class MetadataDB:
         arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
         return arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(), arr[:, 4].astype(bool)
 
-    def missing_traits(self, limit: int = 100_000) -> list[ItemRow]:
-        """Embedded rows that have no traits yet (indexed before they existed), by id."""
+    def missing_traits(self, after_id: int = 0, limit: int = 100_000) -> list[ItemRow]:
+        """Embedded rows with ids above ``after_id`` that have no traits yet, by id."""
         return [ItemRow(*r) for r in self.conn.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE status = 'ok' AND phash IS NULL ORDER BY id LIMIT ?", (limit,))]
+            f"SELECT {_COLUMNS} FROM items WHERE status = 'ok' AND phash IS NULL AND id > ? ORDER BY id LIMIT ?",
+            (after_id, limit))]
 
     def count_missing_traits(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM items WHERE status = 'ok' AND phash IS NULL").fetchone()[0])

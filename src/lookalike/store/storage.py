@@ -68,6 +68,7 @@ class Storage:
         with storage.db.transaction():
             storage.db.set_state("vector_file", FIRST_VECTOR_FILE)
             storage.db.set_state("vector_rows", "0")
+            storage.db.set_state("traits_backfilled", "1")  # every row of a new collection gets traits
         manifest.save(path / MANIFEST)
         return storage
 
