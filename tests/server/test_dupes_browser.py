@@ -347,3 +347,56 @@ def test_keep_and_trash_toggles_and_apply(page, actions_url: tuple[str, Path, Pa
     _shot(page, "dupes-applied")
     with lookalike.Collection.open(path) as coll:
         assert coll.item_at(moved_path) is None and coll.item_at(spared_path) is not None
+
+
+def _planted(root: Path, photos: Sequence[Path], clipart: dict[str, list[Path]]) -> dict[str, str]:
+    """Real images with planted duplicates under ``root/images``: ``{edited copy: original}``."""
+    from PIL import Image, ImageEnhance
+
+    images = root / "images"
+    (images / "photos").mkdir(parents=True)
+    (images / "edited").mkdir()
+    (images / "backup").mkdir()
+    planted: dict[str, str] = {}
+    edits = {"resized": lambda im: im.resize((im.width * 2 // 5, im.height * 2 // 5)),
+             "brighter": lambda im: ImageEnhance.Brightness(im).enhance(1.15),
+             "cropped": lambda im: im.crop((im.width * 8 // 100, im.height * 8 // 100, im.width, im.height)),
+             "flipped": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)}
+    for i, src in enumerate(photos[:6]):
+        with Image.open(src) as im:
+            im = im.convert("RGB")
+            im.thumbnail((1280, 1280))
+            original = images / "photos" / f"{src.stem}.jpg"
+            im.save(original, quality=90)
+            for name, edit in list(edits.items())[i:i + 2] if i < len(edits) else ():  # two edits of each
+                dest = images / "edited" / f"{src.stem}-{name}.jpg"
+                edit(im).save(dest, quality=50 if name == "resized" else 85)
+                planted[str(dest)] = str(original)
+    for i, (label, paths) in enumerate(sorted(clipart.items())[:12]):
+        dest = images / "clipart" / f"{label.replace('/', '_')}{paths[0].suffix}"
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copy2(paths[0], dest)
+        if i % 4 == 0:
+            copy = images / "backup" / dest.name
+            shutil.copy2(dest, copy)
+            planted[str(copy)] = str(dest)
+    return planted
+
+
+def test_real_images_screenshot(page, tmp_path: Path, photo_sources: list[Path],
+                                clipart_labelled: dict[str, list[Path]], lite_model) -> None:
+    """The README's screenshot: real photos and clip art with planted copies, the real model."""
+    planted = _planted(tmp_path, photo_sources, clipart_labelled)
+    with lookalike.Collection.create(tmp_path / "real.lkl", model=lite_model) as coll:
+        report = coll.add([tmp_path / "images"])
+        assert not report.failed, report.failed
+        with live_server(ServerConfig(collection=coll.path, warm=False), collection=coll) as url:
+            page.set_viewport_size({"width": 1280, "height": 1000})
+            _open(page, url + "/dupes")
+            page.wait_for_function("() => Array.from(document.querySelectorAll('.member img')).slice(0, 8)"
+                                   ".every(i => i.complete && i.naturalWidth > 0)")  # those in view
+            shown = {m: page.locator(f".member .name[title='{m}']").count() for m in planted}
+            assert sum(shown.values()) >= len(planted) - 1, shown  # one planted edit may fall below the default
+            assert _group_count(page) >= 5
+            path = _shot(page, "dupes-real")
+    assert path.stat().st_size > 50_000

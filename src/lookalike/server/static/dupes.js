@@ -196,7 +196,8 @@ function memberView(group, m, choices) {
   name.title = m.path;
   const when = m.taken || m.modified;
   const meta = el("span", "meta", `${m.width && m.height ? `${m.width} × ${m.height}` : "?"} · ${bytes(m.size)}`);
-  const date = el("span", "meta", `${m.taken ? "taken" : "modified"} ${new Date(when).toLocaleString()}`);
+  const date = el("span", "meta", `${m.taken ? "taken" : "modified"} ${new Date(when).toLocaleDateString()}`);
+  date.title = new Date(when).toLocaleString();
   const folder = el("span", "folder", m.folder);
   folder.title = m.folder;
   const tags = el("span", "meta", `${m.similarity.toFixed(3)} · ${m.tier}`);
