@@ -159,12 +159,20 @@ def group_out(group: "DuplicateGroup") -> GroupOut:
 
 def _member_out(m: "Member") -> MemberOut:
     item = m.item
-    taken = m.traits.taken if m.traits is not None else None
     return MemberOut(id=item.id, path=item.path, name=os.path.basename(item.path), folder=os.path.dirname(item.path),
                      width=item.width, height=item.height, size=item.size, modified=item.modified,
-                     taken=datetime.fromtimestamp(taken, tz=timezone.utc) if taken is not None else None,
+                     taken=_taken(m),
                      similarity=round(float(m.similarity), 6), tier=m.tier, keep=m.keep, reference=m.reference,
                      **MemberOut.links(item.id))
+
+
+def _taken(m: "Member") -> datetime | None:
+    """The EXIF capture time, if the file has a usable one."""
+    seconds = m.traits.taken if m.traits is not None else None
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds is not None else None
+    except (OverflowError, OSError, ValueError):  # a camera's clock far out of range
+        return None
 
 
 def _step(step: object) -> StepOut:
