@@ -250,14 +250,10 @@ def test_large_collection_slider_and_page_50_render_fast(page, large_url: str) -
           f"slider {slid['total_ms']:.0f} ms in the page ({slid['fetch_ms']:.0f} fetch + {slid['render_ms']:.0f} "
           f"render; server {slid['server_ms']:.0f}), {slid_ms:.0f} ms from the test; page 50 {paged['total_ms']:.0f} "
           f"ms in the page, {paged_ms:.0f} ms from the test; back to page 1 {back['total_ms']:.0f} ms")
-    assert paged["total_ms"] <= STEP_BUDGET_MS and paged_ms <= STEP_BUDGET_MS, paged
-    # The page's own share of the slider step (drawing, the request's round trip beyond the
-    # server's grouping) is held to the budget here; the regrouping itself is the library's.
-    assert slid["render_ms"] + slid["fetch_ms"] - slid["server_ms"] <= STEP_BUDGET_MS, slid
-    if slid["total_ms"] > STEP_BUDGET_MS or slid_ms > STEP_BUDGET_MS:
-        pytest.xfail(f"the slider step took {slid['total_ms']:.0f} ms, {slid['server_ms']:.0f} of them in "
-                     f"Collection.duplicates regrouping {2 * LARGE_GROUPS:,} items at a new threshold: over the "
-                     f"{STEP_BUDGET_MS} ms budget until the library regroups faster")
+    # Each step from the user's action to the drawn page (fetch, regrouping on the server,
+    # rendering), timed inside the page; the test's own figure adds Playwright's round trips.
+    assert paged["total_ms"] <= STEP_BUDGET_MS, paged
+    assert slid["total_ms"] <= STEP_BUDGET_MS, slid
 
 
 def test_read_only_page_slider_and_paging(page, small_url: str) -> None:

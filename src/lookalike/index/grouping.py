@@ -31,11 +31,12 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["PairRule", "NodeData", "Grouping", "group_pairs", "PERCEPTUAL", "SEMANTIC", "NO_MATCH",
+__all__ = ["PairRule", "NodeData", "Grouping", "group_pairs", "EXACT", "PERCEPTUAL", "SEMANTIC", "NO_MATCH",
            "LARGE_COMPONENT"]
 
-#: Tier codes of a pair, strongest first (exact copies share one node, so never appear here).
-PERCEPTUAL, SEMANTIC, NO_MATCH = 1, 2, 3
+#: Tier codes, strongest first. Copies of a file share one node, so no pair of nodes is
+#: ever EXACT; callers use the code for them.
+EXACT, PERCEPTUAL, SEMANTIC, NO_MATCH = 0, 1, 2, 3
 #: Components larger than this are split by the medoid rule (see the module docstring).
 LARGE_COMPONENT = 2048
 #: Components of up to this size are checked together, as one (C, m, m) array per size.

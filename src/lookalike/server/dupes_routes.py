@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Sequence
 
 from fastapi import APIRouter, Query as Q
 
@@ -49,9 +49,9 @@ def dupes_routes(svc: Service) -> APIRouter:
         start = (page - 1) * per_page
         shown = groups[start:start + per_page]
         return DuplicatesResponse(
-            threshold=_threshold_used(svc, settings), default_threshold=_default_threshold(svc),
+            threshold=groups.threshold, default_threshold=_default_threshold(svc),
             groups=[group_out(g) for g in shown], total_groups=len(groups),
-            total_files=sum(len(g.members) for g in groups), page=page, per_page=per_page,
+            total_files=groups.files, page=page, per_page=per_page,
             pages=max(1, math.ceil(len(groups) / per_page)), actions_allowed=config.allow_actions,
             took_ms=round((time.perf_counter() - t0) * 1e3, 2))
 
@@ -111,15 +111,7 @@ def _default_threshold(svc: Service) -> float:
         return float(svc.coll.default_duplicate_threshold)
 
 
-def _threshold_used(svc: Service, settings: "DuplicateSettings") -> float | None:
-    """The cosine threshold the grouping used: the one given or the model's default (None
-    for a ``fraction``, whose threshold the library derives internally)."""
-    if settings.threshold is not None:
-        return float(settings.threshold)
-    return None if settings.fraction is not None else _default_threshold(svc)
-
-
-def _chosen(groups: list["DuplicateGroup"], choices: list[GroupChoice]) -> list["DuplicateGroup"]:
+def _chosen(groups: Sequence["DuplicateGroup"], choices: list[GroupChoice]) -> list["DuplicateGroup"]:
     """The groups named by ``choices``, with their keep and trash choices applied."""
     from ..apps.dupes.resolve import with_choice
 

@@ -157,7 +157,7 @@ _MAX_FOLDERS = 20
 class DuplicateSettingsIn(_Strict):
     """How to group duplicates (every field optional; the library's defaults otherwise)."""
 
-    threshold: Optional[float] = Field(None, ge=-1, le=1, description="cosine similarity to the group's medoid; "
+    threshold: Optional[float] = Field(None, ge=-1, le=1, description="cosine similarity from which two images match; "
                                        "default: the model's calibrated threshold")
     fraction: Optional[float] = Field(None, gt=0, le=1, description="instead of a threshold: keep the closest "
                                       "share of nearest-neighbour pairs")
@@ -205,7 +205,7 @@ class GroupOut(BaseModel):
 
 
 class DuplicatesResponse(BaseModel):
-    threshold: Optional[float] = Field(description="the cosine threshold used (null when grouped by fraction)")
+    threshold: float = Field(description="the cosine threshold used (given, derived from fraction, or the default)")
     default_threshold: float = Field(description="the model's calibrated default")
     groups: list[GroupOut]
     total_groups: int

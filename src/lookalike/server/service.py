@@ -20,7 +20,8 @@ from .config import ServerConfig
 from .schemas import Filters, HitOut, SearchRequest, SearchResponse, TermIn
 
 if TYPE_CHECKING:
-    from ..store.dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram
+    from ..store.dupe_finder import DuplicateGroups
+    from ..store.dupes import DuplicateSettings, SimilarityHistogram
 
 __all__ = ["Service", "ApiError", "Page", "MAX_ID"]
 
@@ -78,7 +79,7 @@ class Service:
         self.items_gauge.set_function(self.count)
         # The last few groupings and the histogram, keyed by their settings and the collection's
         # state: paging at one threshold is a slice, and going back to a threshold is free.
-        self._groups: OrderedDict[Any, list["DuplicateGroup"]] = OrderedDict()
+        self._groups: OrderedDict[Any, "DuplicateGroups"] = OrderedDict()
         self._histogram: tuple[Any, "SimilarityHistogram"] | None = None
 
     def count(self) -> int:
@@ -88,11 +89,10 @@ class Service:
 
     # ------------------------------------------------------------------ duplicates
     def _data_key(self) -> tuple[int, ...]:
-        """What changes when the collection's contents do: another process's commits move
-        SQLite's data_version; this server's own writes call :meth:`forget_duplicates`."""
-        return (self.coll._storage.db.data_version(), self.coll._storage.vector_rows, len(self.coll))
+        """What changes when the collection's contents do, in this process or another."""
+        return (self.coll.generation,)
 
-    def duplicate_groups(self, settings: "DuplicateSettings") -> list["DuplicateGroup"]:
+    def duplicate_groups(self, settings: "DuplicateSettings") -> "DuplicateGroups":
         """Every duplicate group at ``settings`` (the last few answers are cached)."""
         with self.lock:
             key = (settings, self._data_key())
@@ -103,7 +103,8 @@ class Service:
                 self._groups.clear()  # the collection changed: every cached grouping is stale
             while len(self._groups) >= _GROUPINGS:
                 self._groups.popitem(last=False)
-            groups = self._groups[key] = self.coll.duplicates(settings=settings)
+            # Lazy: a page of groups is read when it is shown, not every group of the grouping.
+            groups = self._groups[key] = self.coll.duplicates(settings=settings, lazy=True)
             return groups
 
     def duplicate_histogram(self, bins: int) -> "SimilarityHistogram":

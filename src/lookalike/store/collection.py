@@ -27,7 +27,7 @@ from ..models.names import duplicate_threshold, parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
 from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
-from .dupe_finder import find_duplicates, similarity_histogram
+from .dupe_finder import DuplicateGroups, find_duplicates, similarity_histogram
 from .dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram, StoredItem
 from .filters import Filter
 from .indexer import AddReport, index_paths
@@ -351,6 +351,12 @@ class Collection:
         return [[Hit(i, found[i].path, score) for i, score in hits
                  if i in found and (min_score is None or score >= min_score)] for hits in ranked]
 
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever the collection's items or vectors change (in any
+        process): results computed at one generation are current while it holds."""
+        return self._storage.db.generation()
+
     # ------------------------------------------------------------------ duplicates
     @property
     def default_duplicate_threshold(self) -> float:
@@ -358,7 +364,8 @@ class Collection:
         return duplicate_threshold(self.manifest.model_id)
 
     def duplicates(self, threshold: float | None = None, *, settings: DuplicateSettings | None = None,
-                   progress: "ProgressCallback | None" = None, **fields: Any) -> list[DuplicateGroup]:
+                   lazy: bool = False, progress: "ProgressCallback | None" = None,
+                   **fields: Any) -> "list[DuplicateGroup] | DuplicateGroups":
         """Groups of near-duplicate images, largest first (see :mod:`lookalike.store.dupes`).
 
         ``threshold`` is the cosine similarity from which two images are semantic duplicates
@@ -367,6 +374,9 @@ class Collection:
         ``keep``, ``prefer``, ``reference``, ``burst_seconds``), or pass ``settings`` whole.
         The nearest-neighbour lists are cached in the collection and only what changed is
         searched again; items indexed before perceptual hashes existed get theirs now.
+        ``lazy`` answers a :class:`~lookalike.store.dupe_finder.DuplicateGroups` sequence
+        instead, which reads a group's items only when it is read: a page of thousands of
+        groups (a server, a slider) costs a page of reads.
 
         Raises:
             InvalidArgument: a setting out of range, an unknown tier or keep rule.
@@ -380,7 +390,7 @@ class Collection:
             if writer and "perceptual" in settings.tiers:
                 backfill_traits(self._storage, progress=progress)
             return find_duplicates(self._storage, settings, self.default_duplicate_threshold, save=writer,
-                                   progress=progress)
+                                   lazy=lazy, progress=progress)
 
     def duplicate_histogram(self, bins: int = 50) -> SimilarityHistogram:
         """How similar each item's nearest neighbour is, for choosing a threshold.

@@ -16,12 +16,13 @@ one node, and an exact group of their own when nothing else matches them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from ..images.traits import ImageTraits
-from ..index.grouping import PERCEPTUAL, NodeData, PairRule, group_pairs
+from ..index.grouping import EXACT, PERCEPTUAL, SEMANTIC, Grouping, NodeData, PairRule, group_pairs
 from ..index.neighbours import KnnGraph
 from ..progress import ProgressCallback, ProgressEvent
 from .dupes import TIERS, DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram, Tier, choose_kept
@@ -31,7 +32,7 @@ from .neighbours import neighbour_graph
 if TYPE_CHECKING:
     from .storage import Storage
 
-__all__ = ["find_duplicates", "similarity_histogram", "nearest_similarities"]
+__all__ = ["DuplicateGroups", "find_duplicates", "similarity_histogram", "nearest_similarities"]
 
 
 def nearest_similarities(storage: "Storage", graph: KnnGraph) -> np.ndarray:
@@ -67,7 +68,7 @@ def _threshold(storage: "Storage", graph: KnnGraph, settings: DuplicateSettings,
 
 def _node_data(storage: "Storage", graph: KnnGraph, ids: np.ndarray, rows: np.ndarray) -> NodeData:
     """Hashes per node (vector row), from the first item on each row."""
-    t_ids, phash, dhash, mirror, has = storage.db.trait_arrays()
+    t_ids, phash, dhash, mirror, has = storage.trait_arrays()
     pos = np.searchsorted(t_ids, ids)  # ids of searchable items are all in t_ids
     node = np.searchsorted(graph.rows, rows)
     n = len(graph.rows)
@@ -78,42 +79,124 @@ def _node_data(storage: "Storage", graph: KnnGraph, ids: np.ndarray, rows: np.nd
     return NodeData(storage.vectors(), graph.rows, out[0], out[1], out[2], out[3])
 
 
-def _copies(ids: np.ndarray, rows: np.ndarray, graph: KnnGraph) -> dict[int, list[int]]:
-    """``node -> item ids`` for nodes (rows) that several items share."""
-    node = np.searchsorted(graph.rows, rows)
-    order = np.lexsort((ids, node))
-    node, ids = node[order], ids[order]
-    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
-    ends = np.r_[starts[1:], len(node)]
-    return {int(node[s]): ids[s:e].tolist() for s, e in zip(starts, ends) if e - s > 1}
+@dataclass
+class _NodeItems:
+    """The items on each node (vector row): copies of a file share one. CSR by node."""
+
+    starts: np.ndarray  # (n + 1,)
+    ids: np.ndarray     # item ids, by node, then id
+
+    @classmethod
+    def of(cls, ids: np.ndarray, rows: np.ndarray, graph: KnnGraph) -> "_NodeItems":
+        node = np.searchsorted(graph.rows, rows)
+        order = np.lexsort((ids, node))
+        counts = np.bincount(node, minlength=len(graph.rows))
+        return cls(np.concatenate([[0], np.cumsum(counts)]), ids[order])
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    def items(self, node: int) -> list[int]:
+        return self.ids[self.starts[node]:self.starts[node + 1]].tolist()
 
 
-_TIER_NAME: dict[int, Tier] = {PERCEPTUAL: "perceptual", 2: "semantic"}
+_TIER_NAME: dict[int, Tier] = {EXACT: "exact", PERCEPTUAL: "perceptual", SEMANTIC: "semantic"}
 
 
-def _build(node_groups: list[tuple[list[int], list[float], list[Tier]]], rows_by_id: dict[int, ItemRow],
-           traits: dict[int, ImageTraits], settings: DuplicateSettings) -> list[DuplicateGroup]:
-    groups = []
-    for item_ids, sims, tiers in node_groups:
-        members = [Member(rows_by_id[i].public(), traits.get(i), s, t, False, False)
-                   for i, s, t in zip(item_ids, sims, tiers) if i in rows_by_id]
-        if len(members) < 2:
-            continue
-        times = [m.traits.taken for m in members if m.traits is not None and m.traits.taken is not None]
-        burst = (settings.burst_seconds is not None and len(times) == len(members)
-                 and "exact" not in {m.tier for m in members} and max(times) - min(times) <= settings.burst_seconds)
-        chosen = choose_kept(members, settings, burst=burst)
-        weakest = max((m.tier for m in chosen), key=TIERS.index)
-        groups.append(DuplicateGroup(id=item_ids[0], kind="burst" if burst else "duplicate", tier=weakest,
-                                     similarity=float(min(m.similarity for m in chosen)), members=chosen))
-    groups.sort(key=lambda g: (-len(g.members), -g.similarity, g.id))
-    return groups
+def _build_one(item_ids: list[int], sims: list[float], tiers: list[Tier], rows_by_id: dict[int, ItemRow],
+               traits: dict[int, ImageTraits], settings: DuplicateSettings) -> DuplicateGroup | None:
+    members = [Member(rows_by_id[i].public(), traits.get(i), s, t, False, False)
+               for i, s, t in zip(item_ids, sims, tiers) if i in rows_by_id]
+    if len(members) < 2:
+        return None  # its rows were removed since the grouping
+    times = [m.traits.taken for m in members if m.traits is not None and m.traits.taken is not None]
+    burst = (settings.burst_seconds is not None and len(times) == len(members)
+             and "exact" not in {m.tier for m in members} and max(times) - min(times) <= settings.burst_seconds)
+    chosen = choose_kept(members, settings, burst=burst)
+    weakest = max((m.tier for m in chosen), key=TIERS.index)
+    return DuplicateGroup(id=item_ids[0], kind="burst" if burst else "duplicate", tier=weakest,
+                          similarity=float(min(m.similarity for m in chosen)), members=chosen)
+
+
+_READ_CHUNK = 500
+
+
+class DuplicateGroups(Sequence[DuplicateGroup]):
+    """The groups of one grouping, in order (most files, then closest, then lowest id first),
+    made into :class:`DuplicateGroup` records only when read: a page of groups costs a page
+    of database reads, however many groups there are.
+
+    ``len``, the order, ``files`` and ``threshold`` are known without reading a row. A group
+    read after some of its items were removed from the collection is read as what remains of
+    it, or left out when fewer than two remain (a slice can then come out short).
+    """
+
+    def __init__(self, storage: "Storage", grouping: Grouping, node_items: _NodeItems,
+                 settings: DuplicateSettings, threshold: float) -> None:
+        self._storage, self._settings, self._node_items = storage, settings, node_items
+        self._grouping = grouping
+        counts = node_items.counts
+        if len(grouping):
+            lengths = np.fromiter((len(m) for m in grouping.members), np.int64, len(grouping))
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            files = np.add.reduceat(counts[np.concatenate(grouping.members)], starts)
+            closest = np.minimum.reduceat(np.concatenate(grouping.similarity), starts)
+            medoids = np.fromiter((m[0] for m in grouping.members), np.int64, len(grouping))
+            first_id = node_items.ids[node_items.starts[medoids]]
+            self._order = np.lexsort((first_id, -closest, -files))
+        else:
+            files, self._order = np.empty(0, np.int64), np.empty(0, np.int64)
+        self.files = int(files.sum())  #: items in all groups
+        self.threshold = threshold  #: the cosine threshold used (given, from ``fraction``, or the default)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return self._read(self._order[index])
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        got = self._read(self._order[index:index + 1 or None])
+        if not got:
+            raise IndexError(f"group {index} is gone from the collection")
+        return got[0]
+
+    def __iter__(self) -> Iterator[DuplicateGroup]:
+        for start in range(0, len(self), _READ_CHUNK):  # a chunk of groups per read
+            yield from self._read(self._order[start:start + _READ_CHUNK])
+
+    def _expand(self, g: int) -> tuple[list[int], list[float], list[Tier]]:
+        """Group ``g`` as items: every item of each node, the medoid's first."""
+        nodes = self._grouping.members[g].tolist()
+        sims = self._grouping.similarity[g].tolist()
+        tiers = self._grouping.tier[g].tolist()
+        items = [self._node_items.items(n) for n in nodes]
+        # The medoid's own tier is the strongest link it has: exact when it has copies.
+        medoid = "exact" if len(items[0]) > 1 else _TIER_NAME[min(tiers[1:], default=EXACT)]
+        ids, out_s, out_t = [], [], []
+        for k, (on_node, s, t) in enumerate(zip(items, sims, tiers)):
+            for j, item_id in enumerate(on_node):
+                ids.append(item_id)
+                out_s.append(1.0 if k == 0 else s)
+                out_t.append(("exact" if j else medoid) if k == 0 else _TIER_NAME[t])
+        return ids, out_s, out_t
+
+    def _read(self, which: np.ndarray) -> list[DuplicateGroup]:
+        expanded = [self._expand(int(g)) for g in which]
+        wanted = [i for ids, _, _ in expanded for i in ids]
+        rows, traits = self._storage.db.get_many(wanted), self._storage.db.traits(wanted)
+        built = (_build_one(*e, rows, traits, self._settings) for e in expanded)
+        return [g for g in built if g is not None]
 
 
 def find_duplicates(storage: "Storage", settings: DuplicateSettings, default_threshold: float, *,
-                    save: bool = True, progress: ProgressCallback | None = None) -> list[DuplicateGroup]:
+                    save: bool = True, lazy: bool = False,
+                    progress: ProgressCallback | None = None) -> "list[DuplicateGroup] | DuplicateGroups":
     """Implementation of :meth:`Collection.duplicates` (``save``: the caller holds the writer
-    lock, so the neighbour cache may be written)."""
+    lock, so the neighbour cache may be written; ``lazy``: answer :class:`DuplicateGroups`,
+    which reads a group's items only when it is read)."""
     graph = neighbour_graph(storage, save=save, progress=progress)
     threshold = _threshold(storage, graph, settings, default_threshold)
     ids, rows = storage.searchable()
@@ -126,30 +209,16 @@ def find_duplicates(storage: "Storage", settings: DuplicateSettings, default_thr
     if rule.threshold is None and rule.hash_bits is None:
         pos, sims = pos[:, :0], sims[:0]  # exact tier alone: only copies group
     grouping = group_pairs(len(graph.rows), pos[0], pos[1], data, rule, sims)
+    node_items = _NodeItems.of(ids, rows, graph)
+    # Copies of a file matching nothing else are an exact group of their own: one node.
+    lone = np.setdiff1d(np.flatnonzero(node_items.counts > 1),
+                        np.concatenate(grouping.members) if len(grouping) else [])
+    for node in lone:
+        grouping.members.append(np.array([node]))
+        grouping.similarity.append(np.ones(1, np.float32))
+        grouping.tier.append(np.full(1, EXACT, np.int8))
     if progress is not None:
         progress(ProgressEvent("group", done=len(grouping), total=len(grouping)))
-    copies = _copies(ids, rows, graph)
-    node_item = dict(zip(np.searchsorted(graph.rows, rows).tolist(), ids.tolist()))
-    node_groups: list[tuple[list[int], list[float], list[Tier]]] = []
-    grouped: set[int] = set()
-    for members, sims, tiers in zip(grouping.members, grouping.similarity, grouping.tier):
-        item_ids: list[int] = []
-        item_sims: list[float] = []
-        item_tiers: list[Tier] = []
-        nodes = members.tolist()
-        # The medoid's own tier is the strongest link it has: exact with copies of its own.
-        medoid_tier = "exact" if nodes[0] in copies else _TIER_NAME[int(tiers[1:].min())]
-        for k, (node, s, t) in enumerate(zip(nodes, sims.tolist(), tiers.tolist())):
-            on_node = copies.get(node, [node_item[node]])
-            for j, item_id in enumerate(on_node):
-                item_ids.append(item_id)
-                item_sims.append(1.0 if k == 0 else s)
-                item_tiers.append("exact" if k == 0 and j else medoid_tier if k == 0 else _TIER_NAME[t])
-            grouped.add(node)
-        node_groups.append((item_ids, item_sims, item_tiers))
-    for node, item_ids in copies.items():
-        if node not in grouped:
-            node_groups.append((item_ids, [1.0] * len(item_ids), ["exact"] * len(item_ids)))
-    wanted = [i for g in node_groups for i in g[0]]
-    return _build(node_groups, storage.db.get_many(wanted), storage.db.traits(wanted), settings)
+    groups = DuplicateGroups(storage, grouping, node_items, settings, threshold)
+    return groups if lazy else groups[:]
 

@@ -143,6 +143,15 @@ class MetadataDB:
             (key, value),
         )
 
+    def bump_generation(self) -> None:
+        """Count a change to the items (inside the transaction that makes it)."""
+        self.conn.execute("INSERT INTO state (key, value) VALUES ('generation', '1') ON CONFLICT(key) "
+                          "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+    def generation(self) -> int:
+        """How many committed changes the items have seen: equal numbers, equal contents."""
+        return int(self.get_state("generation", "0") or 0)
+
     def data_version(self) -> int:
         """Changes whenever another connection commits; used to invalidate caches."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])

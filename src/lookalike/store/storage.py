@@ -58,6 +58,7 @@ class Storage:
         self._searchable: tuple[int, tuple[str, ...], tuple[np.ndarray, np.ndarray]] | None = None
         self._ann: tuple[tuple[int, ...], "AnnIndex | None"] | None = None
         self._live: tuple[np.ndarray, np.ndarray] | None = None
+        self._traits: tuple[int, tuple[np.ndarray, ...]] | None = None
 
     @classmethod
     def initialise(cls, path: Path, manifest: Manifest) -> "Storage":
@@ -147,6 +148,13 @@ class Storage:
         (ids, rows), vectors = self.consistent_read(lambda: self.searchable(flt))
         return ids, rows, vectors
 
+    def trait_arrays(self) -> tuple[np.ndarray, ...]:
+        """:meth:`MetadataDB.trait_arrays`, cached while the collection's generation holds."""
+        generation = self.db.generation()
+        if self._traits is None or self._traits[0] != generation:
+            self._traits = (generation, self.db.trait_arrays())
+        return self._traits[1]
+
     def live_rows(self) -> np.ndarray:
         """The distinct vector rows of every searchable item, sorted (cached with :meth:`searchable`)."""
         rows = self.searchable()[1]
@@ -215,6 +223,9 @@ class Storage:
         committed = self.vector_rows
         size = vf.path.stat().st_size if vf.path.exists() else 0
         expected = committed * 4 * vf.dim
+        stale = [p for p in self.path.glob("vectors-*.f32") if p.name != vf.path.name]
+        if size == expected and not stale:
+            return  # nothing to repair: the caches stay valid
         if size > expected:
             log.info("%s: cutting %d bytes of uncommitted vectors left by an interrupted run",
                      self.path, size - expected)
@@ -228,9 +239,8 @@ class Storage:
                 self.db.set_state("vector_rows", str(on_disk))
             vf.truncate(on_disk)
             log.warning("%s: vector file is shorter than recorded; %d items will be re-embedded", self.path, lost)
-        for stale in self.path.glob("vectors-*.f32"):
-            if stale.name != vf.path.name:
-                stale.unlink()  # an older generation, or a compaction that never committed
+        for path in stale:
+            path.unlink()  # an older generation, or a compaction that never committed
         self.invalidate()
 
     def invalidate(self) -> None:
@@ -249,6 +259,7 @@ class Storage:
         with self.db.transaction():
             write()
             self.db.set_state("vector_rows", str(start + n))
+            self.db.bump_generation()
         self.invalidate()
 
     def compact(self) -> int:
@@ -269,6 +280,7 @@ class Storage:
             self.db.remap_vec_rows({int(old): new for new, old in enumerate(keep) if int(old) != new})
             self.db.set_state("vector_file", new_name)
             self.db.set_state("vector_rows", str(len(keep)))
+            self.db.bump_generation()
         current.path.unlink(missing_ok=True)
         self.invalidate()
         return dropped

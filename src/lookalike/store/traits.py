@@ -51,6 +51,7 @@ def _store(storage: "Storage", pending: list[tuple[ImageTraits, str]]) -> int:
     with storage.db.transaction():
         storage.db.set_traits(pending)
         storage.db.copy_traits_by_hash()
+        storage.db.bump_generation()
     return len(pending)
 
 
