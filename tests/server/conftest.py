@@ -10,7 +10,10 @@ builds its own collection in test_browser.py.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -54,3 +57,47 @@ def served_collection(served_images: list[Path], tiny_clip_dir: Path) -> Path:
         report = coll.add([root / "images"])
     assert not report.failed and report.added == len(served_images), report
     return path
+
+
+# --------------------------------------------------------------------------- the browser
+#: Playwright's default timeout for the browser tests.
+TIMEOUT_MS = 30_000
+
+
+def _chromium() -> str:
+    """Debian's chromium: skipped where it is missing, except under CI, where that fails."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    message = "Debian's chromium is not installed (make test installs it: apt-get install chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Chromium (the system's, never a Playwright download), one per test module."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    executable = _chromium()
+    with playwright_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=executable, headless=True,
+                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh page (the test module's ``VIEWPORT`` and ``TIMEOUT_MS`` where it sets them); a
+    JavaScript error on it fails the test."""
+    viewport = getattr(request.module, "VIEWPORT", {"width": 1280, "height": 820})
+    context = browser.new_context(viewport=viewport, device_scale_factor=1)
+    p = context.new_page()
+    p.set_default_timeout(getattr(request.module, "TIMEOUT_MS", TIMEOUT_MS))
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

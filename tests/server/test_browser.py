@@ -32,15 +32,6 @@ SCREENSHOTS = Path(os.environ.get("LOOKALIKE_SCREENSHOTS", ROOT / ".cache" / "sc
 TIMEOUT_MS = 30_000
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "Debian's chromium is not installed (make test installs it: apt-get install chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 #: Real clip-art images per category in the README screenshot's collection (35 categories,
@@ -76,26 +67,8 @@ def clipart_url(tmp_path_factory: pytest.TempPathFactory, clipart_labelled: dict
         coll.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    executable = _chromium()
-    with playwright_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, headless=True,
-                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-        yield b
-        b.close()
 
 
-@pytest.fixture
-def page(browser) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1280, "height": 820}, device_scale_factor=1)
-    p = context.new_page()
-    p.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield p
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def _shot(page, name: str) -> Path:

@@ -38,6 +38,8 @@ SCREENSHOTS = Path(os.environ.get("LOOKALIKE_SCREENSHOTS", ROOT / ".cache" / "sc
 TIMEOUT_MS = 60_000
 #: Each step of the large-collection test must render within this.
 STEP_BUDGET_MS = 300
+#: Tall enough for the histogram and a row of groups (the conftest's page fixture reads it).
+VIEWPORT = {"width": 1280, "height": 900}
 #: Groups in the large collection (pairs, every 50th with an exact copy too).
 LARGE_GROUPS = 12_800
 
@@ -116,37 +118,10 @@ def pairs_collection(root: Path, model_dir: Path, groups: int, similarity: np.nd
 
 
 # --------------------------------------------------------------------------- fixtures
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "Debian's chromium is not installed (make test installs it: apt-get install chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    executable = _chromium()
-    with playwright_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, headless=True,
-                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-        yield b
-        b.close()
 
 
-@pytest.fixture
-def page(browser) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
-    p = context.new_page()
-    p.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield p
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 #: The small collection: 45 pairs (3 pages of 20) from 0.955 to 0.999, every 4th with an exact copy.

@@ -12,28 +12,17 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
 from ..apps.dupes.report import html_destination, reclaimable_bytes, save_html, write_csv, write_json_lines
 from ..errors import InvalidArgument, LookalikeError
-from ..progress import ProgressEvent
 from ..store.collection import Collection
 from .common import CollectionOpt, DeviceOpt, default_collection, err, fail, human_bytes, out
+from .progress import TaskProgress
 
 if TYPE_CHECKING:
     from ..apps.dupes import ResolveReport, Step, UndoReport
@@ -97,7 +86,7 @@ def dupes(
                 _print_undo(_undo(coll, undo, quiet), as_json)
                 return
             fields = {k: v for k, v in grouping.items() if v is not None and k != "threshold"}
-            with _Progress(err, quiet) as progress:
+            with TaskProgress(err, quiet) as progress:
                 groups = coll.duplicates(threshold, progress=progress, **fields)
             if html is not None:
                 _html(coll, groups, html, threshold, fraction, quiet)
@@ -195,7 +184,7 @@ def _table(groups: Sequence["DuplicateGroup"]) -> None:
 def _html(coll: Collection, groups: Sequence["DuplicateGroup"], dest: Path, threshold: Optional[float],
           fraction: Optional[float], quiet: bool) -> None:
     meta = {"collection": str(coll.path), "threshold": _threshold_text(coll, threshold, fraction)}
-    with _Progress(err, quiet, embed="thumbnails") as progress:
+    with TaskProgress(err, quiet, embed="thumbnails") as progress:
         written = save_html(groups, dest, meta=meta, progress=progress)
     err.print(Text(f"wrote {written} ({_plural(len(groups), 'group')})"), soft_wrap=True)
 
@@ -205,7 +194,7 @@ def _resolve(coll: Collection, groups: Sequence["DuplicateGroup"], action: str, 
              quiet: bool) -> "ResolveReport":
     from ..apps.dupes import resolve
 
-    with _Progress(err, quiet or not apply, skips=False) as progress:  # the report lists the skips
+    with TaskProgress(err, quiet or not apply, skips=False) as progress:  # the report lists the skips
         return resolve(coll, list(groups), action, to=to, apply=apply, progress=progress)  # type: ignore[arg-type]
 
 
@@ -267,7 +256,7 @@ def _count(pairs: Sequence[Any], label: str) -> str:
 def _undo(coll: Collection, journal: Path, quiet: bool) -> "UndoReport":
     from ..apps.dupes import undo
 
-    with _Progress(err, quiet, skips=False, resolve="restoring files") as progress:
+    with TaskProgress(err, quiet, skips=False, resolve="restoring files") as progress:
         return undo(journal, coll=coll, progress=progress)
 
 
@@ -289,45 +278,3 @@ def _print_undo(report: "UndoReport", as_json: bool) -> None:
                    f"(journal {report.journal})"), soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
-
-
-# --------------------------------------------------------------------------- progress
-class _Progress:
-    """Progress of the duplicate steps on stderr: one transient bar per kind of event
-    (hashing, neighbours, grouping, thumbnails, files acted on), and a line per skipped file."""
-
-    _LABELS = {"scan": "scanning", "traits": "hashing images", "neighbours": "finding neighbours",
-               "group": "grouping", "resolve": "acting on files", "embed": "indexing"}
-
-    def __init__(self, console: Console, quiet: bool, *, skips: bool = True, **labels: str) -> None:
-        self.quiet = quiet
-        self.skips = skips
-        self.labels = {**self._LABELS, **labels}
-        # Bars only on a terminal: in a log, a transient bar leaves blank lines and nothing else.
-        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
-                                  disable=quiet or not console.is_terminal)
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> "_Progress":
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._progress.__exit__(exc_type, exc, tb)
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.quiet or event.kind == "done":
-            return
-        if event.kind == "skip":
-            if not self.skips:
-                return
-            self._progress.console.print(Text.assemble(("skip", "yellow"), f" {event.path}: {event.reason}"),
-                                         soft_wrap=True)
-            return
-        task = self._tasks.get(event.kind)
-        if task is None:
-            task = self._tasks[event.kind] = self._progress.add_task(self.labels.get(event.kind, event.kind),
-                                                                    total=event.total)
-        self._progress.update(task, completed=event.done, total=event.total)

@@ -75,3 +75,45 @@ class IndexProgress:
             if self._embed is None:
                 self._embed = self._progress.add_task("indexing", total=event.total)
             self._progress.update(self._embed, completed=event.done)
+
+
+class TaskProgress:
+    """Progress of any library call on stderr: one transient bar per kind of event (hashing,
+    neighbours, grouping, thumbnails, files acted on...), and a line per skipped file.
+    ``labels`` rename kinds (``embed="thumbnails"``); ``skips=False`` leaves skips to the caller."""
+
+    _LABELS = {"scan": "scanning", "traits": "hashing images", "neighbours": "finding neighbours",
+               "group": "grouping", "resolve": "acting on files", "embed": "indexing"}
+
+    def __init__(self, console: Console, quiet: bool, *, skips: bool = True, **labels: str) -> None:
+        self.quiet = quiet
+        self.skips = skips
+        self.labels = {**self._LABELS, **labels}
+        # Bars only on a terminal: in a log, a transient bar leaves blank lines and nothing else.
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
+                                  disable=quiet or not console.is_terminal)
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> "TaskProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.__exit__(exc_type, exc, tb)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.quiet or event.kind == "done":
+            return
+        if event.kind == "skip":
+            if not self.skips:
+                return
+            self._progress.console.print(Text.assemble(("skip", "yellow"), f" {event.path}: {event.reason}"),
+                                         soft_wrap=True)
+            return
+        task = self._tasks.get(event.kind)
+        if task is None:
+            task = self._tasks[event.kind] = self._progress.add_task(self.labels.get(event.kind, event.kind),
+                                                                    total=event.total)
+        self._progress.update(task, completed=event.done, total=event.total)

@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 from ...store.plan import file_hash
 

@@ -39,24 +39,7 @@ function writeURL(push) {
   if (state.similar !== null) p.set("similar", String(state.similar));
   if (state.likes.length) p.set("like", state.likes.join(","));
   if (state.dislikes.length) p.set("dislike", state.dislikes.join(","));
-  const url = p.toString() ? `?${p}` : location.pathname;
-  if (url !== location.search && !(url === location.pathname && !location.search)) {
-    (push ? history.pushState : history.replaceState).call(history, null, "", url);
-  }
-}
-
-// ------------------------------------------------------------------ API
-async function api(path, options = {}) {
-  const resp = await fetch(path, { credentials: "same-origin", ...options });
-  let body = null;
-  try { body = await resp.json(); } catch (_) { /* not JSON */ }
-  if (!resp.ok) {
-    const msg = body && body.error ? body.error.message : `${resp.status} ${resp.statusText}`;
-    const err = new Error(msg);
-    err.status = resp.status;
-    throw err;
-  }
-  return body;
+  setURL(p, push);
 }
 
 function terms() {

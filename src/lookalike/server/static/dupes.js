@@ -37,23 +37,7 @@ function writeURL(push) {
   const p = new URLSearchParams();
   if (state.threshold !== null) p.set("threshold", state.threshold.toFixed(3));
   if (state.page > 1) p.set("page", String(state.page));
-  const url = p.toString() ? `?${p}` : location.pathname;
-  if (url !== location.search && !(url === location.pathname && !location.search)) {
-    (push ? history.pushState : history.replaceState).call(history, null, "", url);
-  }
-}
-
-// ------------------------------------------------------------------ API
-async function api(path, options = {}) {
-  const resp = await fetch(path, { credentials: "same-origin", ...options });
-  let body = null;
-  try { body = await resp.json(); } catch (_) { /* not JSON */ }
-  if (!resp.ok) {
-    const err = new Error(body && body.error ? body.error.message : `${resp.status} ${resp.statusText}`);
-    err.status = resp.status;
-    throw err;
-  }
-  return body;
+  setURL(p, push);
 }
 
 function listURL() {
