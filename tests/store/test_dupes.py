@@ -138,19 +138,6 @@ def test_reference_and_preferred_folders(tmp_path: Path) -> None:
     assert chosen[0].item.id == 2  # preferred beats the larger file
 
 
-def test_with_choice_overrides_the_keep_rule() -> None:
-    from lookalike.store.dupes import DuplicateGroup
-
-    group = DuplicateGroup(1, "duplicate", "semantic", 0.9, choose_kept([member(1, "/a"), member(2, "/b")],
-                                                                         DuplicateSettings()))
-    changed = group.with_choice([2])
-    assert changed.kept.item.id == 2 and [m.item.id for m in changed.others] == [1]
-    with pytest.raises(InvalidArgument):
-        group.with_choice([7])
-    with pytest.raises(InvalidArgument):
-        group.with_choice([])
-
-
 def exif_shot(path: Path, seed: int, when: str, sub: str = "0") -> Path:
     exif = Image.Exif()
     ifd = exif.get_ifd(0x8769)

@@ -75,23 +75,6 @@ class DuplicateGroup:
         """The members not kept: what an action acts on (reference members excepted)."""
         return tuple(m for m in self.members if not m.keep)
 
-    def with_choice(self, keep_ids: Sequence[int]) -> "DuplicateGroup":
-        """This group with ``keep_ids`` kept instead (reference members stay kept too);
-        the first kept member is listed first.
-
-        Raises:
-            InvalidArgument: an id is not a member, or nothing would be kept.
-        """
-        keep = set(int(i) for i in keep_ids)
-        unknown = keep - {m.item.id for m in self.members}
-        if unknown:
-            raise InvalidArgument(f"items {sorted(unknown)} are not members of duplicate group {self.id}")
-        members = [replace(m, keep=m.item.id in keep or m.reference) for m in self.members]
-        if not any(m.keep for m in members):
-            raise InvalidArgument(f"duplicate group {self.id}: keep at least one member")
-        members.sort(key=lambda m: not m.keep)
-        return replace(self, members=tuple(members))
-
 
 @dataclass(frozen=True)
 class DuplicateSettings:
