@@ -165,14 +165,16 @@ def evaluate(groups: list[list[str]], ps, pairs: set[Pair] | None = None) -> Qua
     same = [pr for pr in no_flip if kinds[pr[0]] == kinds[pr[1]] == "clipart" and labels[pr[0]] == labels[pr[1]]]
     same_cat = (sum(1 for pr in same if pr in truth), len(same))
     dset = distinct_set(ps)
-    member_groups = [g for g in groups if sum(1 for m in g if m in dset) >= 2] if pairs is None else []
     false_d = [pr for pr in found if pr[0] in dset and pr[1] in dset]
     grouped = {m for pr in found for m in pr if m in dset}
-    n_groups = len(groups) if pairs is None else len(found)
-    if pairs is not None:  # pairs: a "group" is a connected component of them
-        member_groups = [c for c in _pair_components(false_d)]
-    return Quality(per_edit, overall, with_flips, same_cat, (len(member_groups), len(false_d), len(grouped),
-                                                             len(dset)), n_groups)
+    if pairs is None:
+        n_groups = len(groups)
+        d_groups = sum(1 for g in groups if sum(1 for m in g if m in dset) >= 2)
+    else:  # a method that returns pairs: its "groups" are the pairs, and among distinct images
+        n_groups = len(found)  # the connected components of their false pairs
+        d_groups = len(_pair_components(false_d))
+    return Quality(per_edit, overall, with_flips, same_cat, (d_groups, len(false_d), len(grouped), len(dset)),
+                   n_groups)
 
 
 def _pair_components(pairs: Sequence[Pair]) -> list[list[str]]:
@@ -232,13 +234,13 @@ def indexed(ps, name: str):
     return coll
 
 
-def rel_groups(coll, groups_items: Iterable[Iterable[str]], root: Path) -> list[list[str]]:
+def rel_groups(groups_items: Iterable[Iterable[str]], root: Path) -> list[list[str]]:
     return [[os.path.relpath(p, root) for p in g] for g in groups_items]
 
 
 def library_groups(coll, root: Path, **kwargs) -> list[list[str]]:
     groups = coll.duplicates(**kwargs)
-    return rel_groups(coll, ([m.item.path for m in g.members] for g in groups), root)
+    return rel_groups(([m.item.path for m in g.members] for g in groups), root)
 
 
 def phash_codes(paths: Sequence[str]) -> np.ndarray:
@@ -323,8 +325,8 @@ def nn_summary(coll, ps) -> str:
 
 
 def print_quality(rows: list[tuple[str, Quality, float]]) -> None:
-    print("\n| method | groups | pairs found (flips aside) | precision | recall | F1 | same-category precision "
-          "| distinct: groups / false pairs / grouped of N | s |")
+    print("\n| method | groups (pairs for a pair method) | pairs found (flips aside) | precision | recall | F1 "
+          "| same-category precision | distinct: groups / false pairs / grouped of N | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, q, s in rows:
         p, r, f = prf(*q.overall)
@@ -359,8 +361,9 @@ def describe_set(ps) -> None:
     edits = Counter(p.edit for p in ps.pairs)
     dset = distinct_set(ps)
     cats = len({ps.labels[p] for p in dset})
-    print(f"planted set {ps.root}: {len(originals)} originals ({kinds['photo']} wallpapers, {kinds['clipart']} clip art "
-          f"in {len({ps.labels[p] for p in originals if ps.kinds[p] == 'clipart'})} categories), "
+    n_cats = len({ps.labels[p] for p in originals if ps.kinds[p] == 'clipart'})
+    print(f"planted set {ps.root}: {len(originals)} originals ({kinds['photo']} wallpapers, "
+          f"{kinds['clipart']} clip art in {n_cats} categories), "
           f"{len(ps.pairs)} edited copies ({', '.join(f'{e} {edits[e]}' for e in EDITS)}); "
           f"distinct set: {len(dset)} unedited clip-art images in {cats} categories")
 
@@ -661,8 +664,8 @@ def run_scale(args: argparse.Namespace) -> None:
         sizes = Counter(len(m) for m in pv.members)
         print(f"\nscale: {n} x {args.dim} float32 in a memory map (synthetic, embedding-like, sigma 2.5) | "
               f"{g} planted groups (sizes {dict(sorted(sizes.items()))}, {chains} chains) | threshold {threshold} | "
-              f"generated in {t_gen:.0f}s | cores {os.cpu_count()}, FAISS threads {fi.import_faiss().omp_get_max_threads()}"
-              f" | load average at start {load:.1f}")
+              f"generated in {t_gen:.0f}s | cores {os.cpu_count()}, "
+              f"FAISS threads {fi.import_faiss().omp_get_max_threads()} | load average at start {load:.1f}")
         print("truth: a pair is true when both rows are in one planted group and their cosine >= the threshold "
               f"({len(pv.truth)} pairs: all pairs of plain groups, consecutive chain members only); recall over "
               "plain groups' pairs; every other pair found is false")
