@@ -26,7 +26,7 @@ from lookalike.cli.app import app
 from lookalike.store.collection import Collection
 
 #: Groups by bytes and by pixels only (see the module docstring).
-TIERS = ("--tiers", "exact,perceptual", "--hash-bits", "10")
+TIERS = ("--tiers", "exact,perceptual", "--hash-bits", "10", "--perceptual-floor", "-1")
 
 
 @pytest.fixture(autouse=True)

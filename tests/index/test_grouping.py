@@ -108,3 +108,14 @@ def test_large_components_use_the_medoid_rule(monkeypatch) -> None:
         medoid = max(g, key=lambda i: sims[i, sorted(g)].sum())
         assert all(sims[medoid, j] >= 0.95 - 1e-6 for j in g)
     assert not any({0, 8} <= g for g in groups)
+
+
+def test_a_hash_match_needs_the_floor_similarity_too() -> None:
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(6, 16)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    phash = rng.integers(-(1 << 62), 1 << 62, size=6)
+    phash[1] = phash[0]  # identical hashes, unrelated embeddings (flat drawings from one template)
+    data = nodes(v, phash)
+    assert {0, 1} in groups_of(v, PairRule(None, 4, hash_floor=-1.0), data)
+    assert {0, 1} not in groups_of(v, PairRule(None, 4, hash_floor=float(v[0] @ v[1]) + 0.01), data)

@@ -24,7 +24,8 @@ import lookalike
 from lookalike.server import ServerConfig, create_app
 from support import make_image
 
-HASH_TIERS = {"tiers": ["exact", "perceptual"]}
+#: The hash tiers alone, with no similarity floor: the tiny CLIP's embeddings mean nothing.
+HASH_TIERS = {"tiers": ["exact", "perceptual"], "perceptual_floor": -1, "hash_bits": 6}
 
 
 def _build(root: Path, model_dir: Path) -> Path:

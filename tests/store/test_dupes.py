@@ -49,6 +49,11 @@ def coll(tmp_path: Path, folder: Path, tiny_timm_dir: Path):
     c.close()
 
 
+#: The hash tiers alone, at the hash distance these smooth test images keep under their edits:
+#: the tiny random model's embeddings mean nothing, so no similarity floor for hash matches.
+HASHES = dict(tiers=("exact", "perceptual"), hash_bits=6, perceptual_floor=-1.0)
+
+
 def by_tier(groups) -> dict[str, list[set[str]]]:
     out: dict[str, list[set[str]]] = {}
     for g in groups:
@@ -58,7 +63,7 @@ def by_tier(groups) -> dict[str, list[set[str]]]:
 
 def test_exact_and_perceptual_tiers_find_copies_and_edits(coll) -> None:
     # The tiny random model's embeddings mean nothing: semantic tier off.
-    groups = coll.duplicates(tiers=("exact", "perceptual"))
+    groups = coll.duplicates(**HASHES)
     tiers = by_tier(groups)
     assert tiers["exact"] == [{"img01.png"}]  # the byte copy (same name, another folder)
     assert sorted(map(sorted, tiers["perceptual"])) == [["img02.png", "img02_small.png"], ["img03.jpg", "img03.png"]]
@@ -156,14 +161,14 @@ def test_bursts_are_their_own_kind_and_keep_the_sharpest(tmp_path: Path, tiny_ti
     exif_shot(root / "far2.jpg", 9, "2024:03:01 10:00:00")
     with lookalike.Collection.create(tmp_path / "b.lkl", model=f"timm:{tiny_timm_dir}", device="cpu") as c:
         c.add([root])
-        groups = c.duplicates(tiers=("perceptual",), hash_bits=8, burst_seconds=2)
+        groups = c.duplicates(tiers=("perceptual",), hash_bits=8, perceptual_floor=-1, burst_seconds=2)
         kinds = {frozenset(Path(m.item.path).name for m in g.members): g for g in groups}
         burst = kinds[frozenset({"s1.jpg", "s2.jpg", "s3.jpg"})]
         assert burst.kind == "burst"
         sharpest = max(burst.members, key=lambda m: m.traits.sharpness)
         assert burst.kept.item.id == sharpest.item.id
         assert kinds[frozenset({"far1.jpg", "far2.jpg"})].kind == "duplicate"
-        assert all(g.kind == "duplicate" for g in c.duplicates(tiers=("perceptual",), hash_bits=8))
+        assert all(g.kind == "duplicate" for g in c.duplicates(tiers=("perceptual",), hash_bits=8, perceptual_floor=-1))
 
 
 def test_an_older_collection_gets_its_traits_on_first_use(coll, folder: Path) -> None:
@@ -174,21 +179,21 @@ def test_an_older_collection_gets_its_traits_on_first_use(coll, folder: Path) ->
         con.execute("DELETE FROM state WHERE key = 'traits_backfilled'")
     (folder / "img05.png").unlink()  # a file gone since: it keeps no traits, nothing breaks
     events = []
-    groups = coll.duplicates(tiers=("exact", "perceptual"), progress=events.append)
+    groups = coll.duplicates(**HASHES, progress=events.append)
     assert {e.kind for e in events} >= {"traits"}
     assert len(groups) == 3
     with sqlite3.connect(db) as con:
         missing = con.execute("SELECT path FROM items WHERE phash IS NULL").fetchall()
     assert [Path(p).name for (p,) in missing] == ["img05.png"]
     events.clear()
-    coll.duplicates(tiers=("exact", "perceptual"), progress=events.append)
+    coll.duplicates(**HASHES, progress=events.append)
     assert "traits" not in {e.kind for e in events}  # tried once: the gone file is not retried
 
 
 def test_neighbour_lists_are_cached_and_updated_incrementally(coll, folder: Path, monkeypatch) -> None:
     import lookalike.store.neighbours as neighbours
 
-    first = coll.duplicates(tiers=("exact", "perceptual"))
+    first = coll.duplicates(**HASHES)
     assert (coll.path / "neighbours.npz").exists()
 
     def fail(*a, **k):
@@ -196,12 +201,12 @@ def test_neighbour_lists_are_cached_and_updated_incrementally(coll, folder: Path
 
     monkeypatch.setattr(neighbours, "knn_graph", fail)
     monkeypatch.setattr(neighbours, "update_knn_graph", fail)
-    assert coll.duplicates(tiers=("exact", "perceptual")) == first  # unchanged: read from the cache
+    assert coll.duplicates(**HASHES) == first  # unchanged: read from the cache
     monkeypatch.undo()
     searched = []
     Image.open(folder / "img04.png").resize((120, 90)).save(folder / "img04_half.png")
     coll.add([folder])
-    groups = coll.duplicates(tiers=("exact", "perceptual"),
+    groups = coll.duplicates(**HASHES,
                              progress=lambda e: searched.append(e.total) if e.kind == "neighbours" else None)
     assert searched and max(searched) == 1  # only the new row was searched
     assert {"img04.png", "img04_half.png"} in [{Path(m.item.path).name for m in g.members} for g in groups]

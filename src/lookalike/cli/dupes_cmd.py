@@ -47,7 +47,10 @@ def dupes(
         None, "--tiers", help="Comma-separated: exact (same bytes), perceptual (pHash+dHash), semantic "
         "(embedding) (default: all three)."),
     hash_bits: Optional[int] = typer.Option(None, "--hash-bits", help="Perceptual tier: Hamming distance "
-                                            "both hashes must be within (default: 6)."),
+                                            "both hashes must be within (default: the model's calibrated one)."),
+    perceptual_floor: Optional[float] = typer.Option(
+        None, "--perceptual-floor", help="Perceptual tier: the cosine similarity a hash match needs too "
+        "(default: the model's calibrated one)."),
     flips: bool = typer.Option(True, "--flips/--no-flips", help="Count mirror images as duplicates."),
     keep: Optional[str] = typer.Option(
         None, "--keep", help="Which file a group keeps: largest (default), oldest, newest, most-metadata, "
@@ -72,7 +75,8 @@ def dupes(
 ) -> None:
     """Find near-duplicate images: show them, report them, or move, link or delete the extra copies
     (a dry run unless --apply; --undo JOURNAL puts everything back)."""
-    grouping = {"threshold": threshold, "fraction": fraction, "hash_bits": hash_bits, "keep": keep,
+    grouping = {"threshold": threshold, "fraction": fraction, "hash_bits": hash_bits,
+                "perceptual_floor": perceptual_floor, "keep": keep,
                 "burst_seconds": burst_seconds, "tiers": _tiers(tiers) if tiers is not None else None,
                 "flips": None if flips else False, "prefer": tuple(map(str, prefer)) or None,
                 "reference": tuple(map(str, reference)) or None}

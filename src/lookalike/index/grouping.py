@@ -18,7 +18,8 @@ How groups are formed, given the candidate pairs (from the k-nearest-neighbour g
    alone (every member matches the medoid), which needs no member x member matrix.
 
 A pair matches (:class:`PairRule`) when its cosine similarity reaches the threshold
-(semantic tier) or both perceptual hashes are within ``hash_bits`` (perceptual tier); with
+(semantic tier) or both perceptual hashes are within ``hash_bits`` and its cosine similarity
+reaches the lower ``hash_floor`` (perceptual tier); with
 ``flips=False``, a pair whose hashes match only once one image is mirrored does not match.
 """
 
@@ -48,11 +49,16 @@ _BATCH_BYTES = 64 << 20
 class PairRule:
     """When two images match: ``threshold`` is the cosine similarity of the semantic tier
     (None: tier off), ``hash_bits`` the largest pHash and dHash distance of the perceptual
-    tier (None: tier off), ``flips`` whether a mirror image counts."""
+    tier (None: tier off), ``flips`` whether a mirror image counts.
+
+    ``hash_floor`` is the cosine similarity a perceptual match needs as well: 64-bit hashes
+    of flat drawings made from one template (flags, icons) collide, while their embeddings
+    still tell them apart; a true copy's embedding is always close too."""
 
     threshold: float | None
     hash_bits: int | None = 6
     flips: bool = True
+    hash_floor: float = -1.0
 
 
 @dataclass
@@ -98,7 +104,7 @@ def _match(rule: PairRule, sims: np.ndarray, data: NodeData, a: np.ndarray, b: n
     if rule.threshold is not None:
         tier[sims >= rule.threshold] = SEMANTIC
     if rule.hash_bits is not None:
-        close = both & (_bits(data.phash[a] ^ data.phash[b]) <= rule.hash_bits) & (
+        close = both & (sims >= rule.hash_floor) & (_bits(data.phash[a] ^ data.phash[b]) <= rule.hash_bits) & (
             _bits(data.dhash[a] ^ data.dhash[b]) <= rule.hash_bits)
         tier[close] = PERCEPTUAL
     if not rule.flips:

@@ -29,7 +29,7 @@ from ..errors import UnknownModel
 from ..fsutil import user_path
 
 __all__ = ["ModelSpec", "KnownModel", "ModelInfo", "parse_model_name", "list_models", "KNOWN_MODELS", "BACKENDS",
-           "DEFAULT_MODEL", "duplicate_threshold"]
+           "DEFAULT_MODEL", "duplicate_defaults", "DuplicateDefaults"]
 
 BACKENDS = ("lite", "openclip", "timm")
 DEFAULT_MODEL = "lite"
@@ -70,9 +70,9 @@ class KnownModel:
     modalities: tuple[str, ...]
     hub_repo: str | None
     description: str
-    #: Cosine similarity from which two images count as near duplicates by default (see
-    #: :func:`duplicate_threshold`); None: the generic default.
-    duplicate_threshold: float | None = None
+    #: How this model finds near duplicates by default (see :func:`duplicate_defaults`);
+    #: None: the generic defaults.
+    duplicates: "DuplicateDefaults | None" = None
 
 
 @dataclass(frozen=True)
@@ -87,17 +87,29 @@ class ModelInfo:
     description: str = ""
 
 
-#: lite's near-duplicate threshold, calibrated on real images with planted edits (Debian
-#: clip art and photos; `python benchmarks/bench_dupes.py calibrate`, docs/benchmarks.md).
-LITE_DUPLICATE_THRESHOLD = 0.90
+@dataclass(frozen=True)
+class DuplicateDefaults:
+    """A model's near-duplicate defaults: the cosine ``threshold`` of the semantic tier, and for
+    the perceptual tier the largest pHash/dHash distance (``hash_bits``) and the cosine
+    similarity a hash match needs as well (``perceptual_floor``)."""
+
+    threshold: float
+    hash_bits: int
+    perceptual_floor: float
+
+
+#: lite's, calibrated together on real images with planted edits (Debian clip art and photos,
+#: a set disjoint from the benchmark's): `python benchmarks/bench_dupes.py calibrate`, which
+#: sweeps all three (docs/benchmarks.md has the sweep).
+LITE_DUPLICATES = DuplicateDefaults(threshold=0.94, hash_bits=4, perceptual_floor=0.70)
 #: For models not calibrated here (their weights cannot be downloaded in this project's
-#: build): a conservative prior, since a false duplicate costs more than a missed one.
-GENERIC_DUPLICATE_THRESHOLD = 0.95
+#: build): conservative priors, since a false duplicate costs more than a missed one.
+GENERIC_DUPLICATES = DuplicateDefaults(threshold=0.95, hash_bits=4, perceptual_floor=0.80)
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel("lite", 1280, ("image", "text"), None,
                "EfficientNet-Lite0 (ImageNet) + MiniLM text bridge; bundled, no network; weak text search",
-               duplicate_threshold=LITE_DUPLICATE_THRESHOLD),
+               duplicates=LITE_DUPLICATES),
     KnownModel("openclip:ViT-B-32/laion2b_s34b_b79k", 512, ("image", "text"), "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
                "OpenCLIP ViT-B/32 on LAION-2B: good general text and image search"),
     KnownModel("openclip:ViT-B-16-SigLIP/webli", 768, ("image", "text"), "timm/ViT-B-16-SigLIP",
@@ -261,12 +273,11 @@ def _hub_cached(repo: str | None) -> bool:
         return False
 
 
-def duplicate_threshold(model_id: str) -> float:
-    """The default near-duplicate threshold (cosine similarity) for a model, by canonical name."""
+def duplicate_defaults(model_id: str) -> DuplicateDefaults:
+    """A model's near-duplicate defaults, by canonical name (the generic ones for models not
+    calibrated here)."""
     known = next((m for m in KNOWN_MODELS if m.name == model_id), None)
-    if known is not None and known.duplicate_threshold is not None:
-        return known.duplicate_threshold
-    return GENERIC_DUPLICATE_THRESHOLD
+    return known.duplicates if known is not None and known.duplicates is not None else GENERIC_DUPLICATES
 
 
 def list_models() -> list[ModelInfo]:

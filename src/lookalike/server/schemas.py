@@ -162,7 +162,10 @@ class DuplicateSettingsIn(_Strict):
     fraction: Optional[float] = Field(None, gt=0, le=1, description="instead of a threshold: keep the closest "
                                       "share of nearest-neighbour pairs")
     tiers: list[Tier] = Field(default_factory=lambda: ["exact", "perceptual", "semantic"], min_length=1, max_length=3)
-    hash_bits: int = Field(6, ge=0, le=32, description="perceptual tier: pHash and dHash within this Hamming distance")
+    hash_bits: Optional[int] = Field(None, ge=0, le=32, description="perceptual tier: pHash and dHash within this "
+                                     "Hamming distance; default: the model's")
+    perceptual_floor: Optional[float] = Field(None, ge=-1, le=1, description="perceptual tier: the cosine "
+                                              "similarity a hash match needs too; default: the model's")
     flips: bool = Field(True, description="whether a mirror image counts as a duplicate")
     keep: KeepRule = Field("largest", description="which member of a group is kept")
     prefer: list[str] = Field(default_factory=list, max_length=_MAX_FOLDERS,

@@ -23,7 +23,7 @@ from ..fsutil import user_path
 from ..index.rank import rank
 from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
-from ..models.names import duplicate_threshold, parse_model_name
+from ..models.names import duplicate_defaults, parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
 from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
@@ -361,7 +361,7 @@ class Collection:
     @property
     def default_duplicate_threshold(self) -> float:
         """The model's calibrated near-duplicate threshold (cosine similarity)."""
-        return duplicate_threshold(self.manifest.model_id)
+        return duplicate_defaults(self.manifest.model_id).threshold
 
     def duplicates(self, threshold: float | None = None, *, settings: DuplicateSettings | None = None,
                    lazy: bool = False, progress: "ProgressCallback | None" = None,
@@ -370,7 +370,7 @@ class Collection:
 
         ``threshold`` is the cosine similarity from which two images are semantic duplicates
         (default: :attr:`default_duplicate_threshold`); ``fields`` are any other
-        :class:`DuplicateSettings` fields (``fraction``, ``tiers``, ``hash_bits``, ``flips``,
+        :class:`DuplicateSettings` fields (``fraction``, ``tiers``, ``hash_bits``, ``perceptual_floor``, ``flips``,
         ``keep``, ``prefer``, ``reference``, ``burst_seconds``), or pass ``settings`` whole.
         The nearest-neighbour lists are cached in the collection and only what changed is
         searched again; items indexed before perceptual hashes existed get theirs now.
@@ -389,7 +389,7 @@ class Collection:
             # Without the writer lock (an index run is on), nothing is backfilled or cached.
             if writer and "perceptual" in settings.tiers:
                 backfill_traits(self._storage, progress=progress)
-            return find_duplicates(self._storage, settings, self.default_duplicate_threshold, save=writer,
+            return find_duplicates(self._storage, settings, duplicate_defaults(self.manifest.model_id), save=writer,
                                    lazy=lazy, progress=progress)
 
     def duplicate_histogram(self, bins: int = 50) -> SimilarityHistogram:

@@ -24,6 +24,7 @@ import numpy as np
 from ..images.traits import ImageTraits
 from ..index.grouping import EXACT, PERCEPTUAL, SEMANTIC, Grouping, NodeData, PairRule, group_pairs
 from ..index.neighbours import KnnGraph
+from ..models.names import DuplicateDefaults
 from ..progress import ProgressCallback, ProgressEvent
 from .dupes import TIERS, DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram, Tier, choose_kept
 from .metadata import ItemRow
@@ -191,19 +192,22 @@ class DuplicateGroups(Sequence[DuplicateGroup]):
         return [g for g in built if g is not None]
 
 
-def find_duplicates(storage: "Storage", settings: DuplicateSettings, default_threshold: float, *,
+def find_duplicates(storage: "Storage", settings: DuplicateSettings, defaults: DuplicateDefaults, *,
                     save: bool = True, lazy: bool = False,
                     progress: ProgressCallback | None = None) -> "list[DuplicateGroup] | DuplicateGroups":
-    """Implementation of :meth:`Collection.duplicates` (``save``: the caller holds the writer
+    """Implementation of :meth:`Collection.duplicates` (``defaults``: the model's, for what
+    ``settings`` leaves unset; ``save``: the caller holds the writer
     lock, so the neighbour cache may be written; ``lazy``: answer :class:`DuplicateGroups`,
     which reads a group's items only when it is read)."""
     graph = neighbour_graph(storage, save=save, progress=progress)
-    threshold = _threshold(storage, graph, settings, default_threshold)
+    threshold = _threshold(storage, graph, settings, defaults.threshold)
+    floor = defaults.perceptual_floor if settings.perceptual_floor is None else settings.perceptual_floor
+    bits = defaults.hash_bits if settings.hash_bits is None else settings.hash_bits
     ids, rows = storage.searchable()
     data = _node_data(storage, graph, ids, rows)
     perceptual = "perceptual" in settings.tiers
     rule = PairRule(threshold if "semantic" in settings.tiers else None,
-                    settings.hash_bits if perceptual else None, settings.flips)
+                    bits if perceptual else None, settings.flips, floor)
     a, b, sims = graph.pairs(-np.inf if perceptual else threshold)
     pos = np.searchsorted(graph.rows, np.stack([a, b])) if len(a) else np.empty((2, 0), np.int64)
     if rule.threshold is None and rule.hash_bits is None:

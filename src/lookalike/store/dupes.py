@@ -4,7 +4,8 @@
 list of :class:`DuplicateGroup`. Three tiers find them, strongest first:
 
 * ``exact``: the same bytes (the content hash the collection already stores);
-* ``perceptual``: pHash and dHash both within ``hash_bits`` bits (a resize, a re-encode);
+* ``perceptual``: pHash and dHash both within ``hash_bits`` bits (a resize, a re-encode),
+  and the embeddings at least ``perceptual_floor`` similar (hashes of flat drawings collide);
 * ``semantic``: the model's embeddings at or above the cosine ``threshold``.
 
 How the groups are formed (from cached nearest-neighbour lists, never an N x N matrix, and
@@ -87,7 +88,8 @@ class DuplicateSettings:
     threshold: float | None = None
     fraction: float | None = None
     tiers: tuple[Tier, ...] = TIERS
-    hash_bits: int = 6
+    hash_bits: int | None = None
+    perceptual_floor: float | None = None
     flips: bool = True
     keep: str = "largest"
     prefer: tuple[str, ...] = ()
@@ -107,8 +109,11 @@ class DuplicateSettings:
         if bad or not tiers:
             raise InvalidArgument(f"unknown tier(s) {bad or tiers!r}: use some of {', '.join(TIERS)}")
         object.__setattr__(self, "tiers", tuple(t for t in TIERS if t in tiers))
-        if not 0 <= self.hash_bits <= 32:
+        if self.hash_bits is not None and not 0 <= self.hash_bits <= 32:
             raise InvalidArgument(f"hash_bits {self.hash_bits}: use 0..32 (bits of a 64-bit hash), e.g. 6")
+        if self.perceptual_floor is not None and not (-1.0 <= self.perceptual_floor <= 1.0):
+            raise InvalidArgument(f"perceptual_floor {self.perceptual_floor} is a cosine similarity: use a value "
+                                  "in [-1, 1], e.g. 0.8")
         if self.keep not in KEEP_RULES:
             raise InvalidArgument(f"unknown keep rule {self.keep!r}: use one of {', '.join(KEEP_RULES)}")
         if self.burst_seconds is not None and not (0 <= self.burst_seconds < math.inf):
