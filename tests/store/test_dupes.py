@@ -239,3 +239,14 @@ def test_stored_item_round_trips_through_json(coll, folder: Path) -> None:
     # A snapshot of another vector file generation (compacted since) is handed back for add().
     other = replace(snap, vector_file="vectors-9.f32")
     assert coll.restore([other]) == [other] and coll.item_at(folder / "img08.png") is None
+
+
+def test_lazy_groups_read_a_page_at_a_time(coll) -> None:
+    eager = coll.duplicates(**HASHES)
+    lazy = coll.duplicates(**HASHES, lazy=True)
+    assert len(lazy) == len(eager) and lazy.files == sum(len(g.members) for g in eager)
+    assert list(lazy) == eager and lazy[1:] == eager[1:] and lazy[-1] == eager[-1]
+    assert lazy.find([eager[-1].id, 10_000]) == {eager[-1].id: eager[-1]}
+    assert lazy.threshold == coll.default_duplicate_threshold
+    with pytest.raises(IndexError):
+        lazy[len(eager)]

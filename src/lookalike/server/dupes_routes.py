@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Annotated, Sequence
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query as Q
 
@@ -24,6 +24,7 @@ from .schemas import (DuplicateParams, DuplicateSettingsIn, DuplicatesResponse, 
 from .service import ApiError, Service
 
 if TYPE_CHECKING:
+    from ..store.dupe_finder import DuplicateGroups
     from ..store.dupes import DuplicateGroup, DuplicateSettings, Member
 
 __all__ = ["dupes_routes"]
@@ -111,11 +112,11 @@ def _default_threshold(svc: Service) -> float:
         return float(svc.coll.default_duplicate_threshold)
 
 
-def _chosen(groups: Sequence["DuplicateGroup"], choices: list[GroupChoice]) -> list["DuplicateGroup"]:
+def _chosen(groups: "DuplicateGroups", choices: list[GroupChoice]) -> list["DuplicateGroup"]:
     """The groups named by ``choices``, with their keep and trash choices applied."""
     from ..apps.dupes.resolve import with_choice
 
-    by_id = {g.id: g for g in groups}
+    by_id = groups.find([c.id for c in choices])
     seen: set[int] = set()
     out = []
     for choice in choices:

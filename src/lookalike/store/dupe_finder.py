@@ -147,7 +147,8 @@ class DuplicateGroups(Sequence[DuplicateGroup]):
             first_id = node_items.ids[node_items.starts[medoids]]
             self._order = np.lexsort((first_id, -closest, -files))
         else:
-            files, self._order = np.empty(0, np.int64), np.empty(0, np.int64)
+            files, first_id, self._order = (np.empty(0, np.int64),) * 3
+        self._ids = first_id  # a group's id: its medoid's (first) item id
         self.files = int(files.sum())  #: items in all groups
         self.threshold = threshold  #: the cosine threshold used (given, from ``fraction``, or the default)
 
@@ -163,6 +164,11 @@ class DuplicateGroups(Sequence[DuplicateGroup]):
         if not got:
             raise IndexError(f"group {index} is gone from the collection")
         return got[0]
+
+    def find(self, ids: Sequence[int]) -> dict[int, DuplicateGroup]:
+        """The groups with these ids (those there are), reading only them."""
+        wanted = np.isin(self._ids, np.asarray(list(ids), dtype=np.int64))
+        return {g.id: g for g in self._read(np.flatnonzero(wanted))}
 
     def __iter__(self) -> Iterator[DuplicateGroup]:
         for start in range(0, len(self), _READ_CHUNK):  # a chunk of groups per read
