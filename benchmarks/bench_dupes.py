@@ -82,6 +82,7 @@ import argparse
 import itertools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -723,13 +724,18 @@ def run_rerun(args: argparse.Namespace) -> None:
         model = save_tiny_timm(Path(tmp) / "model")
         vectors, planted = planted_vectors(args.n + args.added, args.groups, 64, seed=args.seed)
         coll = write_synthetic_collection(Path(tmp) / "c.lkl", vectors[:args.n], model=f"timm:{model}")
-        settings = {"tiers": ("exact", "semantic"), "threshold": 0.9}
+        settings = {"threshold": 0.9}  # every tier on, as `lookalike dupes` runs
         t0 = time.perf_counter()
         first = coll.duplicates(**settings)
         t_first = time.perf_counter() - t0
         t0 = time.perf_counter()
         again = coll.duplicates(**settings)
         t_again = time.perf_counter() - t0
+        cli = [str(Path(sys.executable).parent / "lookalike"), "dupes", "--collection", str(coll.path),
+               "--threshold", "0.9", "--json", "--quiet"]
+        t0 = time.perf_counter()
+        lines = subprocess.run(cli, check=True, capture_output=True, text=True).stdout.count("\n")
+        t_cli = time.perf_counter() - t0
         storage = coll._storage  # as write_synthetic_collection does: rows straight into storage
         extra = [(f"/synthetic/{i:07d}.jpg", 1000 + i, 1_700_000_000_000_000_000 + i, f"{i:032x}", 640, 480, "ok",
                   None, i) for i in range(args.n, args.n + args.added)]
@@ -739,14 +745,18 @@ def run_rerun(args: argparse.Namespace) -> None:
         grown = coll.duplicates(**settings)
         t_grown = time.perf_counter() - t0
         coll.close()
-    print(f"\nduplicates() on {args.n:,} items ({args.groups:,} planted groups), exact + semantic tiers, "
-          f"threshold 0.9 | load average {os.getloadavg()[0]:.1f} | cores {os.cpu_count()}")
+    print(f"\nduplicates() on {args.n:,} items ({args.groups:,} planted groups), all tiers, threshold 0.9 | "
+          f"load average {os.getloadavg()[0]:.1f} | cores {os.cpu_count()}")
     print("| run | groups | seconds |\n|---|---|---|")
-    print(f"| first (neighbour lists computed, exact: below the index threshold there is no ANN index) "
+    print(f"| first: neighbour lists computed (exactly: this synthetic collection has no ANN index) "
           f"| {len(first):,} | {t_first:.1f} |")
-    print(f"| second, unchanged (target < 2 s) | {len(again):,} | {t_again:.2f} |")
+    print(f"| second, unchanged: `Collection.duplicates()` (target < 2 s) | {len(again):,} | {t_again:.2f} |")
+    print(f"| second, unchanged: `lookalike dupes --json` in a new process, start-up and output included "
+          f"| {lines:,} | {t_cli:.2f} |")
     print(f"| after adding {args.added:,} items (only they are searched) | {len(grown):,} | {t_grown:.2f} |")
-    print(f"target: second run under 2 s: {'PASS' if t_again < 2 else 'MISSED'} ({t_again:.2f} s)")
+    t_again = max(t_again, t_cli)
+    print(f"target: second run under 2 s: {'PASS' if t_again < 2 else 'MISSED'} ({t_again:.2f} s, the slower of "
+          "the two)")
 
 
 def main() -> None:

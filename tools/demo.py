@@ -97,7 +97,12 @@ def main() -> None:
     run("index", str(images), "--collection", str(collection))  # adds just the three copies
     run("dupes", "--collection", str(collection))
     run("dupes", "--collection", str(collection), "--html", str(args.workdir / "dupes.html"))
-    run("dupes", "--collection", str(collection), "--action", "move", "--to", str(args.workdir / "quarantine"))
+    quarantine = args.workdir / "quarantine"
+    shutil.rmtree(quarantine, ignore_errors=True)
+    run("dupes", "--collection", str(collection), "--action", "move", "--to", str(quarantine))  # a dry run
+    run("dupes", "--collection", str(collection), "--action", "move", "--to", str(quarantine), "--apply")
+    journal = max(quarantine.glob("journal-*.jsonl"))
+    run("dupes", "--undo", str(journal))  # everything back where it was, in the collection too
     print(f"\nOpen {args.workdir / 'dupes.html'} in a browser to review the groups (works offline).")
     print("\nDemo done. Browse it in the web UI: make serve (http://127.0.0.1:8000).")
     print("Try your own: lookalike index ~/Pictures && lookalike search \"a dog on a beach\"")

@@ -120,11 +120,12 @@ def _components(n: int, a: np.ndarray, b: np.ndarray) -> Iterator[np.ndarray]:
     """Node arrays of the connected components with at least two nodes."""
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
-    order = np.argsort(labels, kind="stable")
+    # Most nodes are alone: split only the nodes of components with company.
+    grouped = np.flatnonzero(np.bincount(labels)[labels] >= 2)
+    order = grouped[np.argsort(labels[grouped], kind="stable")]
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    for comp in np.split(order, bounds):
-        if len(comp) >= 2:
-            yield comp
+    if len(order):
+        yield from np.split(order, bounds)
 
 
 def _whole(comps: np.ndarray, data: NodeData, rule: PairRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

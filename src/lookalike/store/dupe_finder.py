@@ -214,10 +214,10 @@ def find_duplicates(storage: "Storage", settings: DuplicateSettings, defaults: D
     perceptual = "perceptual" in settings.tiers
     rule = PairRule(threshold if "semantic" in settings.tiers else None,
                     bits if perceptual else None, settings.flips, floor)
-    a, b, sims = graph.pairs(-np.inf if perceptual else threshold)
+    # A perceptual match needs the floor similarity too: no pair below every tier's bar matches.
+    bars = [x for x in (rule.threshold, floor if perceptual else None) if x is not None]
+    a, b, sims = graph.pairs(min(bars)) if bars else (np.empty(0, np.int64),) * 2 + (np.empty(0, np.float32),)
     pos = np.searchsorted(graph.rows, np.stack([a, b])) if len(a) else np.empty((2, 0), np.int64)
-    if rule.threshold is None and rule.hash_bits is None:
-        pos, sims = pos[:, :0], sims[:0]  # exact tier alone: only copies group
     grouping = group_pairs(len(graph.rows), pos[0], pos[1], data, rule, sims)
     node_items = _NodeItems.of(ids, rows, graph)
     # Copies of a file matching nothing else are an exact group of their own: one node.
