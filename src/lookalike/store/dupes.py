@@ -193,7 +193,7 @@ def choose_kept(members: Sequence[Member], settings: DuplicateSettings, *, burst
     burst group unless another rule was asked for), then the lowest item id.
     """
     rule = "sharpest" if burst and settings.keep == "largest" else settings.keep
-    refs = [_under(m.item.path, settings.reference) for m in members]
+    refs = [_under(m.item.path, settings.reference) if settings.reference else None for m in members]
 
     def key(i: int) -> tuple[Any, ...]:
         m, ref = members[i], refs[i]
