@@ -76,8 +76,10 @@ def main() -> None:
     images = args.workdir / f"clipart-{args.per_class}"
     print(f"Fetching real clip art (Debian openclipart-png, cached) into {images} ...", flush=True)
     files = copy_labelled(images, args.per_class)
-    copies = images / "planted-copies"
-    shutil.rmtree(copies, ignore_errors=True)  # planted below, after the first indexing
+    # Edited copies of a few images, planted below after the first indexing, as a folder of
+    # downloads beside the originals would hold them.
+    copies = args.workdir / "downloads"
+    shutil.rmtree(copies, ignore_errors=True)
     collection = args.workdir / "demo.lkl"
     if collection.exists():
         shutil.rmtree(collection)  # a demo shows a first run; re-runs are shown below
@@ -94,13 +96,19 @@ def main() -> None:
 
     print(f"\nDuplicates: planting edited copies of three images in {copies} ...", flush=True)
     plant_copies(files, copies)
-    run("index", str(images), "--collection", str(collection))  # adds just the three copies
+    run("index", str(images), str(copies), "--collection", str(collection))  # adds just the three copies
+    # Every group, the planted copies among them; clip art drawn from one template (road signs,
+    # map outlines, flags) groups too: `lite` sees those as near duplicates.
     run("dupes", "--collection", str(collection))
     run("dupes", "--collection", str(collection), "--html", str(args.workdir / "dupes.html"))
+    # The originals are the reference: never moved, and a group holding one keeps it. So only
+    # the downloaded copies are moved to the quarantine (a dry run first), and then put back.
     quarantine = args.workdir / "quarantine"
     shutil.rmtree(quarantine, ignore_errors=True)
-    run("dupes", "--collection", str(collection), "--action", "move", "--to", str(quarantine))  # a dry run
-    run("dupes", "--collection", str(collection), "--action", "move", "--to", str(quarantine), "--apply")
+    tidy = ("dupes", "--collection", str(collection), "--reference", str(images), "--action", "move", "--to",
+            str(quarantine))
+    run(*tidy)
+    run(*tidy, "--apply")
     journal = max(quarantine.glob("journal-*.jsonl"))
     run("dupes", "--undo", str(journal))  # everything back where it was, in the collection too
     print(f"\nOpen {args.workdir / 'dupes.html'} in a browser to review the groups (works offline).")
