@@ -38,6 +38,8 @@ __all__ = ["PairRule", "NodeData", "Grouping", "group_pairs", "EXACT", "PERCEPTU
 #: Tier codes, strongest first. Copies of a file share one node, so no pair of nodes is
 #: ever EXACT; callers use the code for them.
 EXACT, PERCEPTUAL, SEMANTIC, NO_MATCH = 0, 1, 2, 3
+#: How close a mirrored hash must be to call a pair a flip when the perceptual tier is off.
+MIRROR_BITS = 6
 #: Components larger than this are split by the medoid rule (see the module docstring).
 LARGE_COMPONENT = 2048
 #: Components of up to this size are checked together, as one (C, m, m) array per size.
@@ -111,7 +113,7 @@ def _match(rule: PairRule, sims: np.ndarray, data: NodeData, a: np.ndarray, b: n
         direct = _bits(data.phash[a] ^ data.phash[b])
         mirrored = np.minimum(_bits(data.phash[a] ^ data.mirror[b]), _bits(data.mirror[a] ^ data.phash[b]))
         # A flip: the hashes agree far better once one image is mirrored.
-        limit = rule.hash_bits if rule.hash_bits is not None else 6
+        limit = rule.hash_bits if rule.hash_bits is not None else MIRROR_BITS
         tier[both & (mirrored <= limit) & (direct > limit)] = NO_MATCH
     return tier
 
@@ -196,8 +198,8 @@ def _finish(groups: list[np.ndarray], data: NodeData, rule: PairRule, out: Group
     similarity = np.minimum(np.take_along_axis(to_medoid, order, axis=1), 1.0).astype(np.float32)
     similarity[:, 0] = 1.0
     tiers = _match(rule, similarity, data, np.broadcast_to(members[:, :1], members.shape), members)
-    # Every member matches every other one; a member matched through a third (its tier to
-    # the medoid alone would be no match) is called semantic.
+    # Every member matched the medoid when the group was formed; recomputed here, a
+    # similarity right at the threshold can fall a rounding error short: still semantic.
     tiers = np.where(tiers == NO_MATCH, SEMANTIC, tiers).astype(np.int8)
     tiers[:, 0] = PERCEPTUAL
     out.members.extend(members)

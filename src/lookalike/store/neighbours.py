@@ -30,6 +30,8 @@ __all__ = ["NEIGHBOURS_FILE", "neighbour_graph"]
 log = logging.getLogger("lookalike")
 
 NEIGHBOURS_FILE = "neighbours.npz"
+#: Recompute every list once more than this share of the cached rows is gone.
+REBUILD_REMOVED_SHARE = 0.2
 
 
 def _load(storage: "Storage", k: int) -> KnnGraph | None:
@@ -66,6 +68,8 @@ def neighbour_graph(storage: "Storage", *, k: int = DEFAULT_K, save: bool = True
     cached = _load(storage, k)
     if cached is not None and np.array_equal(cached.rows, live):
         return cached
+    if cached is not None and len(cached.rows) and np.isin(cached.rows, live).mean() < 1 - REBUILD_REMOVED_SHARE:
+        cached = None  # lists that lost many neighbours are not refilled by an update: start over
     base = 0 if cached is None else int(np.isin(live, cached.rows).sum())
     total = len(live) - base
 
