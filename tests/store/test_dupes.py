@@ -250,3 +250,19 @@ def test_lazy_groups_read_a_page_at_a_time(coll) -> None:
     assert lazy.threshold == coll.default_duplicate_threshold
     with pytest.raises(IndexError):
         lazy[len(eager)]
+
+
+def test_neighbour_lists_start_over_once_many_rows_are_gone(coll, monkeypatch) -> None:
+    import lookalike.store.neighbours as neighbours
+
+    coll.duplicates(**HASHES)
+    calls = []
+    real_full, real_update = neighbours.knn_graph, neighbours.update_knn_graph
+    monkeypatch.setattr(neighbours, "knn_graph", lambda *a, **k: calls.append("full") or real_full(*a, **k))
+    monkeypatch.setattr(neighbours, "update_knn_graph", lambda *a, **k: calls.append("update") or real_update(*a, **k))
+    items = list(coll.items())
+    coll.forget([items[0].id])  # a few gone: the lists are updated
+    coll.duplicates(**HASHES)
+    coll.forget([i.id for i in items[1:len(items) // 3]])  # a third gone: recomputed
+    coll.duplicates(**HASHES)
+    assert calls == ["update", "full"]
