@@ -39,10 +39,10 @@ from .progress import ProgressCallback, ProgressEvent
 from .query import Query, QueryOptions, Term, TextCache, UrlPolicy, parse_query, parse_query_tokens
 from .store.ann import IndexSettings, IndexState
 from .store.collection import Collection, CollectionInfo
-from .store.dupes import DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram, StoredItem
+from .store.dupes import DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram
 from .store.filters import Filter
 from .store.indexer import AddReport
-from .store.items import Hit, Item
+from .store.items import Hit, Item, StoredItem
 from .version import __version__
 
 if TYPE_CHECKING:

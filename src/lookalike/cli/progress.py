@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +22,8 @@ from rich.text import Text
 
 from ..progress import ProgressEvent
 
+_B = TypeVar("_B", bound="_Bars")
+
 
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -28,7 +31,21 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed:6.1f} img/s" if speed else "      - img/s", style="cyan")
 
 
-class IndexProgress:
+class _Bars:
+    """A rich ``Progress`` (``self._progress``) shown while the ``with`` block runs."""
+
+    _progress: Progress
+
+    def __enter__(self: _B) -> _B:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.__exit__(exc_type, exc, tb)
+
+
+class IndexProgress(_Bars):
     """A callable progress sink: a scan spinner, then a bar with images/s and ETA.
 
     Each skipped or failed file is printed above the bar as ``skip PATH: REASON``.
@@ -51,14 +68,6 @@ class IndexProgress:
         self._scan: TaskID | None = None
         self._embed: TaskID | None = None
 
-    def __enter__(self) -> "IndexProgress":
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._progress.__exit__(exc_type, exc, tb)
-
     def __call__(self, event: ProgressEvent) -> None:
         if self.quiet:
             return
@@ -77,7 +86,7 @@ class IndexProgress:
             self._progress.update(self._embed, completed=event.done)
 
 
-class TaskProgress:
+class TaskProgress(_Bars):
     """Progress of any library call on stderr: one transient bar per kind of event (hashing,
     neighbours, grouping, thumbnails, files acted on...), and a line per skipped file.
     ``labels`` rename kinds (``embed="thumbnails"``); ``skips=False`` leaves skips to the caller."""
@@ -94,14 +103,6 @@ class TaskProgress:
                                   MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True,
                                   disable=quiet or not console.is_terminal)
         self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> "TaskProgress":
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._progress.__exit__(exc_type, exc, tb)
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.quiet or event.kind == "done":

@@ -28,11 +28,11 @@ from ..query import QueryLike, QueryOptions, as_query, query_vectors
 from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
 from .dupe_finder import DuplicateGroups, find_duplicates, similarity_histogram
-from .dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram, StoredItem
+from .dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram
 from .filters import Filter
 from .indexer import AddReport, index_paths
-from .items import Hit, Item
-from .metadata import ItemRow
+from .info import CollectionInfo
+from .items import Hit, Item, StoredItem
 from .manifest import Manifest
 from .neighbours import neighbour_graph
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
@@ -47,25 +47,6 @@ __all__ = ["Collection", "CollectionInfo"]
 
 #: What :meth:`Collection.create` writes before the manifest that makes a folder a collection.
 _CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCKFILE})
-
-
-class CollectionInfo:
-    """Summary shown by ``lookalike info`` (see :meth:`Collection.info`)."""
-
-    def __init__(self, *, path: str, model_id: str, fingerprint: str, dim: int, items: int, failed: int,
-                 vector_rows: int, bytes_on_disk: int, created: float, errors: list[tuple[str, str]],
-                 index_settings: IndexSettings, index: IndexState | None) -> None:
-        self.path, self.model_id, self.fingerprint, self.dim = path, model_id, fingerprint, dim
-        self.items, self.failed, self.vector_rows, self.bytes_on_disk = items, failed, vector_rows, bytes_on_disk
-        self.created, self.errors = created, errors
-        #: What was asked for (the defaults when never configured) and what is built (None: exact).
-        self.index_settings, self.index = index_settings, index
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready form (``lookalike info --json``)."""
-        out = {k: v for k, v in vars(self).items() if k not in ("index_settings", "index")}
-        out["index"] = {"settings": self.index_settings.to_dict(), "state": self.index.to_dict() if self.index else None}
-        return out
 
 
 class Collection:
@@ -217,17 +198,7 @@ class Collection:
             CollectionError: another process is adding to this collection.
         """
         with self._storage.write_lock():
-            db = self._storage.db
-            rows = db.get_many([int(i) for i in ids])
-            missing = [int(i) for i in ids if int(i) not in rows]
-            if missing:
-                raise ItemNotFound(missing[0], f"no item with id {missing[0]} in {self.path}")
-            traits = db.traits(list(rows))
-            vector_file = self._storage.vector_file.path.name
-            snapshots = [StoredItem(rows[int(i)].public(), traits.get(int(i)), rows[int(i)].vec_row, vector_file)
-                         for i in ids]
-            self._storage.commit_vectors(None, lambda: db.delete_ids(rows))
-        return snapshots
+            return self._storage.forget(ids)
 
     def restore(self, snapshots: Sequence[StoredItem]) -> list[StoredItem]:
         """Put back items that :meth:`forget` removed, with their ids and vectors (their files
@@ -239,22 +210,7 @@ class Collection:
             CollectionError: another process is adding to this collection.
         """
         with self._storage.write_lock():
-            storage = self._storage
-            current, committed = storage.vector_file.path.name, storage.vector_rows
-            back, left = [], []
-            for snap in snapshots:
-                usable = (snap.vector_file == current and snap.vec_row is not None and snap.vec_row < committed
-                          and storage.db.get(snap.item.id) is None and storage.db.get_by_path(snap.item.path) is None)
-                (back if usable else left).append(snap)
-            rows = [(ItemRow(*vars(s.item).values(), vec_row=s.vec_row), s.traits) for s in back]
-            storage.commit_vectors(None, lambda: storage.db.insert_rows(rows))
-        return left
-
-    def refresh(self, paths: Sequence[str | os.PathLike[str]], *,
-                progress: "ProgressCallback | None" = None) -> AddReport:
-        """Bring exactly these files up to date (after one was replaced by a link, say): :meth:`add`
-        on them, so a file whose content is known elsewhere reuses that vector."""
-        return self.add(paths, progress=progress)
+            return self._storage.restore(snapshots)
 
     # ------------------------------------------------------------------ read
     def __len__(self) -> int:
@@ -368,15 +324,12 @@ class Collection:
                    **fields: Any) -> "list[DuplicateGroup] | DuplicateGroups":
         """Groups of near-duplicate images, largest first (see :mod:`lookalike.store.dupes`).
 
-        ``threshold`` is the cosine similarity from which two images are semantic duplicates
-        (default: :attr:`default_duplicate_threshold`); ``fields`` are any other
-        :class:`DuplicateSettings` fields (``fraction``, ``tiers``, ``hash_bits``, ``perceptual_floor``, ``flips``,
-        ``keep``, ``prefer``, ``reference``, ``burst_seconds``), or pass ``settings`` whole.
-        The nearest-neighbour lists are cached in the collection and only what changed is
-        searched again; items indexed before perceptual hashes existed get theirs now.
-        ``lazy`` answers a :class:`~lookalike.store.dupe_finder.DuplicateGroups` sequence
-        instead, which reads a group's items only when it is read: a page of thousands of
-        groups (a server, a slider) costs a page of reads.
+        ``threshold``: the cosine similarity from which two images are semantic duplicates
+        (default: :attr:`default_duplicate_threshold`); ``fields``: any other
+        :class:`DuplicateSettings` field, or pass ``settings`` whole. Neighbour lists are
+        cached in the collection, and only what changed is searched again. ``lazy`` answers a
+        :class:`~lookalike.store.dupe_finder.DuplicateGroups`, which reads a group's items
+        only when it is read (a page of groups costs a page of reads).
 
         Raises:
             InvalidArgument: a setting out of range, an unknown tier or keep rule.
@@ -435,17 +388,7 @@ class Collection:
 
     def info(self, max_errors: int = 20) -> CollectionInfo:
         """Counts, sizes, the index and recent errors, for ``lookalike info``."""
-        db = self._storage.db
-        counts = db.counts()
-        return CollectionInfo(
-            path=str(self.path), model_id=self.manifest.model_id, fingerprint=self.manifest.fingerprint,
-            dim=self.manifest.dim, items=counts["ok"], failed=counts["failed"],
-            vector_rows=self._storage.vector_rows,
-            bytes_on_disk=sum(f.stat().st_size for f in self.path.iterdir() if f.is_file()),
-            created=self.manifest.created,
-            errors=[(r.path, r.error or "") for r in db.failures(limit=max_errors)],
-            index_settings=self._storage.index_settings(), index=self._storage.index_state(),
-        )
+        return CollectionInfo.of(self._storage, max_errors)
 
 
 def _load(model: "str | EmbeddingModel", device: str | None) -> "EmbeddingModel":

@@ -27,7 +27,7 @@ from ..images.traits import ImageTraits
 from .items import Item
 
 __all__ = ["Tier", "TIERS", "GroupKind", "KEEP_RULES", "Member", "DuplicateGroup", "DuplicateSettings",
-           "SimilarityHistogram", "StoredItem", "choose_kept"]
+           "SimilarityHistogram", "choose_kept"]
 
 Tier = Literal["exact", "perceptual", "semantic"]
 #: Strongest first.
@@ -135,25 +135,6 @@ class SimilarityHistogram:
     counts: list[int]
     default_threshold: float
     pairs_above: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class StoredItem:
-    """An item's row as it was, so that :meth:`Collection.restore` can put it back."""
-
-    item: Item
-    traits: ImageTraits | None
-    vec_row: int | None
-    vector_file: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"item": dict(vars(self.item)), "traits": self.traits.to_dict() if self.traits else None,
-                "vec_row": self.vec_row, "vector_file": self.vector_file}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StoredItem":
-        return cls(Item(**data["item"]), ImageTraits.from_dict(data.get("traits")), data.get("vec_row"),
-                   str(data["vector_file"]))
 
 
 def _under(path: str, folders: Sequence[str]) -> int | None:

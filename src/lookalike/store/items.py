@@ -1,12 +1,15 @@
-"""The public records of a collection's contents: an :class:`Item` and a search :class:`Hit`."""
+"""The public records of a collection's contents: an :class:`Item`, a search :class:`Hit`, and
+a :class:`StoredItem` (an item's row as it was, to put it back)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["Item", "Hit"]
+from ..images.traits import ImageTraits
+
+__all__ = ["Item", "Hit", "StoredItem"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,22 @@ class Hit:
     id: int
     path: str
     score: float
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item's row as it was, so that :meth:`Collection.restore` can put it back."""
+
+    item: Item
+    traits: ImageTraits | None
+    vec_row: int | None
+    vector_file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"item": dict(vars(self.item)), "traits": self.traits.to_dict() if self.traits else None,
+                "vec_row": self.vec_row, "vector_file": self.vector_file}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StoredItem":
+        return cls(Item(**data["item"]), ImageTraits.from_dict(data.get("traits")), data.get("vec_row"),
+                   str(data["vector_file"]))

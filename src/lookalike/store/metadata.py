@@ -185,7 +185,8 @@ class MetadataDB:
             ON CONFLICT(path) DO UPDATE SET
                 size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash,
                 width = excluded.width, height = excluded.height, status = excluded.status,
-                error = excluded.error, vec_row = excluded.vec_row, updated_at = ((julianday('now') - 2440587.5) * 86400.0),
+                error = excluded.error, vec_row = excluded.vec_row,
+                updated_at = ((julianday('now') - 2440587.5) * 86400.0),
                 phash = NULL, dhash = NULL, phash_mirror = NULL, sharpness = NULL, taken = NULL, exif_tags = NULL
             """,
             rows,

@@ -29,8 +29,9 @@ import numpy as np
 from ..errors import CollectionError, ItemNotFound
 from . import ann
 from .filters import Filter
+from .items import StoredItem
 from .manifest import Manifest
-from .metadata import MetadataDB
+from .metadata import ItemRow, MetadataDB
 from .vectors import VectorFile
 
 if TYPE_CHECKING:
@@ -261,6 +262,33 @@ class Storage:
             self.db.set_state("vector_rows", str(start + n))
             self.db.bump_generation()
         self.invalidate()
+
+    def forget(self, ids: Sequence[int]) -> list[StoredItem]:
+        """Implementation of :meth:`Collection.forget` (the caller holds :meth:`write_lock`)."""
+        rows = self.db.get_many([int(i) for i in ids])
+        missing = [int(i) for i in ids if int(i) not in rows]
+        if missing:
+            raise ItemNotFound(missing[0], f"no item with id {missing[0]} in {self.path}")
+        traits = self.db.traits(list(rows))
+        generation = self.vector_file.path.name
+        snapshots = [StoredItem(rows[int(i)].public(), traits.get(int(i)), rows[int(i)].vec_row, generation)
+                     for i in ids]
+        self.commit_vectors(None, lambda: self.db.delete_ids(rows))
+        return snapshots
+
+    def restore(self, snapshots: Sequence[StoredItem]) -> list[StoredItem]:
+        """Implementation of :meth:`Collection.restore` (the caller holds :meth:`write_lock`):
+        a row goes back only while its vector row is still in the current vector file and
+        neither its id nor its path is taken; the others are returned."""
+        current, committed = self.vector_file.path.name, self.vector_rows
+        back, left = [], []
+        for snap in snapshots:
+            usable = (snap.vector_file == current and snap.vec_row is not None and snap.vec_row < committed
+                      and self.db.get(snap.item.id) is None and self.db.get_by_path(snap.item.path) is None)
+            (back if usable else left).append(snap)
+        rows = [(ItemRow(*vars(s.item).values(), vec_row=s.vec_row), s.traits) for s in back]
+        self.commit_vectors(None, lambda: self.db.insert_rows(rows))
+        return left
 
     def compact(self) -> int:
         """Rewrite the vector file without unreferenced rows; returns how many were dropped.

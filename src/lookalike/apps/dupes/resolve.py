@@ -20,8 +20,8 @@ everything back, even after a crash.
 Members marked ``reference`` and the kept member of each group are never acted on. One
 step failing (a vanished file, a permission error, a full disk) fails that step alone, with
 a ``failed`` record in the journal; the others go on. After each applied step the collection
-is updated (``forget`` for move and delete, ``refresh`` for links), so searches never return
-a moved file.
+is updated (``forget`` for move and delete, ``add`` of the file for links), so searches never
+return a moved file.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ class _Run:
             if self.coll is not None and step.action in ("move", "delete"):
                 done["snapshots"] = _forget(self.coll, step.item_id)
             elif self.coll is not None:
-                self.coll.refresh([step.path])
+                self.coll.add([step.path])  # now a link: its content's vector is reused
         finally:
             # Even when the collection cannot be updated (another process writing it), the
             # file did move: the journal says so, and the error goes to the caller.

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import InvalidArgument
 from ...progress import ProgressCallback, ProgressEvent
-from ...store.dupes import StoredItem
+from ...store.items import StoredItem
 from .fileops import (Exists, failure_reason, file_hash, make_dirs, move_file, remove_empty, restore_copy, same_file,
                       temp_name)
 from .journal import JournalEntry, JournalWriter, read_journal
@@ -206,7 +206,7 @@ class _Undo:
         self.writer: JournalWriter | None = None
         self.snapshots: list[dict[str, Any]] = []  # rows forget() removed, to restore with their ids
         self.re_add: list[str] = []                # moved back, but no snapshot: index again
-        self.re_read: list[str] = []               # links turned back into files: refresh
+        self.re_read: list[str] = []               # links turned back into files: add again
 
     def record(self, rec: dict[str, Any]) -> None:
         """Journal the outcome. Lost to a full disk, a reversed step reads as already back
@@ -250,4 +250,4 @@ class _Undo:
         if re_add:
             coll.add(sorted(set(re_add)))
         if self.re_read:
-            coll.refresh(self.re_read)
+            coll.add(self.re_read)
