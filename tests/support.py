@@ -111,3 +111,16 @@ def live_server(config: Any, collection: Any = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def api_error(resp, status: int, code: str | None = None, contains: str = "") -> dict:
+    """The response is the API's JSON error shape, with that status (and code), and no traceback."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    err = resp.json()["error"]
+    assert set(err) == {"code", "message"} and err["message"]
+    if code:
+        assert err["code"] == code, err
+    assert contains.lower() in err["message"].lower(), err
+    assert "Traceback" not in resp.text
+    return err

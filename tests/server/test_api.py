@@ -22,7 +22,7 @@ from PIL import Image
 
 import lookalike
 from lookalike.server import ServerConfig, create_app
-from support import make_image
+from support import make_image, api_error as _error
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +35,6 @@ def client(served_collection: Path) -> Iterator[TestClient]:
 def items(served_collection: Path) -> dict[int, str]:
     with lookalike.Collection.open(served_collection) as coll:
         return {item.id: item.path for item in coll.items() if item.status == "ok"}
-
-
-def _error(resp, status: int, code: str | None = None, contains: str = "") -> dict:
-    """The response is the API's JSON error shape, with that status (and code)."""
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    err = resp.json()["error"]
-    assert set(err) == {"code", "message"} and err["message"]
-    if code:
-        assert err["code"] == code, err
-    assert contains.lower() in err["message"].lower(), err
-    assert "Traceback" not in resp.text
-    return err
 
 
 def _png(size=(64, 48), seed=0) -> bytes:

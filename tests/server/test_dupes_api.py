@@ -22,7 +22,7 @@ from PIL import Image
 
 import lookalike
 from lookalike.server import ServerConfig, create_app
-from support import make_image
+from support import make_image, api_error as _error
 
 #: The hash tiers alone, with no similarity floor: the tiny CLIP's embeddings mean nothing.
 HASH_TIERS = {"tiers": ["exact", "perceptual"], "perceptual_floor": -1, "hash_bits": 6}
@@ -62,17 +62,6 @@ def client(dupes_collection: Path) -> Iterator[TestClient]:
 def own_collection(tmp_path: Path, tiny_clip_dir: Path) -> Path:
     """A collection (and images) of this test's own, for the tests that move files."""
     return _build(tmp_path, tiny_clip_dir)
-
-
-def _error(resp, status: int, code: str | None = None, contains: str = "") -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    err = resp.json()["error"]
-    assert set(err) == {"code", "message"} and err["message"]
-    if code:
-        assert err["code"] == code, err
-    assert contains.lower() in err["message"].lower(), err
-    return err
 
 
 def _names(group: dict) -> list[str]:
