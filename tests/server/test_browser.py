@@ -219,6 +219,9 @@ def test_keyboard_only(page, base_url: str) -> None:
     page.keyboard.press("/")
     assert page.evaluate("() => document.activeElement.id") == "q"
     page.keyboard.type("car")
+    # Each keystroke may start a search; the results of "c" or "ca" can be on the page while
+    # the one for "car" is still to come and replace them (taking the focus with them).
+    page.wait_for_load_state("networkidle")
     _thumbs_loaded(page, 4)
     page.keyboard.press("ArrowDown")
     assert page.evaluate("() => document.activeElement.classList.contains('card')")
