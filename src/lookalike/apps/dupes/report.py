@@ -8,23 +8,18 @@ Nothing here changes a file; the only files read are the images, for their thumb
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Mapping, Sequence
 
-from PIL import Image
-
-from ...errors import InvalidArgument, UnreadableImage
-from ...fsutil import atomic_writer
-from ...images.decode import decode_image
-from ...progress import ProgressCallback, ProgressEvent
+from ...errors import InvalidArgument
+from ...progress import ProgressCallback
+from .. import html as pages
+from ..html import THUMBNAIL_SIDE, human_bytes, save_page, thumbnail_data_uri, thumbnails
 
 if TYPE_CHECKING:
     from ...store.dupes import DuplicateGroup, Member
@@ -43,9 +38,6 @@ __all__ = [
     "save_html",
 ]
 
-#: Longest side of the report's thumbnails, in pixels.
-THUMBNAIL_SIDE = 160
-_JPEG_QUALITY = 75
 #: One CSV row per member; a group's fields repeat on each of its rows so that a spreadsheet
 #: can filter and sort without joins.
 CSV_COLUMNS = ("group", "kind", "group_tier", "group_similarity", "id", "kept", "reference", "tier",
@@ -128,55 +120,7 @@ def _cell(value: object) -> object:
     return "" if value is None else value
 
 
-# --------------------------------------------------------------------------- thumbnails
-def thumbnail_data_uri(path: str | os.PathLike[str], side: int = THUMBNAIL_SIDE) -> str:
-    """The image as a ``data:image/jpeg;base64,...`` URI, its longer side at most ``side`` px.
-
-    Raises:
-        UnreadableImage: the file cannot be decoded (gone, damaged, too large).
-    """
-    decoded = decode_image(path, min_side=side)
-    img = decoded.image
-    try:
-        img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=_JPEG_QUALITY, optimize=True)
-    finally:
-        img.close()
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _thumbnails(paths: list[str], side: int, workers: int,
-                progress: ProgressCallback | None) -> Iterator[str | None]:
-    """Each path's data URI (None if unreadable), in order, decoded on ``workers`` threads
-    (Pillow releases the GIL while decoding)."""
-
-    def one(path: str) -> str | None | UnreadableImage:
-        try:
-            return thumbnail_data_uri(path, side)
-        except UnreadableImage as exc:
-            return exc
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, result in enumerate(pool.map(one, paths), 1):
-            if isinstance(result, UnreadableImage):
-                if progress:
-                    progress(ProgressEvent("skip", path=result.path, reason=result.reason))
-                result = None
-            if progress:
-                progress(ProgressEvent("embed", done=done, total=len(paths)))
-            yield result
-
-
 # --------------------------------------------------------------------------- HTML
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 def _date_cell(member: "Member") -> str:
     taken = member.traits.taken if member.traits is not None else None
     when, label = (taken, "taken") if taken is not None else (member.item.mtime_ns / 1e9, "modified")
@@ -196,7 +140,7 @@ def _member_row(member: "Member", uri: str | None) -> str:
     res = f"{item.width}\u00d7{item.height}" if item.width and item.height else "?"
     return (f'<tr class="{role}"><td class="thumb">{img}</td><td>{badges}</td>'
             f'<td class="path">{esc(item.path)}</td><td class="num">{res}</td>'
-            f'<td class="num" title="{item.size:,} bytes">{_human_bytes(item.size)}</td>'
+            f'<td class="num" title="{item.size:,} bytes">{human_bytes(item.size)}</td>'
             f'<td>{_date_cell(member)}</td><td class="num">{member.similarity:.4f}</td>'
             f'<td><span class="tier {esc(member.tier)}">{esc(member.tier)}</span></td></tr>')
 
@@ -210,7 +154,7 @@ def _group_open(group: "DuplicateGroup", order: int) -> str:
             f'data-kind="{esc(group.kind)}">'
             f'<h2><a href="#g{group.id}">group {group.id}</a> <span class="tier {esc(group.tier)}">{esc(group.tier)}'
             f'</span> <span class="kind">{esc(group.kind)}</span> <span class="dim">similarity '
-            f'{group.similarity:.4f} \u00b7 {len(group.members)} files \u00b7 {_human_bytes(free)} to free</span></h2>'
+            f'{group.similarity:.4f} \u00b7 {len(group.members)} files \u00b7 {human_bytes(free)} to free</span></h2>'
             '<table><thead><tr><th>image</th><th>role</th><th>path</th><th>resolution</th><th>size</th>'
             '<th>date (UTC)</th><th>similarity</th><th>tier</th></tr></thead><tbody>')
 
@@ -220,7 +164,7 @@ def _header(groups: Sequence["DuplicateGroup"], title: str, meta: Mapping[str, s
     files = sum(len(g.members) for g in groups)
     free = sum(reclaimable_bytes(g) for g in groups)
     facts = {"groups": f"{len(groups):,}", "files in groups": f"{files:,}",
-             "duplicates": f"{files - len(groups):,}", "space to free": _human_bytes(free),
+             "duplicates": f"{files - len(groups):,}", "space to free": human_bytes(free),
              **meta, "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     spans = "".join(f'<span><span class="dim">{esc(k)}:</span> {esc(str(v))}</span>' for k, v in facts.items())
     options = "".join(f'<option value="{v}">{label}</option>' for v, label in (
@@ -258,9 +202,9 @@ def write_html(groups: Sequence["DuplicateGroup"], stream: IO[str], *, title: st
     """
     if thumbnail_side < 16 or thumbnail_side > 1024:
         raise InvalidArgument(f"thumbnail side must be 16 to 1024 pixels, not {thumbnail_side}")
-    workers = workers or min(4, os.cpu_count() or 1)
     stream.write(_header(groups, title, meta or {}))
-    uris = _thumbnails([m.item.path for g in groups for m in g.members], thumbnail_side, workers, progress)
+    uris = thumbnails([m.item.path for g in groups for m in g.members], thumbnail_side, workers=workers,
+                      progress=progress)
     for order, group in enumerate(groups):
         stream.write(_group_open(group, order))
         for member in group.members:
@@ -271,24 +215,13 @@ def write_html(groups: Sequence["DuplicateGroup"], stream: IO[str], *, title: st
     stream.write(f"</main><script>{PAGE_SCRIPT}</script></body></html>\n")
 
 
-def _umask() -> int:
-    mask = os.umask(0o22)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
 def html_destination(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a place a report can be written to, checked before any work is done.
+    """``path`` as a place the report can be written to, checked before any work is done.
 
     Raises:
         InvalidArgument: its folder is missing, or it is a folder itself.
     """
-    dest = Path(path).expanduser()
-    if not dest.parent.is_dir():
-        raise InvalidArgument(f"cannot write the report {dest}: no such folder {dest.parent}")
-    if dest.is_dir():
-        raise InvalidArgument(f"cannot write the report {dest}: it is a folder; name a file, e.g. {dest}/dupes.html")
-    return dest
+    return pages.html_destination(path, "dupes.html")
 
 
 def save_html(groups: Sequence["DuplicateGroup"], path: str | os.PathLike[str], **options: Any) -> Path:
@@ -298,17 +231,7 @@ def save_html(groups: Sequence["DuplicateGroup"], path: str | os.PathLike[str], 
     Raises:
         InvalidArgument: the file cannot be written there (its folder is missing or read-only).
     """
-    dest = html_destination(path)
-    try:
-        with atomic_writer(dest, durable=False) as raw:
-            os.fchmod(raw.fileno(), 0o666 & ~_umask())  # a report to share, not a private temp file
-            text = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
-            write_html(groups, text, **options)
-            text.flush()
-            text.detach()  # the atomic writer closes the file itself
-    except OSError as exc:
-        raise InvalidArgument(f"cannot write the report {dest}: {exc.strerror or exc}") from None
-    return dest
+    return save_page(path, lambda stream: write_html(groups, stream, **options), example="dupes.html")
 
 
 # --------------------------------------------------------------------------- the page's style and script
