@@ -16,7 +16,7 @@ package and opening a collection stay fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import (
     CollectionCorrupt,
@@ -46,6 +46,7 @@ from .store.items import Hit, Item, StoredItem
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .apps.matrix import MatrixItem, SimilarityMatrix
     from .models.base import EmbeddingModel
     from .models.names import ModelInfo
 
@@ -53,6 +54,8 @@ __all__ = [
     "__version__",
     "load_model",
     "list_models",
+    "similarity_matrix",
+    "SimilarityMatrix",
     "EmbeddingModel",
     "ModelInfo",
     "Collection",
@@ -109,6 +112,15 @@ def list_models() -> "list[ModelInfo]":
     return _list()
 
 
+def similarity_matrix(model_or_coll: "Collection | EmbeddingModel | str", items: "Sequence[MatrixItem]", *,
+                      limit: int = 64) -> "SimilarityMatrix":
+    """The cosine similarity of every pair of ``items`` (paths, ``"id:N"`` or ints, texts),
+    in a collection's space or a model's; see :func:`lookalike.apps.matrix.similarity_matrix`."""
+    from .apps.matrix import similarity_matrix as _matrix
+
+    return _matrix(model_or_coll, items, limit=limit)
+
+
 def __getattr__(name: str) -> Any:
     # EmbeddingModel lives next to torch; import it only when asked for.
     if name == "EmbeddingModel":
@@ -119,4 +131,8 @@ def __getattr__(name: str) -> Any:
         from .models.names import ModelInfo
 
         return ModelInfo
+    if name == "SimilarityMatrix":
+        from .apps.matrix import SimilarityMatrix
+
+        return SimilarityMatrix
     raise AttributeError(f"module 'lookalike' has no attribute {name!r}")
