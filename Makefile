@@ -24,8 +24,9 @@ $(VENV)/.torch: | $(VENV)/bin/activate
 	@if [ -n "$(TORCH_PINS)" ]; then $(PIP) install -q $(TORCH_PINS); fi
 	@touch $@
 
+# The demo ends by clustering and mapping its collection, so it takes the explore extra.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[explore]'
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed

@@ -40,6 +40,7 @@ from .query import Query, QueryOptions, Term, TextCache, UrlPolicy, parse_query,
 from .store.ann import IndexSettings, IndexState
 from .store.collection import Collection, CollectionInfo
 from .store.dupes import DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram
+from .store.explore_types import Cluster, Clustering, LabelCount, Labelling, MapPoints
 from .store.filters import Filter
 from .store.indexer import AddReport
 from .store.items import Hit, Item, StoredItem
@@ -71,6 +72,11 @@ __all__ = [
     "Member",
     "SimilarityHistogram",
     "StoredItem",
+    "Cluster",
+    "Clustering",
+    "LabelCount",
+    "Labelling",
+    "MapPoints",
     "Query",
     "Term",
     "QueryOptions",

@@ -7,7 +7,7 @@ from typing import Callable, Literal, Optional
 
 __all__ = ["ProgressEvent", "ProgressCallback", "EventKind"]
 
-EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve"]
+EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve", "cluster", "label", "map"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class ProgressEvent:
     that was passed over or failed (``path`` and ``reason`` set), and ``"done"`` at the end.
     Duplicate finding reports ``"traits"`` (hashes backfilled for older items),
     ``"neighbours"`` (rows whose nearest neighbours were searched) and ``"group"``;
-    resolving duplicates reports ``"resolve"`` per file acted on.
+    resolving duplicates reports ``"resolve"`` per file acted on. Exploring reports
+    ``"cluster"``, ``"label"`` and ``"map"`` (``reason`` names the step, e.g. "choosing k").
     """
 
     kind: EventKind

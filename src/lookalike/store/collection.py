@@ -29,6 +29,7 @@ from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
 from .dupe_finder import DuplicateGroups, find_duplicates, similarity_histogram
 from .dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram
+from .exploring import Exploring
 from .filters import Filter
 from .indexer import AddReport, index_paths
 from .info import CollectionInfo
@@ -49,7 +50,7 @@ __all__ = ["Collection", "CollectionInfo"]
 _CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCKFILE})
 
 
-class Collection:
+class Collection(Exploring):
     """Embeddings of a set of images, kept on disk, searchable.
 
     Make one with :meth:`create`, reopen it with :meth:`open`. Adding is incremental:

@@ -1,4 +1,5 @@
-"""Metadata filters for search: folder, glob, modification time, image size, and a predicate.
+"""Metadata filters for search: folder, glob, modification time, image size, zero-shot label,
+cluster, and a predicate.
 
 The structured parts become one SQL ``WHERE`` clause; the Python predicate (``where``) then
 runs over the rows that pass it. The result is the set of rows a search may return, handed
@@ -63,6 +64,10 @@ class Filter:
     min_height: int | None = field(default=None, metadata=_option("--min-height", "at least this many pixels tall"))
     max_width: int | None = field(default=None, metadata=_option("--max-width", "at most this many pixels wide"))
     max_height: int | None = field(default=None, metadata=_option("--max-height", "at most this many pixels tall"))
+    label: Sequence[str] = field(
+        default=(), metadata=_option("--label", "zero-shot labels (see `label`); items must carry one of them"))
+    cluster: Sequence[int] = field(
+        default=(), metadata=_option("--cluster", "cluster ids (see `cluster`); items must be in one of them"))
     where: Callable[["Item"], bool] | None = field(
         default=None, metadata=_option(None, "any Python predicate over the Item (library only)"))
 
@@ -103,4 +108,13 @@ class Filter:
             if value is not None:
                 clauses.append(f"{column} {op} ?")
                 params.append(_sql_int(value))
+        if self.cluster:
+            clauses.append(f"cluster IN ({','.join('?' * len(self.cluster))})")
+            params += [int(c) for c in self.cluster]
+        if self.label:
+            # item_labels holds every stored label of an item (its top one included), and loses
+            # an item's rows when the item is deleted: a filter never finds a deleted item.
+            clauses.append("id IN (SELECT item_id FROM item_labels WHERE label COLLATE NOCASE IN "
+                           f"({','.join('?' * len(self.label))}))")
+            params += [str(lb) for lb in self.label]
         return clauses, params

@@ -27,6 +27,7 @@ from ..pipeline.loader import ordered_map
 from ..progress import ProgressCallback, ProgressEvent
 from ..models.lazy import LazyModel
 from .ann import IndexSettings, refresh_index
+from .assign import assign_pending
 from .metadata import ItemRow
 from .plan import Action, Job, KnownVector, Planned, Planner, changed_files, gone_rows, reuse_repeats
 
@@ -220,6 +221,9 @@ class _Batch:
                 db.copy_traits_by_hash()
 
         self.storage.commit_vectors(np.stack(self.vectors) if self.vectors else None, write)
+        # New items join the stored clustering and labelling now (a cheap product with the
+        # stored centroids and prototypes); an interruption leaves them pending for later.
+        assign_pending(self.storage)
         self.next_row += len(self.vectors)
         self.rows, self.touched, self.vectors, self.traits, self.reused = [], [], [], [], False
         self.last_commit = time.monotonic()

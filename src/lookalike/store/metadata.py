@@ -53,6 +53,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE items ADD COLUMN taken REAL;
     ALTER TABLE items ADD COLUMN exif_tags INTEGER
     """,
+    # 3: exploring (store/explore_db.py). An item's cluster (-1: noise), top zero-shot label and
+    # map position are derived from its vector: NULL until assigned, and reset when it changes.
+    """
+    ALTER TABLE items ADD COLUMN cluster INTEGER;
+    ALTER TABLE items ADD COLUMN label TEXT;
+    ALTER TABLE items ADD COLUMN label_score REAL;
+    ALTER TABLE items ADD COLUMN map_x REAL;
+    ALTER TABLE items ADD COLUMN map_y REAL;
+    CREATE INDEX items_cluster ON items (cluster);
+    CREATE INDEX items_label ON items (label);
+    CREATE TABLE clusters (id INTEGER PRIMARY KEY, name TEXT NOT NULL, centroid BLOB NOT NULL, central TEXT NOT NULL);
+    CREATE TABLE label_set (position INTEGER PRIMARY KEY, label TEXT NOT NULL UNIQUE, prototype BLOB NOT NULL);
+    CREATE TABLE item_labels (
+        item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+        label   TEXT NOT NULL,
+        score   REAL NOT NULL,
+        PRIMARY KEY (item_id, label)
+    );
+    CREATE INDEX item_labels_label ON item_labels (label);
+    CREATE INDEX items_no_cluster ON items (vec_row) WHERE cluster IS NULL;
+    CREATE INDEX items_no_label ON items (vec_row) WHERE label_score IS NULL;
+    CREATE INDEX items_no_position ON items (vec_row) WHERE map_x IS NULL
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -187,7 +210,8 @@ class MetadataDB:
                 width = excluded.width, height = excluded.height, status = excluded.status,
                 error = excluded.error, vec_row = excluded.vec_row,
                 updated_at = ((julianday('now') - 2440587.5) * 86400.0),
-                phash = NULL, dhash = NULL, phash_mirror = NULL, sharpness = NULL, taken = NULL, exif_tags = NULL
+                phash = NULL, dhash = NULL, phash_mirror = NULL, sharpness = NULL, taken = NULL, exif_tags = NULL,
+                cluster = NULL, label = NULL, label_score = NULL, map_x = NULL, map_y = NULL
             """,
             rows,
         )
