@@ -7,7 +7,11 @@ operation that takes input gets the same number of generated cases, positive and
 50 each in the default suite (~550 requests), 300 each in the ``slow`` run (``make test-all``),
 or ``$LOOKALIKE_FUZZ_EXAMPLES`` each where that is set (``make fuzz`` sets 300). The duplicates
 routes are fuzzed a second time on a server started with ``--allow-actions`` over a collection
-of their own, so that resolve requests get past the 403.
+of their own, so that resolve requests get past the 403. The explore routes (clusters, labels, the map, matrices)
+are fuzzed a second time too, on a server over a copy of the collection that has clusters,
+labels and a map, so that their GET routes answer more than 404; the POST routes that
+(re)compute them run there only, never on the shared collection. POST /api/map gets fewer
+cases (``MAP_FITS``): a positive case may fit a UMAP or t-SNE layout, seconds each.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from support import live_server  # noqa: E402
 
 #: Generated cases per operation: a quick default-suite run, and a thorough one marked slow.
 QUICK, THOROUGH = 50, 300
+#: Cases for POST /api/map in the quick run (each may fit a layout).
+MAP_FITS = 10
+#: The routes that compute and store results in the collection: fuzzed on a copy only.
+COMPUTING = {"POST /api/clusters", "POST /api/labels", "POST /api/map"}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +67,23 @@ def actions_base(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) 
         yield url
 
 
+@pytest.fixture(scope="module")
+def explore_base(tmp_path_factory: pytest.TempPathFactory, served_collection: Path) -> Iterator[str]:
+    """A server over a copy of the shared collection with clusters, labels and a map."""
+    import shutil
+
+    import lookalike
+
+    path = tmp_path_factory.mktemp("fuzz-explore") / "c.lkl"
+    shutil.copytree(served_collection, path)
+    with lookalike.Collection.open(path) as coll:
+        coll.cluster(3)
+        coll.label(["a garden", "a kitchen"])
+        coll.map(method="pca")
+    with live_server(ServerConfig(collection=path, request_timeout_s=20, warm=False)) as url:
+        yield url
+
+
 def _takes_input(operation) -> bool:
     """Whether the operation has parameters or a body (/healthz has neither: one case is all)."""
     return any(True for _ in operation.iter_parameters()) or bool(operation.get_request_payload_content_types())
@@ -74,10 +99,10 @@ def test_no_server_errors_on_generated_requests(fuzz_base: str, examples: int) -
     """
     examples = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", examples))
     schema = schemathesis.openapi.from_url(f"{fuzz_base}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [op for op in (result.ok() for result in schema.get_all_operations()) if op.label not in COMPUTING]
     assert len(operations) >= 12, [op.label for op in operations]
-    assert {"GET /api/duplicates", "GET /api/duplicates/histogram", "POST /api/duplicates/resolve"} <= {
-        op.label for op in operations}
+    assert {"GET /api/duplicates", "GET /api/duplicates/histogram", "POST /api/duplicates/resolve",
+            "GET /api/map/points", "GET /api/matrix"} <= {op.label for op in operations}
     _fuzz(operations, examples)
 
 
@@ -92,6 +117,21 @@ def test_no_server_errors_on_duplicates_with_actions_allowed(actions_base: str, 
                   if op.path.startswith("/api/duplicates")]
     assert len(operations) == 3, [op.label for op in operations]
     _fuzz(operations, examples)
+
+
+@pytest.mark.parametrize("examples", [pytest.param(QUICK, id="quick"),
+                                      pytest.param(THOROUGH, id="thorough", marks=pytest.mark.slow)])
+def test_no_server_errors_on_explore_routes(explore_base: str, examples: int) -> None:
+    """Clusters, labels, the map and matrices on a collection that has them, the routes that
+    recompute them included."""
+    examples = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", examples))
+    schema = schemathesis.openapi.from_url(f"{explore_base}/openapi.json")
+    operations = [op for op in (result.ok() for result in schema.get_all_operations())
+                  if op.path.startswith(("/api/clusters", "/api/labels", "/api/map", "/api/matrix"))]
+    assert COMPUTING <= {op.label for op in operations} and len(operations) == 11, [op.label for op in operations]
+    fits = [op for op in operations if op.label == "POST /api/map"]
+    _fuzz([op for op in operations if op not in fits], examples)
+    _fuzz(fits, MAP_FITS if examples == QUICK else examples)
 
 
 def _fuzz(operations: list, examples: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +26,7 @@ from ..store.collection import Collection
 from ..version import __version__
 from .config import ServerConfig
 from .dupes_routes import dupes_routes
+from .explore_routes import explore_routes
 from .middleware import BodyLimit, Deadline, Metrics, TokenAuth
 from .routes import collection_routes, item_routes, search_routes
 from .schemas import ErrorOut
@@ -81,19 +82,21 @@ def create_app(config: ServerConfig, *, collection: Collection | None = None) ->
     app.state.service = svc
 
     _add_error_handlers(app)
-    for router in (search_routes(svc), item_routes(svc), collection_routes(svc), dupes_routes(svc)):
+    for router in (search_routes(svc), item_routes(svc), collection_routes(svc), dupes_routes(svc),
+                   explore_routes(svc)):
         app.include_router(router)
 
     # -------------------------------------------------------------- the web UI
-    @app.get("/", include_in_schema=False)
-    def index_page() -> Response:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"cache-control": "no-cache", **_PAGE_HEADERS})
+    def page(name: str) -> Callable[[], Response]:
+        # A closure, not a default argument: FastAPI would read that as a query parameter.
+        def serve() -> Response:
+            return FileResponse(STATIC_DIR / name, media_type="text/html",
+                                headers={"cache-control": "no-cache", **_PAGE_HEADERS})
+        return serve
 
-    @app.get("/dupes", include_in_schema=False)
-    def dupes_page() -> Response:
-        return FileResponse(STATIC_DIR / "dupes.html", media_type="text/html",
-                            headers={"cache-control": "no-cache", **_PAGE_HEADERS})
+    for route, name in (("/", "index.html"), ("/dupes", "dupes.html"), ("/map", "map.html"),
+                        ("/clusters", "clusters.html")):
+        app.add_api_route(route, page(name), methods=["GET"], include_in_schema=False)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = ["TermIn", "Filters", "FilterParams", "SearchRequest", "ItemRef", "HitOut", "SearchResponse", "ItemOut", "InfoOut", "ErrorOut",
            "HealthOut", "DuplicateSettingsIn", "DuplicateParams", "MemberOut", "GroupOut", "DuplicatesResponse",
-           "HistogramOut", "GroupChoice", "ResolveRequest", "StepOut", "StepProblem", "ResolveResponse"]
+           "HistogramOut", "GroupChoice", "ResolveRequest", "StepOut", "StepProblem", "ResolveResponse",
+           "ClusterOut", "ClusteringOut", "ClusterMembersOut", "ClusterRequest", "LabelCountOut", "LabellingOut", "LabelRequest",
+           "MapCategory", "MapColoring", "MapBounds", "MapOut", "MapRequest", "MatrixOut"]
 
 _MAX_TEXT = 1000
 
@@ -47,6 +49,12 @@ class Filters(_Strict):
     min_height: Optional[int] = Field(None, ge=0, le=10**9)
     max_width: Optional[int] = Field(None, ge=0, le=10**9)
     max_height: Optional[int] = Field(None, ge=0, le=10**9)
+    label: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=50,
+        description="zero-shot labels (GET /api/labels); items must carry one of them")
+    cluster: list[Annotated[int, Field(ge=-1, le=2**31)]] = Field(
+        default_factory=list, max_length=200,
+        description="cluster ids (GET /api/clusters; -1 is the noise group); items must be in one of them")
 
 
 class FilterParams(Filters):
@@ -274,3 +282,111 @@ class ResolveResponse(BaseModel):
     bytes_freed: int
     journal: Optional[str] = Field(None, description="the journal written (undo: lookalike dupes --undo JOURNAL)")
     quarantine: Optional[str] = Field(None, description="where moved files go")
+
+
+# --------------------------------------------------------------------------- explore
+class ClusterOut(BaseModel):
+    id: int = Field(description="the cluster's id (a search filter: filters.cluster)")
+    name: str = Field(description="the best zero-shot label of its centre, or its members' most common folder")
+    size: int
+    central: list[ItemRef] = Field(description="its most central items, the medoid first")
+
+
+class ClusteringOut(BaseModel):
+    method: Literal["kmeans", "hdbscan"]
+    k: int = Field(description="clusters, the noise group not counted")
+    k_chosen_by: str = Field(description="'given', 'silhouette' (best on a sample over a grid of k) or 'density'")
+    k_scores: dict[str, float] = Field(description="the silhouette of each k tried")
+    noise: int = Field(description="items in the noise group (id -1; HDBSCAN only)")
+    unassigned: int = Field(description="searchable items in no cluster (normally 0)")
+    clusters: list[ClusterOut] = Field(description="largest first")
+
+
+class ClusterMembersOut(BaseModel):
+    cluster: int
+    name: str
+    size: int
+    offset: int
+    hits: list[HitOut] = Field(description="members, closest to the centre first; score is the cosine to it")
+    has_more: bool
+
+
+class ClusterRequest(_Strict):
+    """Compute (or recompute) the clustering."""
+
+    method: Literal["kmeans", "hdbscan"] = "kmeans"
+    k: Optional[int] = Field(None, ge=1, le=10_000, description="k-means clusters; default: chosen by silhouette")
+    min_cluster_size: Optional[int] = Field(None, ge=2, le=1_000_000, description="HDBSCAN's; default: the library's")
+    refresh: bool = Field(True, description="recompute even when a clustering with these settings is stored")
+
+
+class LabelCountOut(BaseModel):
+    label: str
+    count: int = Field(description="items whose top label it is")
+
+
+class LabellingOut(BaseModel):
+    labels: list[str]
+    templates: list[str]
+    multi: bool
+    min_score: Optional[float] = None
+    counts: list[LabelCountOut]
+    labelled: int
+
+
+class LabelRequest(_Strict):
+    """Label every item zero-shot with one of ``labels`` (needs a model that reads text)."""
+
+    labels: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(min_length=1,
+                                                                                         max_length=1000)
+    multi: bool = Field(False, description="store every label scoring at least min_score, not only the top one")
+    min_score: Optional[float] = Field(None, ge=-1, le=1, description="items scoring below get no label")
+
+
+MapColor = Literal["cluster", "label", "folder"]
+
+
+class MapCategory(BaseModel):
+    name: str
+    count: int = Field(description="points of this category")
+    value: Optional[int] = Field(None, description="the cluster id (colour by cluster), else none")
+
+
+class MapColoring(BaseModel):
+    categories: list[MapCategory] = Field(description="category i is index i of the colors buffer")
+    url: str = Field(description="Uint16 little-endian, one per point: the category index, 65535 for none")
+
+
+class MapBounds(BaseModel):
+    min_x: float
+    min_y: float
+    max_x: float
+    max_y: float
+
+
+class MapOut(BaseModel):
+    """The map's summary; the points themselves travel as binary buffers (the URLs here)."""
+
+    method: str
+    count: int
+    bounds: MapBounds
+    sampled: bool = Field(description="whether the layout was fitted on a sample and the rest placed")
+    fitted_on: int
+    placed: int
+    generation: str = Field(description="changes whenever the map, its colours or the collection do")
+    points: str = Field(description="URL: Float32 little-endian x, y interleaved (count * 8 bytes)")
+    ids: str = Field(description="URL: item ids, little-endian, of ids_dtype (same order as points)")
+    ids_dtype: Literal["uint32", "float64"]
+    colors: dict[MapColor, MapColoring]
+
+
+class MapRequest(_Strict):
+    """Compute (or refit) the 2-D map."""
+
+    method: Literal["umap", "tsne", "pca"] = "umap"
+    refresh: bool = Field(False, description="refit even when a map made with this method is stored")
+
+
+class MatrixOut(BaseModel):
+    items: list[ItemRef]
+    matrix: list[list[float]] = Field(description="cosine similarity of each pair, rows and columns as items")

@@ -171,13 +171,17 @@ class Service:
             hits = [h for h in hits if h.id != exclude]
         return hits[page.offset: page.offset + page.k], len(hits) > page.offset + page.k
 
-    def respond(self, query: Query, page: Page, t0: float, kind: str, exclude: int | None = None) -> SearchResponse:
-        hits, more = self.search(query, page, exclude=exclude)
+    def hits_out(self, hits: list[Hit]) -> list[HitOut]:
+        """Hits as the API shows them (with each item's size)."""
         with self.lock:
             items = {item.id: item for item in self.coll.items([h.id for h in hits])}
+        return [_hit_out(h, items.get(h.id)) for h in hits]
+
+    def respond(self, query: Query, page: Page, t0: float, kind: str, exclude: int | None = None) -> SearchResponse:
+        hits, more = self.search(query, page, exclude=exclude)
         self.searches.labels(kind).inc()
         return SearchResponse(query=query.describe(), k=page.k, offset=page.offset,
-                              hits=[_hit_out(h, items.get(h.id)) for h in hits], has_more=more,
+                              hits=self.hits_out(hits), has_more=more,
                               took_ms=round((time.perf_counter() - t0) * 1e3, 2))
 
 

@@ -30,6 +30,7 @@ function readURL() {
   const ids = (name) => (p.get(name) || "").split(",").map((s) => parseInt(s, 10)).filter(Number.isFinite);
   state.likes = ids("like");
   state.dislikes = ids("dislike");
+  searchFilters.read(p);
   $("q").value = state.q;
 }
 
@@ -39,6 +40,7 @@ function writeURL(push) {
   if (state.similar !== null) p.set("similar", String(state.similar));
   if (state.likes.length) p.set("like", state.likes.join(","));
   if (state.dislikes.length) p.set("dislike", state.dislikes.join(","));
+  searchFilters.write(p);
   setURL(p, push);
 }
 
@@ -63,10 +65,12 @@ function request(offset, signal) {
     const more = terms();
     if (state.q.trim()) more.unshift({ text: state.q.trim(), weight: 1 });
     if (more.length) form.append("terms", JSON.stringify(more));
+    if (searchFilters.active()) form.append("filters", JSON.stringify(searchFilters.body()));
     return api("/api/search/image", { method: "POST", body: form, signal });
   }
   const body = { k: PAGE, offset, terms: terms() };
   if (state.q.trim()) body.q = state.q.trim();
+  if (searchFilters.active()) body.filters = searchFilters.body();
   return api("/api/search", { method: "POST", body: JSON.stringify(body), signal,
                               headers: { "content-type": "application/json" } });
 }
@@ -423,6 +427,7 @@ async function start() {
   readURL();
   try { state.info = await api("/api/info"); } catch (err) { setError(err.message); }
   if (state.info && !state.info.text_search) $("q").placeholder = "Drop, paste or pick an image to search by it…";
+  searchFilters.init(() => search({ push: true })).catch((err) => setError(err.message));
   search();
 }
 
