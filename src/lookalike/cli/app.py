@@ -23,6 +23,8 @@ from ..version import __version__
 from .collection_cmds import index, info
 from .common import CollectionOpt, default_collection, err, fail, out, spell_negative_weights
 from .dupes_cmd import dupes
+from .explore_cmds import cluster, label, map_, report
+from .matrix_cmd import matrix
 from .search_cmd import search
 
 __all__ = ["app", "main"]
@@ -47,6 +49,11 @@ app.command()(index)
 app.command()(search)
 app.command()(info)
 app.command()(dupes)
+app.command()(cluster)
+app.command()(label)
+app.command(name="map")(map_)
+app.command()(matrix)
+app.command()(report)
 
 
 @app.command()

@@ -41,6 +41,10 @@ def search(
     min_height: Optional[int] = typer.Option(None, "--min-height", help="Only images at least this tall."),
     max_width: Optional[int] = typer.Option(None, "--max-width", help="Only images at most this wide."),
     max_height: Optional[int] = typer.Option(None, "--max-height", help="Only images at most this tall."),
+    label: List[str] = typer.Option([], "--label", help="Only items with this zero-shot label (see `lookalike "
+                                    "label`); repeatable: any of them."),
+    cluster: List[int] = typer.Option([], "--cluster", help="Only items in this cluster (see `lookalike "
+                                      "cluster`); repeatable: any of them."),
     device: str = DeviceOpt,
 ) -> None:
     """Search a collection. Terms are joined with + and -, each optionally weighted as W:term
@@ -49,7 +53,7 @@ def search(
         texts, queries = _queries(query, batch)
         flt = Filter(under=tuple(under), glob=glob, modified_after=_date(after, "--after"),
                      modified_before=_date(before, "--before"), min_width=min_width, min_height=min_height,
-                     max_width=max_width, max_height=max_height)
+                     max_width=max_width, max_height=max_height, label=tuple(label), cluster=tuple(cluster))
         with Collection.open(collection or default_collection(), device=device) as coll:
             results = coll.search_batch(queries, k=k, min_score=min_score, where=flt)
     except LookalikeError as exc:
