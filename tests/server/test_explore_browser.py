@@ -281,6 +281,8 @@ def test_readme_screenshots(page, tmp_path_factory: pytest.TempPathFactory,
             page.goto(url + "/clusters")
             page.wait_for_function("() => Array.from(document.querySelectorAll('.mosaic img')).slice(0, 24)"
                                    ".every(i => i.complete && i.naturalWidth > 0)")
+            page.evaluate("() => Promise.all(Array.from(document.querySelectorAll('.mosaic img'), i => i.decode()))")
+            page.wait_for_timeout(300)  # painted, not just decoded
             _shot(page, "clusters", docs=True)
     finally:
         coll.close()
