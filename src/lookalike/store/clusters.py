@@ -90,17 +90,17 @@ def compute_clusters(storage: "Storage", settings: ClusterSettings, encode_text:
     elif settings.method == "hdbscan":
         emit(ProgressEvent("cluster", done=0, total=1, reason="finding dense regions"))
         assignment, centroids = hdbscan_clusters(vectors, min_cluster_size=settings.min_cluster_size,
-                                                 seed=settings.seed)
+                                                 seed=settings.seed, progress=progress)
         k_chosen_by = "density"
     else:
         k = settings.k
         if k is None:
             emit(ProgressEvent("cluster", done=0, total=2, reason="choosing k"))
-            choice = choose_k(vectors, seed=settings.seed)
+            choice = choose_k(vectors, seed=settings.seed, progress=progress)
             k, k_chosen_by, k_scores = choice.k, "silhouette", dict(choice.scores)
         emit(ProgressEvent("cluster", done=1, total=2, reason=f"k-means, k={k}"))
-        result = spherical_kmeans(vectors, k, seed=settings.seed)
-        assignment, centroids = _by_size(result.assignment, result.centroids)
+        result = spherical_kmeans(vectors, k, seed=settings.seed)  # clusters numbered largest first
+        assignment, centroids = result.assignment, result.centroids
     members = [np.flatnonzero(assignment == c) for c in range(len(centroids))]
     centrals = [ids[m[central(vectors[m], centroids[c], CENTRAL)]] for c, m in enumerate(members)]
     emit(ProgressEvent("cluster", done=2, total=2, reason="naming clusters"))
@@ -110,15 +110,6 @@ def compute_clusters(storage: "Storage", settings: ClusterSettings, encode_text:
         tables.replace_clusters(centroids, names, [c.tolist() for c in centrals], ids, assignment)
         tables.set_settings(CLUSTERING, {**settings.as_dict(), "k_chosen_by": k_chosen_by,
                                          "k_scores": {str(k): v for k, v in k_scores.items()}})
-
-
-def _by_size(assignment: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Renumber clusters so that 0 is the largest (empty clusters, which FAISS can leave, dropped)."""
-    sizes = np.bincount(assignment, minlength=len(centroids))
-    order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0]
-    new_of = np.full(len(centroids), -1, dtype=np.int32)
-    new_of[order] = np.arange(len(order), dtype=np.int32)
-    return new_of[assignment], centroids[order]
 
 
 def _names(centroids: np.ndarray, members: Sequence[np.ndarray], storage: "Storage", settings: ClusterSettings,
