@@ -1,5 +1,7 @@
 """`make demo`: index real public-domain clip art, search it by text and by example image,
-then plant edited copies of a few images and find them as duplicates.
+plant edited copies of a few images and find them as duplicates, then explore the collection:
+zero-shot labels (and a search filtered by one), clusters as an HTML contact sheet, and a map
+as a PNG.
 
 The images are 35 categories of Debian's openclipart-png (animals, food, music, vehicles...),
 20 each; the queries show what the offline ``lite`` model does well.
@@ -62,6 +64,11 @@ def plant_copies(files: list[Path], dest: Path) -> list[Path]:
     return planted
 
 
+#: Zero-shot labels for the demo's clip art: roughly its categories, in plain words.
+LABELS = ("bird, insect, mammal, house, computer, drink, bread, dessert, fruit, map, person, clothing, hat, "
+          "flower, plant, musical instrument, sport, toy, flag, weather, tool, weapon, boat, road sign, car")
+
+
 def run(*args: str) -> None:
     print(f"\n$ lookalike {' '.join(args)}", flush=True)
     subprocess.run([str(Path(sys.executable).parent / "lookalike"), *args], check=True)
@@ -112,8 +119,28 @@ def main() -> None:
     journal = max(quarantine.glob("journal-*.jsonl"))
     run("dupes", "--undo", str(journal))  # everything back where it was, in the collection too
     print(f"\nOpen {args.workdir / 'dupes.html'} in a browser to review the groups (works offline).")
+    clusters, picture = explore(collection, args.workdir)
     print("\nDemo done. Browse it in the web UI: make serve (http://127.0.0.1:8000).")
     print("Try your own: lookalike index ~/Pictures && lookalike search \"a dog on a beach\"")
+    print(f"\nClusters (contact sheets, opens offline): {clusters}")
+    print(f"Map of the collection (PNG): {picture}")
+
+
+def explore(collection: Path, workdir: Path) -> tuple[Path, Path]:
+    """Label, cluster and map the demo collection through the CLI; returns the clusters page
+    and the map picture."""
+    print("\nExploring: zero-shot labels, clusters and a map ...", flush=True)
+    run("label", "--collection", str(collection), "--labels", LABELS)
+    run("search", "a red apple", "--collection", str(collection), "--label", "fruit", "-k", "5")
+    clusters, picture = workdir / "clusters.html", workdir / "map.png"
+    for stale in (clusters, picture):
+        stale.unlink(missing_ok=True)  # what is printed at the end was written by this run
+    run("cluster", "--collection", str(collection), "--html", str(clusters))
+    run("map", "--collection", str(collection), "--png", str(picture), "--color", "cluster", "--thumbnails", "16")
+    for made in (clusters, picture):
+        if not made.is_file():
+            raise SystemExit(f"demo: {made} was not written")
+    return clusters.resolve(), picture.resolve()
 
 
 if __name__ == "__main__":
