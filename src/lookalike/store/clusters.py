@@ -13,6 +13,8 @@ model, the most common folder name among its members.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -21,8 +23,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ..errors import InvalidArgument
-from ..explore import (DEFAULT_TEMPLATES, builtin_vocabulary, central, choose_k, hdbscan_clusters, label_prototypes,
-                       spherical_kmeans)
+from ..explore import builtin_vocabulary, central, choose_k, hdbscan_clusters, label_prototypes, spherical_kmeans
+from ..fsutil import atomic_writer
 from ..progress import ProgressCallback, ProgressEvent
 from .explore_db import CLUSTERING, ExploreTables
 from .explore_types import NOISE, Cluster, Clustering
@@ -35,6 +37,10 @@ __all__ = ["ClusterSettings", "compute_clusters", "read_clustering", "ranked_mem
 METHODS = ("kmeans", "hdbscan")
 #: Central items kept per cluster (the contact sheet's size).
 CENTRAL = 12
+#: Naming needs only the rough sense of a word, so one neutral template (labelling, where the
+#: scores are what the user sees, averages all of DEFAULT_TEMPLATES).
+NAMING_TEMPLATES = ("a picture of a {}.",)
+VOCABULARY_CACHE = "vocabulary.npz"
 
 EncodeText = Callable[[list[str]], np.ndarray]
 
@@ -118,12 +124,30 @@ def _names(centroids: np.ndarray, members: Sequence[np.ndarray], storage: "Stora
         return []
     if encode_text is not None:
         vocabulary = list(settings.vocabulary) if settings.vocabulary is not None else builtin_vocabulary()
-        scores = centroids @ label_prototypes(vocabulary, encode_text, DEFAULT_TEMPLATES).T
+        scores = centroids @ _vocabulary_prototypes(storage, vocabulary, encode_text).T
         names = [vocabulary[int(i)] for i in scores.argmax(axis=1)]
     else:
         names = [_common_folder([r.path for r in storage.db.get_many(ids[:10_000].tolist()).values()])
                  for ids in members]
     return _distinct(names)
+
+
+def _vocabulary_prototypes(storage: "Storage", vocabulary: list[str], encode_text: EncodeText) -> np.ndarray:
+    """The vocabulary's label prototypes, cached in the collection (``vocabulary.npz``): the
+    built-in vocabulary is a few hundred words, seconds to tens of seconds of text embedding
+    on a CPU, and the same for every clustering of one collection (one model)."""
+    key = hashlib.sha256(json.dumps([storage.manifest.fingerprint, vocabulary, NAMING_TEMPLATES]).encode()).hexdigest()
+    cache = storage.path / VOCABULARY_CACHE
+    try:
+        with np.load(cache) as stored:
+            if str(stored["key"]) == key:
+                return np.asarray(stored["prototypes"], dtype=np.float32)
+    except (OSError, KeyError, ValueError):
+        pass  # none yet, or unreadable: compute it again
+    prototypes = label_prototypes(vocabulary, encode_text, NAMING_TEMPLATES)
+    with atomic_writer(cache, durable=False) as f:
+        np.savez(f, key=np.array(key), prototypes=prototypes)
+    return prototypes
 
 
 def _common_folder(paths: Sequence[str]) -> str:

@@ -12,6 +12,7 @@ the indexer assign new items without the text model or a refit.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -56,6 +57,15 @@ class ExploreTables:
     def set_settings(self, key: str, value: dict[str, Any]) -> None:
         self.db.set_state(key, json.dumps(value, sort_keys=True))
 
+    def bump(self) -> None:
+        """Count a change to what exploring stored (inside the transaction that makes it)."""
+        self.conn.execute("INSERT INTO state (key, value) VALUES ('explore_version', '1') ON CONFLICT(key) "
+                          "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+    def version(self) -> tuple[int, int]:
+        """``(generation, explore version)``: equal pairs, equal clusters, labels and positions."""
+        return self.db.generation(), int(self.db.get_state("explore_version", "0") or 0)
+
     # ------------------------------------------------------------------ clusters
     def replace_clusters(self, centroids: np.ndarray, names: Sequence[str], central: Sequence[Sequence[int]],
                          ids: np.ndarray, assignment: np.ndarray) -> None:
@@ -70,6 +80,7 @@ class ExploreTables:
         self.set_clusters(ids, assignment)
 
     def set_clusters(self, ids: Iterable[int], assignment: Iterable[int]) -> None:
+        self.bump()
         self.conn.executemany("UPDATE items SET cluster = ? WHERE id = ?",
                               ((int(c), int(i)) for i, c in zip(ids, assignment)))
 
@@ -98,6 +109,7 @@ class ExploreTables:
     # ------------------------------------------------------------------ labels
     def replace_label_set(self, labels: Sequence[str], prototypes: np.ndarray) -> None:
         """Make ``labels`` the label set; every item becomes unlabelled."""
+        self.bump()
         self.conn.execute("DELETE FROM label_set")
         self.conn.executemany("INSERT INTO label_set (position, label, prototype) VALUES (?, ?, ?)",
                               ((i, str(lb), _blob(p)) for i, (lb, p) in enumerate(zip(labels, prototypes))))
@@ -113,6 +125,7 @@ class ExploreTables:
                    extra: Iterable[tuple[int, str, float]]) -> None:
         """Store each item's top label (None: below the minimum score) and score, and the
         ``(id, label, score)`` rows of ``item_labels`` (the top label and, multi-label, the rest)."""
+        self.bump()
         for start in range(0, len(ids), _CHUNK):
             chunk = [int(i) for i in ids[start : start + _CHUNK]]
             self.conn.execute(f"DELETE FROM item_labels WHERE item_id IN ({','.join('?' * len(chunk))})", chunk)
@@ -141,28 +154,41 @@ class ExploreTables:
     def pending(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, vec_rows)`` of searchable items whose ``column`` (``cluster``,
         ``label_score`` or ``map_x``) is not assigned yet."""
-        assert column in ("cluster", "label_score", "map_x")
-        rows = self.conn.execute(f"SELECT id, vec_row FROM items WHERE status = 'ok' AND {column} IS NULL "
-                                 "ORDER BY vec_row").fetchall()
+        # The partial indexes of migration 3 hold exactly the rows whose column is NULL, so this
+        # costs what is pending, not the collection's size (the planner would take items_status).
+        index = {"cluster": "items_no_cluster", "label_score": "items_no_label", "map_x": "items_no_position"}[column]
+        rows = self.conn.execute(f"SELECT id, vec_row FROM items INDEXED BY {index} WHERE {column} IS NULL "
+                                 "AND status = 'ok' ORDER BY vec_row").fetchall()
         arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
         return arr[:, 0].copy(), arr[:, 1].copy()
 
     # ------------------------------------------------------------------ map
     def clear_map(self) -> None:
+        self.bump()
         self.conn.execute("UPDATE items SET map_x = NULL, map_y = NULL WHERE map_x IS NOT NULL")
 
     def set_positions(self, ids: Sequence[int], xy: np.ndarray) -> None:
+        self.bump()
         self.conn.executemany("UPDATE items SET map_x = ?, map_y = ? WHERE id = ?",
                               ((float(x), float(y), int(i)) for i, (x, y) in zip(ids, xy)))
 
-    def map_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None], list[str]]:
-        """``(ids, xy, clusters, labels, paths)`` of every placed searchable item, by id;
-        ``clusters`` is -2 where there is none."""
+    def map_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """``(ids, xy, clusters, label positions, folders)`` of every placed searchable item, by
+        id: ``clusters`` -2 where there is none, label positions index the label set (-1: none),
+        ``folders`` index the returned list of folders (each with its trailing separator)."""
+        # rtrim(path, <path without separators>) cuts the file name in SQLite's C code: a
+        # million os.path.dirname calls would cost seconds.
         rows = self.conn.execute(
-            "SELECT id, map_x, map_y, COALESCE(cluster, -2), label, path FROM items "
-            "WHERE status = 'ok' AND map_x IS NOT NULL ORDER BY id").fetchall()
-        n = len(rows)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        xy = np.fromiter((v for r in rows for v in (r[1], r[2])), dtype=np.float32, count=2 * n).reshape(n, 2)
-        clusters = np.fromiter((r[3] for r in rows), dtype=np.int32, count=n)
-        return ids, xy, clusters, [r[4] for r in rows], [r[5] for r in rows]
+            "SELECT id, map_x, map_y, COALESCE(cluster, -2), "
+            "COALESCE((SELECT position FROM label_set WHERE label_set.label = items.label), -1), "
+            "rtrim(path, replace(path, ?, '')) FROM items WHERE status = 'ok' AND map_x IS NOT NULL ORDER BY id",
+            (os.sep,)).fetchall()
+        if not rows:
+            return (np.zeros(0, np.int64), np.zeros((0, 2), np.float32), np.zeros(0, np.int32),
+                    np.zeros(0, np.int32), np.zeros(0, np.int32), [])
+        ids, xs, ys, clusters, labels, folders = zip(*rows)
+        index: dict[str, int] = {}
+        folder_idx = np.fromiter((index.setdefault(f, len(index)) for f in folders), np.int32, len(rows))
+        xy = np.column_stack([np.array(xs, np.float32), np.array(ys, np.float32)])
+        return (np.array(ids, np.int64), xy, np.array(clusters, np.int32), np.array(labels, np.int32),
+                folder_idx, list(index))
