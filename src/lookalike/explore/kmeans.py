@@ -63,13 +63,17 @@ def _faiss() -> Any:
 
 
 def spherical_kmeans(
-    vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25, max_points_per_centroid: int = 256
+    vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25, max_points_per_centroid: int = 256,
+    nredo: int = 3,
 ) -> KMeansResult:
     """Cluster ``vectors`` (n, d) into ``k`` groups by cosine similarity with FAISS.
 
     FAISS trains on at most ``k * max_points_per_centroid`` randomly chosen rows (more barely
     moves the centroids); every row is then assigned with :func:`assign`. ``seed`` makes the
-    result repeatable. When the vectors hold fewer distinct points than ``k``, some clusters
+    result repeatable. ``nredo`` runs of different random starts are made and the tightest
+    kept: one run can settle with two true clusters merged and another split (seen on four
+    planted clusters), and the training sample is capped, so the redos cost the same at any n.
+    When the vectors hold fewer distinct points than ``k``, some clusters
     end up empty; those are dropped, so ``result.k`` can be smaller than ``k``.
 
     Raises :class:`InvalidArgument` for no vectors, ``k < 1`` or ``k > n``, and
@@ -86,13 +90,13 @@ def spherical_kmeans(
             f"k={k} asks for more clusters than there are vectors (n={n}); use k <= {n}, "
             "or leave k unset to have it chosen"
         )
-    if niter < 1 or max_points_per_centroid < 1:
+    if niter < 1 or max_points_per_centroid < 1 or nredo < 1:
         raise InvalidArgument(f"niter and max_points_per_centroid must be >= 1, got {niter} and {max_points_per_centroid}")
     faiss = _faiss()
     # min_points_per_centroid=1: FAISS otherwise writes a warning to stderr for small n, which a
     # library must not do; clustering 10 points into 3 groups is a legitimate request.
     km = faiss.Kmeans(
-        d, k, niter=niter, spherical=True, seed=int(seed), verbose=False,
+        d, k, niter=niter, nredo=int(nredo), spherical=True, seed=int(seed), verbose=False,
         max_points_per_centroid=int(max_points_per_centroid), min_points_per_centroid=1,
     )
     km.train(np.ascontiguousarray(x))
