@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from explore_data import mixed
+from lookalike.progress import ProgressEvent
 
 
 def knn_overlap(x: np.ndarray, y: np.ndarray, queries: int = 2000, k: int = 10) -> float:
@@ -75,8 +76,8 @@ def main() -> None:
     limit = args.limit or layout.FULL_FIT_LIMIT
     marks: dict[str, float] = {}
 
-    def progress(event: object) -> None:
-        if getattr(event, "reason", "") != "fitting" and "fit" not in marks and getattr(event, "done", 0) > 0:
+    def progress(event: ProgressEvent) -> None:
+        if "fit" not in marks and event.done > 0:  # the first report after the fit: placing begins
             marks["fit"] = time.perf_counter()
 
     started = time.perf_counter()

@@ -15,31 +15,38 @@ How a map is made (``fit_layout``):
    (PCA + fitted points + their coordinates, ~4 MiB at 20,000 x 50), pickles without umap,
    openTSNE or numba, and places thousands of points a second without any JIT warm-up.
 
-Why placement and not ``UMAP.transform`` / ``TSNEEmbedding.transform``, and why 20,000
-(measured on this project's 2-core build machine, shared with other jobs, so times vary about
-2x; synthetic 512-d unit vectors, half in 20 themes x 10 subjects and half along 40 smooth
-curves; ``trust`` is ``sklearn.manifold.trustworthiness`` (10 neighbours, cosine) on 5,000
-random rows; ``knn`` the overlap of each of 2,000 rows' 10 nearest neighbours among *all* rows
-before and after mapping. Reproduce with ``python tests/explore/measure_layout.py``):
+Why placement and not ``UMAP.transform`` / ``TSNEEmbedding.transform``, and why 20,000 rows.
+Measured with ``tests/explore/measure_layout.py`` on this project's 2-core build machine, which
+other jobs shared: "quiet" runs saw a load of ~3, "busy" ones 5-9, and times roughly double
+between them. Data: synthetic 512-d unit vectors, half in 20 themes x 10 subjects and half along
+40 smooth curves. ``trust`` is ``sklearn.manifold.trustworthiness`` (10 neighbours, cosine) on
+5,000 random rows; ``knn`` the overlap of 2,000 rows' 10 nearest neighbours among *all* rows
+before and after mapping. Total is the whole ``fit_layout`` call in a fresh process.
 
-==========================  ========  =======  =====  ==============================
-100,000 rows, UMAP           fit (s)   place(s) trust  knn
-==========================  ========  =======  =====  ==============================
-all 100k fitted              63-96     -        0.90   0.44
-50k fitted + placement       22-54     12-19    0.94   0.42
-20k fitted + placement       7-18      3-8      0.98   0.39
-20k fitted + UMAP.transform  11-18     11-31    0.97   -
-10k fitted + placement       25        11       0.99   -
-==========================  ========  =======  =====  ==============================
+=============================================  ==========================  =====  =====
+100,000 rows                                   total (s)                   trust  knn
+=============================================  ==========================  =====  =====
+UMAP, all fitted (``--limit 100000``)          246 busy                    0.875  0.437
+UMAP, 50k fitted + placement                   192 busy                    0.932  0.419
+UMAP, 20k fitted + placement (default)         67 quiet, 184 busy          0.985  0.392
+UMAP, 10k fitted + placement                   166 busy                    0.988  0.368
+UMAP, 20k fitted + ``UMAP.transform``          202 busy (transform: 47)    0.965  0.245
+UMAP, 20k, metric cosine (not euclidean)       184 busy                    0.980  0.392
+UMAP, 20k, init pca (not spectral)             392 busy                    0.970  0.367
+t-SNE, 20k fitted + placement (default)        101 quiet, 185 busy         0.992  0.437
+=============================================  ==========================  =====  =====
 
-A larger fit keeps slightly finer neighbourhoods (knn) but tears the overall picture
+1,000,000 rows, defaults: UMAP 120 s quiet (fit 55, placement 65), 183 s busy, trust 0.983
+(knn 0.18: ten neighbours among a million are a finer scale than a map shows); t-SNE 232 s busy
+(fit 97, placement 136); PCA 4 s. Peak memory of the 1M runs, data included: 6.3 GB.
+
+A larger fit keeps slightly finer neighbourhoods (knn) but tears the overall picture apart
 (trust falls as UMAP's 15 neighbours become a smaller share of the data), and costs more.
-``UMAP.transform`` runs at ~8,000 rows/s (fast enough: ~2 min for 1M) but scored below
-placement and would make the reducer a pickled UMAP (tens of MiB, numba JIT on every load).
-openTSNE's ``transform`` is far too slow (5,000 rows in 3-7 s: 900,000 would take ~15 min) and
-its embedding pickles at ~84 MB for 20,000 rows, so t-SNE uses the same placement.
+``UMAP.transform`` (~2,000-8,000 rows/s here) would fit the budget, but scored below
+placement on both measures and would make the reducer a pickled UMAP (tens of MiB, numba JIT
+on every load). openTSNE's ``transform`` is too slow (5,000 rows in 3-7 s, so ~15 min for
+900,000) and its fitted embedding pickles at ~84 MB for 20,000 rows; t-SNE uses placement too.
 
-See the ``FULL_FIT_LIMIT`` comment for whole-run times at 100k and 1M.
 The first UMAP fit in a process also pays numba's JIT compilation, ~20-30 s;
 ``import umap`` itself takes ~2.5 s. UMAP runs multi-threaded (``random_state=None``, since a
 fixed random_state makes umap-learn single-threaded), so UMAP maps vary slightly between
@@ -74,8 +81,8 @@ log = logging.getLogger("lookalike")
 METHODS: tuple[str, ...] = ("umap", "tsne", "pca")
 
 #: Rows fitted at most; above it a seeded random sample of this size is fitted and the rest placed
-#: (module doc). Measured totals with it, 512-d, 2 cores, in a fresh process (JIT included):
-#: UMAP 100,000 rows 66 s on a quiet machine (160-200 s while other jobs loaded it 3-4x).
+#: (module doc). Measured totals with it, 512-d, 2 cores, fresh process (JIT included): UMAP
+#: 100,000 rows 67 s, 1,000,000 rows 120 s; t-SNE 100,000 rows 101 s (1M: 232 s on a busy machine).
 FULL_FIT_LIMIT = 20_000
 
 #: Dimensions of the PCA projection that UMAP, t-SNE and the placement work in.
