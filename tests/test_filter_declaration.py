@@ -49,13 +49,14 @@ def test_cli_filter_flags_reach_the_filter(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(coll_mod.Collection, "open", classmethod(lambda cls, *a, **kw: FakeCollection()))
     args = ["search", "id:1", "--under", str(tmp_path), "--glob", "*.png", "--after", "2024-01-01",
             "--before", "2024-02-01", "--min-width", "1", "--min-height", "2", "--max-width", "3",
-            "--max-height", "4"]
+            "--max-height", "4", "--label", "fruit", "--label", "beach", "--cluster", "3"]
     result = CliRunner().invoke(app_mod.app, args)
     assert result.exit_code == 0, result.output
     (flt,) = seen
     assert flt.folders() == (str(tmp_path),) and flt.glob == "*.png"
     assert (flt.min_width, flt.min_height, flt.max_width, flt.max_height) == (1, 2, 3, 4)
     assert str(flt.modified_after)[:10] == "2024-01-01" and str(flt.modified_before)[:10] == "2024-02-01"
+    assert list(flt.label) == ["fruit", "beach"] and list(flt.cluster) == [3]
 
 
 def test_http_filters_schema_has_the_same_fields() -> None:
