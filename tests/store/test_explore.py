@@ -241,3 +241,15 @@ def test_a_schema_2_collection_opens_and_its_items_are_pending(tmp_path: Path) -
     assert {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} >= {
         "clusters", "label_set", "item_labels"}
     db.close()
+
+
+def test_a_lost_reducer_is_refitted_by_map_and_skipped_by_reads(clip_coll: lookalike.Collection, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    clip_coll.map(method="pca")
+    for reducer in clip_coll.path.glob("map-*.pkl"):
+        reducer.unlink()
+    clip_coll.add([_folder(tmp_path / "more", 2, start=400)])
+    shown = clip_coll.map_points()  # a read: the new items cannot be placed, the rest is shown
+    assert len(shown) == 12 and "map --refresh" in caplog.text
+    refit = clip_coll.map(method="pca")
+    assert len(refit) == 14 and list(clip_coll.path.glob("map-*.pkl"))

@@ -9,11 +9,12 @@ prototypes, their map position from the stored reducer.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedModality
+from ..errors import InvalidArgument, UnsupportedModality
 from ..explore import DEFAULT_TEMPLATES
 from ..progress import ProgressCallback, ProgressEvent
 from .assign import assign_pending
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 __all__ = ["Exploring"]
+
+log = logging.getLogger("lookalike")
 
 
 class Exploring:
@@ -137,10 +140,13 @@ class Exploring:
         """
         with self._storage.write_lock():
             meta = map_settings(self._storage)
+            if not (refresh or meta is None or meta.get("requested") != method):
+                try:
+                    place_pending(self._storage, progress)
+                except InvalidArgument:
+                    refresh = True  # the stored reducer is gone: a new fit is the only way on
             if refresh or meta is None or meta.get("requested") != method:
                 compute_map(self._storage, method, progress=progress)
-            else:
-                place_pending(self._storage, progress)
             assign_pending(self._storage)
         self._map_cache = None
         return read_points(self._storage)  # type: ignore[return-value]
@@ -158,9 +164,17 @@ class Exploring:
     # ------------------------------------------------------------------ helpers
     def _catch_up(self, place: bool = False, progress: ProgressCallback | None = None) -> None:
         with self._storage.writer_if_free() as writer:
-            if writer:
-                if assign_pending(self._storage) or (place and place_pending(self._storage, progress)):
-                    self._map_cache = None  # this connection's own writes do not change data_version
+            if not writer:
+                return
+            changed = assign_pending(self._storage)
+            if place:
+                try:
+                    changed += place_pending(self._storage, progress)
+                except InvalidArgument as exc:
+                    # A read shows the map as stored; Collection.map() refits (and says why here).
+                    log.warning("%s", exc)
+            if changed:
+                self._map_cache = None  # this connection's own writes do not change data_version
 
     def _text_encoder(self, *, required: bool) -> Callable[[list[str]], np.ndarray] | None:
         model = self._model.get()

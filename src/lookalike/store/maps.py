@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import InvalidArgument
 from ..explore import fit_layout, load_reducer, save_reducer
 from ..fsutil import atomic_writer
 from ..progress import ProgressCallback, ProgressEvent
@@ -68,7 +69,11 @@ def _remove_other_reducers(storage: "Storage", keep: str) -> None:
 
 def place_pending(storage: "Storage", progress: ProgressCallback | None = None) -> int:
     """Place items that have no position yet with the stored reducer's ``transform`` (the
-    caller holds the write lock); returns how many were placed. No map: nothing to do."""
+    caller holds the write lock); returns how many were placed. No map: nothing to do.
+
+    Raises:
+        InvalidArgument: the reducer file is gone or unreadable (a refit makes a new one).
+    """
     tables = ExploreTables(storage.db, storage.manifest.dim)
     meta = tables.settings(MAP)
     if meta is None:
@@ -76,7 +81,12 @@ def place_pending(storage: "Storage", progress: ProgressCallback | None = None) 
     (ids, rows), mm = storage.consistent_read(lambda: tables.pending("map_x"))
     if len(ids) == 0:
         return 0
-    reducer = load_reducer(storage.path / str(meta["reducer"]))
+    try:
+        reducer = load_reducer(storage.path / str(meta["reducer"]))
+    except (FileNotFoundError, InvalidArgument) as exc:
+        raise InvalidArgument(f"{storage.path}: the map's fitted reducer {meta['reducer']} is missing or unreadable "
+                              f"({exc}), so new items cannot be placed; refit the map with `lookalike map "
+                              f"--refresh` (Collection.map(refresh=True))") from exc
     emit = progress or (lambda e: None)
     for start in range(0, len(ids), _PLACE_CHUNK):
         chunk_ids = ids[start : start + _PLACE_CHUNK]
