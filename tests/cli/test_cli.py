@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from typer.testing import CliRunner
@@ -23,27 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 N = 10
 
 
-@pytest.fixture(scope="module")
-def patched_models(lite_model: Any) -> Iterator[None]:
-    """Make the CLI's load_model("lite") return the session's loaded model instead of loading another."""
-    real = registry.load_model
-
-    def load_model(name: str = "lite", *, device: Any = None) -> Any:
-        if registry.parse_model_name(name).canonical == "lite":
-            return lite_model
-        return real(name, device=device)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(registry, "load_model", load_model)
-        yield
-
-
-@pytest.fixture(autouse=True)
-def cli_env(patched_models: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No inherited default collection, a private data home, and a wide console for tables."""
-    monkeypatch.delenv("LOOKALIKE_COLLECTION", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("COLUMNS", "400")
+pytestmark = pytest.mark.usefixtures("cli_env")  # conftest: the session's model, a clean environment
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +23,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike.cli.app import app
-from lookalike.models import registry
 from lookalike.store.collection import Collection
 from lookalike.store.filters import Filter
 from support import make_image
@@ -38,26 +37,7 @@ pytest.importorskip("faiss")
 pytest.importorskip("matplotlib")
 
 
-@pytest.fixture(scope="module")
-def patched_models(lite_model: Any) -> Iterator[None]:
-    """The CLI's load_model("lite") returns the session's loaded model instead of loading another."""
-    real = registry.load_model
-
-    def load_model(name: str = "lite", *, device: Any = None) -> Any:
-        if registry.parse_model_name(name).canonical == "lite":
-            return lite_model
-        return real(name, device=device)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(registry, "load_model", load_model)
-        yield
-
-
-@pytest.fixture(autouse=True)
-def cli_env(patched_models: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("LOOKALIKE_COLLECTION", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("COLUMNS", "400")
+pytestmark = pytest.mark.usefixtures("cli_env")  # conftest: the session's model, a clean environment
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,34 @@
+"""Fixtures for the command-line tests: the session's loaded ``lite`` model, and a clean
+environment for each test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from lookalike.models import registry
+
+
+@pytest.fixture(scope="module")
+def patched_models(lite_model: Any) -> Iterator[None]:
+    """Make the CLI's load_model("lite") return the session's loaded model instead of loading another."""
+    real = registry.load_model
+
+    def load_model(name: str = "lite", *, device: Any = None) -> Any:
+        if registry.parse_model_name(name).canonical == "lite":
+            return lite_model
+        return real(name, device=device)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry, "load_model", load_model)
+        yield
+
+
+@pytest.fixture
+def cli_env(patched_models: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No inherited default collection, a private data home, and a wide console for tables."""
+    monkeypatch.delenv("LOOKALIKE_COLLECTION", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("COLUMNS", "400")
