@@ -28,6 +28,7 @@ from ..fsutil import atomic_writer
 from ..progress import ProgressCallback, ProgressEvent
 from .explore_db import CLUSTERING, ExploreTables
 from .explore_types import NOISE, Cluster, Clustering
+from .vectors import take_rows
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -89,7 +90,7 @@ def compute_clusters(storage: "Storage", settings: ClusterSettings, encode_text:
     if settings.k is not None and settings.k > max(n, 1):
         raise InvalidArgument(f"k={settings.k} but {storage.path} has {n} searchable item(s); "
                               f"ask for {max(n, 1)} or fewer clusters, or leave k out to choose it")
-    vectors = np.asarray(mm[rows], dtype=np.float32)
+    vectors = take_rows(mm, rows)
     k_chosen_by, k_scores = "given", {}
     if n == 0:
         assignment, centroids = np.zeros(0, np.int32), np.zeros((0, storage.manifest.dim), np.float32)

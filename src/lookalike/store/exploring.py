@@ -124,7 +124,8 @@ class Exploring:
         return ExploreTables(self._storage.db, self._storage.manifest.dim).item_labels(list(ids))
 
     # ------------------------------------------------------------------ map
-    def map(self, *, method: str = "umap", refresh: bool = False, progress: ProgressCallback | None = None) -> MapPoints:
+    def map(self, *, method: str = "umap", refresh: bool = False,
+            progress: ProgressCallback | None = None) -> MapPoints:
         """Every item's place on a 2-D map, fitted now or the stored one made with ``method``.
 
         ``method`` is ``"umap"`` (umap-learn), ``"tsne"`` (openTSNE) or ``"pca"`` (fast, no

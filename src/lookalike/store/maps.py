@@ -23,6 +23,7 @@ from ..fsutil import atomic_writer
 from ..progress import ProgressCallback, ProgressEvent
 from .explore_db import MAP, ExploreTables
 from .explore_types import MapPoints
+from .vectors import take_rows
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -47,8 +48,7 @@ def compute_map(storage: "Storage", method: str, *, seed: int = 0, progress: Pro
     t0 = time.perf_counter()
     ids, rows, mm = storage.search_arrays(None)
     unique, inverse = np.unique(rows, return_inverse=True)
-    coords, reducer, info = fit_layout(np.asarray(mm[unique], dtype=np.float32), method, seed=seed,
-                                       progress=progress)
+    coords, reducer, info = fit_layout(take_rows(mm, unique), method, seed=seed, progress=progress)
     name = f"map-{secrets.token_hex(4)}.pkl"
     save_reducer(reducer, storage.path / name)
     tables = ExploreTables(storage.db, storage.manifest.dim)
@@ -57,7 +57,8 @@ def compute_map(storage: "Storage", method: str, *, seed: int = 0, progress: Pro
         tables.set_positions(ids, coords[inverse.reshape(-1)] if len(ids) else coords)
         tables.set_settings(MAP, {"method": info.method, "requested": method, "reducer": name, "seed": seed,
                                   "fitted_on": info.fitted_on, "sampled": info.sampled, "items": len(ids),
-                                  "placed": len(unique) - info.fitted_on, "seconds": round(time.perf_counter() - t0, 3)})
+                                  "placed": len(unique) - info.fitted_on,
+                                  "seconds": round(time.perf_counter() - t0, 3)})
     _remove_other_reducers(storage, keep=name)
 
 
