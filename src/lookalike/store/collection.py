@@ -53,11 +53,10 @@ _CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f
 class Collection(Exploring):
     """Embeddings of a set of images, kept on disk, searchable.
 
-    Make one with :meth:`create`, reopen it with :meth:`open`. Adding is incremental:
-    unchanged files are skipped, renamed or copied files reuse their vectors, and files gone
-    from the scanned folders are removed. Opening never loads the model (nor imports torch);
-    it loads on the first embedding.
-    """
+    Make one with :meth:`create`, reopen it with :meth:`open`. Adding is incremental: unchanged
+    files are skipped, renamed or copied files reuse their vectors, and files gone from the
+    scanned folders are removed. Opening never loads the model (nor imports torch); it loads on
+    the first embedding. Clusters, labels and the map are :class:`.exploring.Exploring`'s."""
 
     def __init__(self, storage: Storage, model: "EmbeddingModel | None" = None, device: str | None = None) -> None:
         self._storage = storage
