@@ -24,10 +24,10 @@ import numpy as np
 
 from ..errors import InvalidArgument
 from ..explore import builtin_vocabulary, central, choose_k, hdbscan_clusters, label_prototypes, spherical_kmeans
-from ..fsutil import atomic_writer
 from ..progress import ProgressCallback, ProgressEvent
 from .explore_db import CLUSTERING, ExploreTables
 from .explore_types import NOISE, Cluster, Clustering
+from .npz_cache import load_cached, save_cached
 from .vectors import take_rows
 
 if TYPE_CHECKING:
@@ -139,15 +139,11 @@ def _vocabulary_prototypes(storage: "Storage", vocabulary: list[str], encode_tex
     on a CPU, and the same for every clustering of one collection (one model)."""
     key = hashlib.sha256(json.dumps([storage.manifest.fingerprint, vocabulary, NAMING_TEMPLATES]).encode()).hexdigest()
     cache = storage.path / VOCABULARY_CACHE
-    try:
-        with np.load(cache) as stored:
-            if str(stored["key"]) == key:
-                return np.asarray(stored["prototypes"], dtype=np.float32)
-    except (OSError, KeyError, ValueError):
-        pass  # none yet, or unreadable: compute it again
+    stored = load_cached(cache, key)
+    if stored is not None:
+        return np.asarray(stored["prototypes"], dtype=np.float32)
     prototypes = label_prototypes(vocabulary, encode_text, NAMING_TEMPLATES)
-    with atomic_writer(cache, durable=False) as f:
-        np.savez(f, key=np.array(key), prototypes=prototypes)
+    save_cached(cache, key, prototypes=prototypes)
     return prototypes
 
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from ..errors import InvalidArgument
 from ..explore import fit_layout, load_reducer, save_reducer
-from ..fsutil import atomic_writer
 from ..progress import ProgressCallback, ProgressEvent
 from .explore_db import MAP, ExploreTables
 from .explore_types import MapPoints
+from .npz_cache import load_cached, save_cached
 from .vectors import take_rows
 
 if TYPE_CHECKING:
@@ -112,27 +112,17 @@ def read_points(storage: "Storage") -> MapPoints | None:
         meta = tables.settings(MAP)
         if meta is None:
             return None
-        key = np.array(tables.version(), dtype=np.int64)
-        arrays = _cached(storage, key)
+        key = "{}/{}".format(*tables.version())
+        arrays = load_cached(storage.path / POINTS_CACHE, key)
         if arrays is None:
             ids, xy, clusters, labels, folders, folder_names = tables.map_rows()
             arrays = {"ids": ids, "xy": xy, "clusters": clusters, "labels": labels, "folders": folders,
                       "label_names": np.array(tables.label_set()[0], dtype=str),
                       "folder_names": np.array([f.rstrip(os.sep) or os.sep for f in folder_names], dtype=str)}
-            with atomic_writer(storage.path / POINTS_CACHE, durable=False) as f:
-                np.savez(f, key=key, **arrays)
+            save_cached(storage.path / POINTS_CACHE, key, **arrays)
     return MapPoints(method=str(meta["method"]), ids=arrays["ids"], xy=arrays["xy"], clusters=arrays["clusters"],
                      labels=arrays["labels"], label_names=[str(x) for x in arrays["label_names"]],
                      folders=arrays["folders"], folder_names=[str(x) for x in arrays["folder_names"]],
                      sampled=bool(meta["sampled"]), fitted_on=int(meta["fitted_on"]),
                      placed=int(meta.get("placed", 0)))
 
-
-def _cached(storage: "Storage", key: np.ndarray) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(storage.path / POINTS_CACHE) as stored:
-            if np.array_equal(stored["key"], key):
-                return {name: stored[name] for name in stored.files if name != "key"}
-    except (OSError, KeyError, ValueError):
-        pass  # none yet, or unreadable: read the rows again
-    return None
