@@ -125,4 +125,3 @@ def read_points(storage: "Storage") -> MapPoints | None:
                      folders=arrays["folders"], folder_names=[str(x) for x in arrays["folder_names"]],
                      sampled=bool(meta["sampled"]), fitted_on=int(meta["fitted_on"]),
                      placed=int(meta.get("placed", 0)))
-
