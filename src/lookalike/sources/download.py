@@ -1,25 +1,18 @@
 """Fetching images by URL into an on-disk cache, for indexing collections of URLs.
 
-One :class:`Downloader` per run, shared by the indexer's decode threads (``fetch`` is
-thread-safe). Each URL is fetched at most once per cache: with bounded concurrency (one
-``httpx.Client`` and a semaphore for the whole process), a timeout per try plus a deadline on
-the whole body, retries with exponential backoff and jitter on timeouts, connection errors,
-429 and 5xx (honouring ``Retry-After``), a size cap enforced while streaming, a content-type
-check before the body is read, and a decode check (:func:`~lookalike.images.decode.decode_image`,
-which never substitutes another image). Images larger than ``max_side`` are resized before
-they are cached (JPEG, or PNG when they have transparency); smaller ones are kept byte for byte.
+One :class:`Downloader` per run, shared by the indexer's decode threads. Each URL is fetched
+once per cache, with bounded concurrency (one ``httpx.Client`` and a semaphore), a timeout per
+read plus a deadline on the whole body, retries with exponential backoff and jitter (timeouts,
+connection errors, 429, 5xx; ``Retry-After`` honoured), a size cap enforced while streaming,
+a content-type check before the body is read, and a decode check that never substitutes
+another image. Images over ``max_side`` are resized before caching (JPEG, or PNG when they
+have transparency); smaller ones are kept byte for byte.
 
-Cache layout, keyed by the sha256 of the URL::
-
-    <cache_dir>/<sha[:2]>/<sha>.<ext>   the image as stored
-    <cache_dir>/<sha[:2]>/<sha>.json    its sidecar: url, file, etag, original width/height,
-                                        served content type, stored format, resize setting
-
-The sidecar is written last, so an entry exists only once both files are complete; both are
-written atomically. A failed fetch is never cached: the caller records it and may retry.
-
-httpx is an optional dependency (``pip install 'lookalike[download]'``), imported when a
-:class:`Downloader` is made.
+The cache, keyed by the sha256 of the URL: ``<cache_dir>/<sha[:2]>/<sha>.<ext>`` is the image
+as stored, and ``<sha>.json`` beside it its sidecar (url, file, etag, original size, served
+content type, stored format, resize setting). Both are written atomically, the sidecar last,
+so an entry exists only once complete. A failed fetch is never cached: the caller records it.
+httpx is optional (``pip install 'lookalike[download]'``), imported when a Downloader is made.
 """
 
 from __future__ import annotations
@@ -31,9 +24,10 @@ import json
 import random
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from PIL import Image, ImageOps
 
@@ -154,6 +148,8 @@ class Downloader:
         self.settings = settings
         self._httpx = httpx
         self._slots = threading.BoundedSemaphore(settings.concurrency)
+        self._guard = threading.Lock()
+        self._busy: dict[str, list[Any]] = {}  # url -> [its lock, threads using it]
         self._timeout_reason = f"timed out after {settings.timeout_s:g} s"
         self._client = httpx.Client(
             follow_redirects=True,
@@ -174,7 +170,6 @@ class Downloader:
         """Close the connection pool; the cache stays as it is."""
         self._client.close()
 
-    # ----------------------------------------------------------------------- public API
     def fetch(self, url: str) -> Fetched:
         """The image at ``url``, from the cache if it is there, otherwise downloaded,
         checked, resized to ``max_side`` and cached.
@@ -184,13 +179,18 @@ class Downloader:
                 e.g. "HTTP 404 Not Found", "timed out after 20 s (3 tries)", "body over 32 MiB",
                 "served text/html, not an image", or the decoder's reason.
         """
-        _check_scheme(url)
+        if not url.startswith(("http://", "https://")):
+            raise UnreadableImage(url, "only http:// and https:// URLs can be fetched")
         hit = self._read_cache(url)
         if hit is not None:
             return hit
-        body, etag, content_type = self._download(url)
-        prepared = _prepare(url, body, self.settings.max_side)
-        self._write_cache(url, prepared, etag, content_type)
+        with self._only_thread_for(url):
+            hit = self._read_cache(url)  # another thread may have fetched it while this one waited
+            if hit is not None:
+                return hit
+            body, etag, content_type = self._download(url)
+            prepared = _prepare(url, body, self.settings.max_side)
+            self._write_cache(url, prepared, etag, content_type)
         return Fetched(url, prepared.data, etag, False, prepared.width, prepared.height)
 
     def cached_path(self, url: str) -> Path | None:
@@ -199,6 +199,22 @@ class Downloader:
             return None
         entry = self._entry(url)
         return None if entry is None else entry[0]
+
+    @contextmanager
+    def _only_thread_for(self, url: str) -> Iterator[None]:
+        """Serialise fetches of one URL: lists of URLs often repeat one, and the threads
+        that ask for it while it downloads should get the cached copy, not download it again."""
+        with self._guard:
+            entry = self._busy.setdefault(url, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._busy[url]
 
     # ----------------------------------------------------------------------- cache
     def _sidecar(self, url: str) -> Path:
@@ -221,20 +237,19 @@ class Downloader:
     def _matches(self, meta: dict[str, Any]) -> bool:
         """Whether an entry is what fetching now would store (``max_side`` may have changed)."""
         max_side = self.settings.max_side
-        fits = max_side is None or max(meta["width"], meta["height"]) <= max_side
-        if fits:
-            return not meta["resized"]
+        if max_side is None or max(meta["width"], meta["height"]) <= max_side:
+            return not meta["resized"]  # the original, byte for byte
         return bool(meta["resized"]) and meta["max_side"] == max_side
 
     def _read_cache(self, url: str) -> Fetched | None:
         entry = self._entry(url)
-        if entry is None:
-            return None
-        path, meta = entry
         try:
-            data = path.read_bytes()
+            data = entry[0].read_bytes() if entry else None
         except OSError:
+            data = None
+        if entry is None or data is None:
             return None
+        meta = entry[1]
         return Fetched(url, data, meta.get("etag"), True, int(meta["width"]), int(meta["height"]))
 
     def _write_cache(self, url: str, prepared: _Prepared, etag: str | None, content_type: str) -> None:
@@ -309,11 +324,6 @@ class Downloader:
             raise _Failure(f"bad response: {exc or type(exc).__name__}", retryable=False) from None
 
 
-def _check_scheme(url: str) -> None:
-    if not url.startswith(("http://", "https://")):
-        raise UnreadableImage(url, "only http:// and https:// URLs can be fetched")
-
-
 def _check_headers(resp: Any, max_bytes: int) -> str:
     """The response's content type, once its status, type and declared length pass."""
     status = resp.status_code
@@ -321,7 +331,7 @@ def _check_headers(resp: Any, max_bytes: int) -> str:
         reason = f"HTTP {status} {resp.reason_phrase}".strip()
         retryable = status in (408, 425, 429) or (status >= 500 and status not in _NOT_RETRIED_5XX)
         raise _Failure(reason, retryable, _retry_after(resp.headers.get("retry-after")))
-    if status != 200:  # 204, 206, an unfollowed 3xx...: no whole image to read
+    if status < 200 or status >= 300 or status in (204, 205, 206):  # no whole image to read
         raise _Failure(f"HTTP {status} {resp.reason_phrase}".strip(), retryable=False)
     content_type = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     if _not_an_image(content_type):
@@ -337,9 +347,7 @@ def _not_an_image(content_type: str) -> bool:
     reply, an SVG). Missing and generic types (application/octet-stream) pass: many servers
     send those for images, and the decoder decides."""
     main, _, sub = content_type.partition("/")
-    if content_type == "image/svg+xml":
-        return True
-    if main in _NOT_IMAGE_MAIN:
+    if content_type == "image/svg+xml" or main in _NOT_IMAGE_MAIN:
         return True
     return main == "application" and (sub in _NOT_IMAGE_APP or sub.endswith(("+json", "+xml")))
 
@@ -395,12 +403,8 @@ def _prepare(url: str, body: bytes, max_side: int | None) -> _Prepared:
         img = decoded.image  # already upright RGB
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    if img.mode == "RGBA":
-        img.save(out, format="PNG", optimize=True)
-        fmt = "PNG"
-    else:
-        img.save(out, format="JPEG", quality=_JPEG_QUALITY, optimize=True)
-        fmt = "JPEG"
+    fmt = "PNG" if img.mode == "RGBA" else "JPEG"  # PNG's optimize (zlib level 9) costs too much time
+    img.save(out, format=fmt, **({"quality": _JPEG_QUALITY, "optimize": True} if fmt == "JPEG" else {}))
     img.close()
     return _Prepared(out.getvalue(), fmt, width, height, resized=True)
 
