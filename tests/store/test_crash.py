@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from support import TINY_TIMM_DIM, make_image
-from lookalike.store import indexer
+from lookalike.store import batch, indexer
 from lookalike.store.collection import Collection
 from lookalike.store.metadata import MetadataDB
 
@@ -50,7 +50,7 @@ def _index_in_child(coll_path: str, folder: str, model_name: str, commit_every: 
     os.dup2(fd, 2)  # a traceback lands in the log that Worker.stderr() shows
     import lookalike
 
-    indexer.COMMIT_EVERY_FILES = commit_every
+    batch.COMMIT_EVERY_FILES = commit_every
     indexer.COMPACT_MIN_ROWS = compact_min_rows
     model = lookalike.load_model(model_name, device="cpu")
     ready.set()
@@ -276,7 +276,7 @@ def test_crash_between_vector_append_and_commit(small: tuple[Path, Path, dict[st
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards the append-then-commit order: rows written but not committed are invisible, then cut and redone."""
     folder, coll_path, reference = small
-    monkeypatch.setattr(indexer, "COMMIT_EVERY_FILES", 4)
+    monkeypatch.setattr(batch, "COMMIT_EVERY_FILES", 4)
     calls = {"n": 0}
     real_upsert = MetadataDB.upsert
 

@@ -45,6 +45,8 @@ def search(
                                     "label`); repeatable: any of them."),
     cluster: List[int] = typer.Option([], "--cluster", help="Only items in this cluster (see `lookalike "
                                       "cluster`); repeatable: any of them."),
+    where: List[str] = typer.Option([], "--where", help="Metadata condition, e.g. license=cc-by, width>=512, "
+                                    "'lang in en,de' (ops = != < <= > >= in); repeatable: all must hold."),
     device: str = DeviceOpt,
 ) -> None:
     """Search a collection. Terms are joined with + and -, each optionally weighted as W:term
@@ -53,7 +55,8 @@ def search(
         texts, queries = _queries(query, batch)
         flt = Filter(under=tuple(under), glob=glob, modified_after=_date(after, "--after"),
                      modified_before=_date(before, "--before"), min_width=min_width, min_height=min_height,
-                     max_width=max_width, max_height=max_height, label=tuple(label), cluster=tuple(cluster))
+                     max_width=max_width, max_height=max_height, label=tuple(label), cluster=tuple(cluster),
+                     conditions=tuple(where))
         with Collection.open(collection or default_collection(), device=device) as coll:
             results = coll.search_batch(queries, k=k, min_score=min_score, where=flt)
     except LookalikeError as exc:

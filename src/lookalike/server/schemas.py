@@ -55,6 +55,10 @@ class Filters(_Strict):
     cluster: list[Annotated[int, Field(ge=-1, le=2**31)]] = Field(
         default_factory=list, max_length=200,
         description="cluster ids (GET /api/clusters; -1 is the noise group); items must be in one of them")
+    conditions: list[Annotated[str, StringConstraints(min_length=3, max_length=500)]] = Field(
+        default_factory=list, max_length=50,
+        description="metadata conditions, all must hold: key=value, key!=value, key<n, <=, >, >=, 'key in a,b' "
+                    "(width, height, size and path are the item's own; other keys are table columns)")
 
 
 class FilterParams(Filters):

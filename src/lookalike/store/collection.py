@@ -25,13 +25,14 @@ from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
 from ..models.names import duplicate_defaults, parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
+from ..sources.folder import FolderSource
 from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
 from .dupe_finder import DuplicateGroups, find_duplicates, similarity_histogram
 from .dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram
 from .exploring import Exploring
 from .filters import Filter
-from .indexer import AddReport, index_paths
+from .indexer import AddReport, default_download, index_source, require_roots
 from .info import CollectionInfo
 from .items import Hit, Item, StoredItem
 from .manifest import Manifest
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from ..index.faiss_index import AnnIndex
     from ..models.base import EmbeddingModel
     from ..progress import ProgressCallback
+    from ..sources import Source
+    from ..sources.download import DownloadSettings
 
 __all__ = ["Collection", "CollectionInfo"]
 
@@ -151,10 +154,12 @@ class Collection(Exploring):
         return self._model.get()
 
     # ------------------------------------------------------------------ add
-    def add(self, paths: Sequence[str | os.PathLike[str]], *, exclude: Sequence[str] = (),
+    def add(self, paths: "Sequence[str | os.PathLike[str]] | Source", *, exclude: Sequence[str] = (),
             batch_size: int | None = None, workers: int | None = None, retry_failed: bool = False,
-            progress: "ProgressCallback | None" = None, index: IndexSettings | None = None) -> AddReport:
-        """Index the images under ``paths`` (folders or files), incrementally.
+            progress: "ProgressCallback | None" = None, index: IndexSettings | None = None,
+            download: "DownloadSettings | None" = None) -> AddReport:
+        """Index the images under ``paths`` (folders or files), or those of a
+        :class:`~lookalike.sources.Source` (a file list, a table, WebDataset shards), incrementally.
 
         Unchanged files (same path, size and mtime) are skipped; a new path whose content
         hash is known reuses that vector (renames and copies cost no embedding); files that
@@ -166,6 +171,9 @@ class Collection(Exploring):
         rebuilt when drift, deletions or new ``index`` settings call for it (see
         :mod:`lookalike.store.ann`; by default exact search below 50,000 images).
 
+        URLs are fetched under ``download`` (default: cached in the collection's
+        ``downloads`` folder); a table's other columns and captions become item metadata.
+
         Raises:
             InvalidArgument: none of ``paths`` exists (one missing among several is a skip).
             CollectionError: another process is adding to this collection.
@@ -175,8 +183,10 @@ class Collection(Exploring):
             # need not be, if nothing new is found), and then the CPU default is right.
             loaded = self._model.loaded
             batch_size = 32 if loaded is None or loaded.device.type == "cpu" else 128
-        return index_paths(self._storage, paths, model=self._model, batch_size=batch_size, workers=workers,
-                           exclude=exclude, retry_failed=retry_failed, progress=progress, index=index)
+        source = paths if hasattr(paths, "parts") else FolderSource(require_roots(paths), exclude=exclude)
+        return index_source(self._storage, source, model=self._model, batch_size=batch_size, workers=workers,
+                            retry_failed=retry_failed, progress=progress, index=index,
+                            download=download or default_download(self.path))
 
     def compact(self) -> int:
         """Reclaim the vector rows no item uses any more; returns how many were dropped.

@@ -1,5 +1,5 @@
 """Metadata filters for search: folder, glob, modification time, image size, zero-shot label,
-cluster, and a predicate.
+cluster, ``--where`` conditions over table metadata (:mod:`.conditions`), and a predicate.
 
 The structured parts become one SQL ``WHERE`` clause; the Python predicate (``where``) then
 runs over the rows that pass it. The result is the set of rows a search may return, handed
@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..fsutil import user_path
+from .conditions import parse_condition
 
 if TYPE_CHECKING:
     from .items import Item
@@ -68,8 +69,15 @@ class Filter:
         default=(), metadata=_option("--label", "zero-shot labels (see `label`); items must carry one of them"))
     cluster: Sequence[int] = field(
         default=(), metadata=_option("--cluster", "cluster ids (see `cluster`); items must be in one of them"))
+    conditions: Sequence[str] = field(
+        default=(), metadata=_option("--where", "metadata conditions (license=cc-by, width>=512, 'lang in en,de'; "
+                                                "ops = != < <= > >= in); all must hold"))
     where: Callable[["Item"], bool] | None = field(
         default=None, metadata=_option(None, "any Python predicate over the Item (library only)"))
+
+    def __post_init__(self) -> None:
+        for text in self.conditions:
+            parse_condition(text)  # a typo fails here, naming the condition, before any search
 
     def is_empty(self) -> bool:
         return not self.under and self.where is None and not self.sql()[0]
@@ -117,4 +125,8 @@ class Filter:
             clauses.append("id IN (SELECT item_id FROM item_labels WHERE label COLLATE NOCASE IN "
                            f"({','.join('?' * len(self.label))}))")
             params += [str(lb) for lb in self.label]
+        for text in self.conditions:
+            clause, extra = parse_condition(text).sql()
+            clauses.append(clause)
+            params += extra
         return clauses, params

@@ -1,44 +1,44 @@
-"""Incremental indexing: bring a collection up to date with folders on disk.
+"""Incremental indexing: bring a collection up to date with a source (folders, a file list, a
+table, WebDataset shards, URLs).
 
-:mod:`.plan` decides what each file needs (nothing, a stat update, a reused vector, an
-embedding); this module runs the plan: discovery, the decode threads, batched embedding,
-and commits. Rows from folders that were scanned but whose files are gone are swept at the
-end. Work is committed in batches (vectors fsynced first, then one SQLite transaction), so
-a run killed at any moment loses at most the uncommitted batch and the next run picks up
-from there.
+:mod:`.plan` decides what each item needs (nothing, a stat update, a reused vector, an
+embedding); this module runs the plan: the source's parts, read lazily, the decode threads,
+batched embedding, and commits through :class:`~.batch.CommitBatch`. Rows from folders that
+were scanned but whose files are gone are swept at the end. A run killed at any moment
+loses at most the uncommitted batch and the next run picks up from there.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import InvalidArgument
 from ..fsutil import user_path
-from ..images.discover import FoundFile, discover
-from ..images.traits import ImageTraits
 from ..images.transforms import PreprocessConfig, build_transform
-from ..pipeline.embed import Prepared, embed_prepared
-from ..pipeline.loader import ordered_map
+from ..pipeline.embed import embed_prepared
+from ..pipeline.loader import default_workers, ordered_map
 from ..progress import ProgressCallback, ProgressEvent
 from ..models.lazy import LazyModel
+from ..sources.base import Part, SkipCallback, Source, SourceItem
+from ..sources.folder import FolderSource
 from .ann import IndexSettings, refresh_index
-from .assign import assign_pending
+from .batch import CommitBatch
 from .metadata import ItemRow
-from .plan import Action, Job, KnownVector, Planned, Planner, changed_files, gone_rows, reuse_repeats
+from .plan import Fetch, Job, KnownVector, Planner, changed_files, gone_rows, reuse_repeats
 
 if TYPE_CHECKING:
+    from ..sources.download import Downloader, DownloadSettings
     from .storage import Storage
 
-__all__ = ["AddReport", "index_paths", "require_roots"]
-
-#: Commit after this many files or this many seconds, whichever comes first.
-COMMIT_EVERY_FILES = 1024
-COMMIT_EVERY_SECONDS = 5.0
+__all__ = ["AddReport", "index_paths", "index_source", "pending_jobs", "part_jobs", "require_roots", "finish_add",
+           "default_download", "LazyFetch"]
 #: Compact the vector file when more than this share of its rows is unreferenced.
 COMPACT_GARBAGE_SHARE = 0.3
 COMPACT_MIN_ROWS = 1000
@@ -85,145 +85,168 @@ def require_roots(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     return roots
 
 
-def index_paths(storage: "Storage", paths: Sequence[str | os.PathLike[str]], *,
-                model: LazyModel, batch_size: int, workers: int | None = None, exclude: Sequence[str] = (),
-                retry_failed: bool = False, progress: ProgressCallback | None = None,
-                index: IndexSettings | None = None) -> AddReport:
+def index_paths(storage: "Storage", paths: Sequence[str | os.PathLike[str]], *, exclude: Sequence[str] = (),
+                **settings: object) -> AddReport:
+    """Implementation of :meth:`Collection.add` for folders and image files."""
+    return index_source(storage, FolderSource(require_roots(paths), exclude=exclude), **settings)  # type: ignore[arg-type]
+
+
+def default_download(collection: "os.PathLike[str] | str") -> "DownloadSettings":
+    """Download settings that cache fetched images in the collection's ``downloads`` folder."""
+    from ..sources.download import DownloadSettings
+
+    return DownloadSettings(cache_dir=Path(collection) / "downloads")
+
+
+class LazyFetch:
+    """A :class:`~lookalike.sources.download.Downloader` made at the first URL (a folder
+    source never needs httpx); callable from many threads."""
+
+    def __init__(self, settings: "DownloadSettings") -> None:
+        self.settings = settings
+        self._downloader: "Downloader | None" = None
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str) -> Any:
+        with self._lock:
+            if self._downloader is None:
+                from ..sources.download import Downloader
+
+                self._downloader = Downloader(self.settings)
+        return self._downloader.fetch(url)
+
+    def close(self) -> None:
+        if self._downloader is not None:
+            self._downloader.close()
+
+
+def index_source(storage: "Storage", source: Source, *, model: LazyModel, batch_size: int,
+                 workers: int | None = None, retry_failed: bool = False, progress: ProgressCallback | None = None,
+                 index: IndexSettings | None = None, download: "DownloadSettings | None" = None) -> AddReport:
     """Implementation of :meth:`Collection.add`; ``model`` loads only when the first batch
-    of pixels is ready, so a run that finds only renames never loads it."""
+    of pixels is ready, so a run that finds only renames never loads it. URLs are fetched
+    under ``download`` (without it, a URL item fails and says so)."""
+    fetch = LazyFetch(download) if download is not None else None
+    if workers is None and not isinstance(source, FolderSource) and download is not None:
+        workers = max(default_workers(), download.concurrency)  # threads mostly wait on the network
+    try:
+        return _index(storage, source, model=model, batch_size=batch_size, workers=workers,
+                      retry_failed=retry_failed, progress=progress, index=index, fetch=fetch)
+    finally:
+        if fetch is not None:
+            fetch.close()
+
+
+def _index(storage: "Storage", source: Source, *, model: LazyModel, batch_size: int, workers: int | None,
+           retry_failed: bool, progress: ProgressCallback | None, index: IndexSettings | None,
+           fetch: Fetch | None) -> AddReport:
     t0 = time.perf_counter()
     emit = progress or (lambda event: None)
     report = AddReport()
-    roots = require_roots(paths)
     with storage.write_lock():
-        found = _scan(roots, exclude, report, emit)
-        # Only roots that could be read are swept: an unmounted drive must not empty the collection.
-        known = storage.db.items_under([r for r in roots if os.path.exists(r)])
-        jobs, report.unchanged = changed_files(found, known, retry_failed)
-        gone = gone_rows(known, found, report.skipped)
-        if jobs:
-            _run(storage, jobs, gone, report, emit, model=model, batch_size=batch_size, workers=workers)
-        if gone:
-            storage.commit_vectors(None, lambda: storage.db.delete_ids(row.id for row in gone))
-            report.removed = len(gone)
-        garbage = storage.vector_rows - len(storage.db.referenced_vec_rows())
-        if garbage >= COMPACT_MIN_ROWS and garbage > COMPACT_GARBAGE_SHARE * storage.vector_rows:
-            storage.compact()
-        if index is not None:
-            storage.record_index(index, storage.index_state())  # refresh rebuilds for new settings
-        refresh_index(storage, model)
+        known, gone = _scan_folders(storage, source, report, emit)
+        preprocess = PreprocessConfig.from_dict(storage.manifest.model["preprocess"])
+        hashes = {h: KnownVector(*v) for h, v in storage.db.hash_index().items()}
+        batch = CommitBatch(storage, hashes, report,
+                            {row.hash for row in gone if row.hash and row.status == "ok"})
+        jobs = pending_jobs(storage, source, batch, retry_failed, emit, known)
+        planner = Planner(hashes, build_transform(preprocess), preprocess.min_decode_side, fetch)
+        prepared = reuse_repeats(ordered_map(planner, jobs, workers=workers, prefetch=batch_size * 2))
+
+        def embed(pixels: np.ndarray) -> np.ndarray:
+            return model.get().embed_pixels(pixels)
+
+        total = _folder_jobs(source, known, retry_failed)
+        for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size), start=1):
+            batch.apply(p, vec, emit)
+            emit(ProgressEvent("embed", done=done, total=total, path=p.item.job.file.path))
+            batch.commit_if_due()
+        batch.commit()
+        finish_add(storage, gone, report, model, index)
     report.seconds = time.perf_counter() - t0
     emit(ProgressEvent("done", done=report.total_seen, total=report.total_seen))
     return report
 
 
-def _scan(roots: list[str], exclude: Sequence[str], report: AddReport, emit: ProgressCallback) -> list[FoundFile]:
+def finish_add(storage: "Storage", gone: list[ItemRow], report: AddReport, model: LazyModel,
+               index: IndexSettings | None) -> None:
+    """After the items are committed: sweep vanished files, compact, refresh the index."""
+    if gone:
+        storage.commit_vectors(None, lambda: storage.db.delete_ids(row.id for row in gone))
+        report.removed = len(gone)
+    garbage = storage.vector_rows - len(storage.db.referenced_vec_rows())
+    if garbage >= COMPACT_MIN_ROWS and garbage > COMPACT_GARBAGE_SHARE * storage.vector_rows:
+        storage.compact()
+    if index is not None:
+        storage.record_index(index, storage.index_state())  # refresh rebuilds for new settings
+    refresh_index(storage, model)
+
+
+def _scan_folders(storage: "Storage", source: Source, report: AddReport,
+                  emit: ProgressCallback) -> tuple[dict[str, ItemRow] | None, list[ItemRow]]:
+    """For a folder source: walk it, and find the rows of files gone from the folders.
+    ``(rows under the folders, gone rows)``; ``(None, [])`` for other sources."""
+    if not isinstance(source, FolderSource):
+        return None, []
+
+    def on_found(n: int) -> None:
+        if n % 1000 == 0:
+            emit(ProgressEvent("scan", done=n))
+
+    found = source.scan(_skipper(report, emit), on_found)
+    emit(ProgressEvent("scan", done=len(found), total=len(found)))
+    known = storage.db.items_under(list(source.sweep_folders))
+    return known, gone_rows(known, found, report.skipped)
+
+
+def _folder_jobs(source: Source, known: dict[str, ItemRow] | None, retry_failed: bool) -> int | None:
+    """How many files of a folder source need work (the progress total); None for other sources."""
+    if not isinstance(source, FolderSource) or known is None:
+        return None
+    items = (SourceItem(f.path, f.size, f.mtime_ns) for f in source.found)
+    return len(changed_files(items, known, retry_failed)[0])
+
+
+def _skipper(report: AddReport, emit: ProgressCallback) -> SkipCallback:
     def on_skip(path: str, reason: str) -> None:
         report.skipped.append((path, reason))
         emit(ProgressEvent("skip", path=path, reason=reason))
-
-    found: list[FoundFile] = []
-    for f in discover(roots, exclude=exclude, on_skip=on_skip):
-        found.append(f)
-        if len(found) % 1000 == 0:
-            emit(ProgressEvent("scan", done=len(found)))
-    emit(ProgressEvent("scan", done=len(found), total=len(found)))
-    return found
+    return on_skip
 
 
-def _run(storage: "Storage", jobs: list[Job], gone: list[ItemRow], report: AddReport, emit: ProgressCallback, *,
-         model: LazyModel, batch_size: int, workers: int | None) -> None:
-    """Prepare the jobs in the decode threads, embed in batches, apply and commit in order."""
-    preprocess = PreprocessConfig.from_dict(storage.manifest.model["preprocess"])
-    known = {h: KnownVector(*v) for h, v in storage.db.hash_index().items()}
-    planner = Planner(known, build_transform(preprocess), preprocess.min_decode_side)
-    batch = _Batch(storage, known, report, {row.hash for row in gone if row.hash and row.status == "ok"})
-    prepared = reuse_repeats(ordered_map(planner, jobs, workers=workers, prefetch=batch_size * 2))
+def pending_jobs(storage: "Storage", source: Source, batch: CommitBatch, retry_failed: bool,
+                 emit: ProgressCallback, known: dict[str, ItemRow] | None = None) -> Iterator[Job]:
+    """The jobs of every part, in order, read lazily (so a table of any length streams).
 
-    def embed(pixels: np.ndarray) -> np.ndarray:
-        return model.get().embed_pixels(pixels)
-
-    for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size), start=1):
-        batch.apply(p, vec, emit)
-        emit(ProgressEvent("embed", done=done, total=len(jobs), path=p.item.job.file.path))
-        batch.commit_if_due()
-    batch.commit()
+    A part recorded as done under the same key is skipped unread; unchanged items are
+    counted (and their metadata refreshed); the last job of a keyed part carries the key,
+    which is recorded when that job is committed.
+    """
+    on_skip = _skipper(batch.report, emit)
+    for part in source.parts(on_skip):
+        jobs = part_jobs(storage, part, batch, retry_failed, on_skip, known)
+        if jobs is not None:
+            yield from jobs
 
 
-class _Batch:
-    """Rows and vectors waiting for the next commit, and the bookkeeping of one run."""
-
-    def __init__(self, storage: "Storage", known: dict[str, KnownVector], report: AddReport,
-                 gone_hashes: set[str]) -> None:
-        self.storage = storage
-        self.known = known  # the planner reads it; only this (main) thread writes it
-        self.report = report
-        self.gone_hashes = gone_hashes
-        self.rows: list[tuple[Any, ...]] = []
-        self.touched: list[tuple[int, int, int]] = []
-        self.traits: list[tuple[ImageTraits, str]] = []
-        self.reused = False
-        self.vectors: list[np.ndarray] = []
-        self.next_row = storage.vector_rows
-        self.last_commit = time.monotonic()
-
-    def apply(self, p: Prepared[Planned], vec: np.ndarray | None, emit: ProgressCallback) -> None:
-        planned, report = p.item, self.report
-        f, row, digest = planned.job.file, planned.job.row, planned.digest
-        if planned.action is Action.FAIL:
-            assert p.error is not None
-            self.rows.append((f.path, f.size, f.mtime_ns, digest, None, None, "failed", p.error.reason, None))
-            report.failed.append((f.path, p.error.reason))
-            emit(ProgressEvent("skip", path=f.path, reason=p.error.reason))
-        elif planned.action is Action.TOUCH:
-            assert row is not None
-            self.touched.append((f.size, f.mtime_ns, row.id))
-            report.unchanged += 1
-        elif planned.action is Action.REUSE:
-            # (reuse is None for a repeat within this run: the earlier file registered its row by now)
-            known = planned.reuse or self.known[digest]  # type: ignore[index]
-            self.rows.append((f.path, f.size, f.mtime_ns, digest, known.width, known.height, "ok", None,
-                              known.vec_row))
-            self.reused = True  # its traits are copied from the row it shares content with
-            if row is not None:
-                report.updated += 1
-            elif digest in self.gone_hashes:
-                report.renamed += 1
-            else:
-                report.copied += 1
-        else:
-            vec_row = self.next_row + len(self.vectors)
-            self.vectors.append(vec)  # type: ignore[arg-type]
-            self.rows.append((f.path, f.size, f.mtime_ns, digest, p.width, p.height, "ok", None, vec_row))
-            if p.traits is not None:
-                self.traits.append((p.traits, f.path))
-            self.known[digest] = KnownVector(vec_row, p.width, p.height)  # type: ignore[index]
-            report.embedded += 1
-            if row is None:
-                report.added += 1
-            else:
-                report.updated += 1
-
-    def commit_if_due(self) -> None:
-        if (len(self.rows) + len(self.touched) >= COMMIT_EVERY_FILES
-                or time.monotonic() - self.last_commit > COMMIT_EVERY_SECONDS):
-            self.commit()
-
-    def commit(self) -> None:
-        """Vectors first (fsynced), then the rows that refer to them, in one transaction."""
-        db = self.storage.db
-
-        def write() -> None:
-            db.upsert(self.rows)
-            db.touch(self.touched)
-            db.set_traits(self.traits)
-            if self.reused:
-                db.copy_traits_by_hash()
-
-        self.storage.commit_vectors(np.stack(self.vectors) if self.vectors else None, write)
-        # New items join the stored clustering and labelling now (a cheap product with the
-        # stored centroids and prototypes); an interruption leaves them pending for later.
-        assign_pending(self.storage)
-        self.next_row += len(self.vectors)
-        self.rows, self.touched, self.vectors, self.traits, self.reused = [], [], [], [], False
-        self.last_commit = time.monotonic()
+def part_jobs(storage: "Storage", part: Part, batch: CommitBatch, retry_failed: bool,
+              on_skip: SkipCallback, known: dict[str, ItemRow] | None = None) -> list[Job] | None:
+    """The jobs of one part (None: skipped whole); the Ray runner plans parts with it too."""
+    key = part.key
+    if key is not None and storage.db.meta.part_done(key.path, key.size, key.mtime_ns) and not retry_failed:
+        batch.report.unchanged += storage.db.meta.part_items(key.path)
+        return None
+    items = list(part.read(on_skip))
+    rows = known if known is not None else storage.db.rows_for_paths([i.path for i in items])
+    jobs, unchanged = changed_files(items, rows, retry_failed)
+    batch.report.unchanged += unchanged
+    pending = {job.file.path for job in jobs}
+    for item in items:
+        if item.meta is not None and item.path not in pending:
+            batch.add_meta(item.path, item.meta)
+    done = (key.path, key.size, key.mtime_ns, len(items)) if key is not None else None
+    if jobs and done is not None:
+        jobs[-1] = replace(jobs[-1], part_done=done)
+    elif done is not None:
+        batch.add_part(done)
+    return jobs

@@ -16,68 +16,15 @@ import numpy as np
 
 from ..errors import CollectionCorrupt
 from ..images.traits import ImageTraits
+from .item_meta import ItemMeta
 from .items import Item
+from .schema import MIGRATIONS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from .filters import Filter
 
-__all__ = ["MetadataDB", "ItemRow", "SCHEMA_VERSION", "path_prefix_range"]
+__all__ = ["MetadataDB", "ItemRow", "SCHEMA_VERSION", "MIGRATIONS", "path_prefix_range"]
 
-#: Each entry upgrades the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE items (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- stable: never reused, kept across edits
-        path       TEXT NOT NULL UNIQUE,
-        size       INTEGER NOT NULL,
-        mtime_ns   INTEGER NOT NULL,
-        hash       TEXT,                               -- blake2b-128 of the file bytes
-        width      INTEGER,
-        height     INTEGER,
-        status     TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-        error      TEXT,
-        vec_row    INTEGER,                            -- row in the vector file, NULL unless ok
-        updated_at REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
-    );
-    CREATE INDEX items_hash ON items (hash);
-    CREATE INDEX items_status ON items (status);
-    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    # 2: image traits for duplicate finding (lookalike.images.traits). Existing rows keep NULL
-    # and are backfilled lazily, when duplicates are first looked for (store/traits.py).
-    """
-    ALTER TABLE items ADD COLUMN phash INTEGER;
-    ALTER TABLE items ADD COLUMN dhash INTEGER;
-    ALTER TABLE items ADD COLUMN phash_mirror INTEGER;
-    ALTER TABLE items ADD COLUMN sharpness REAL;
-    ALTER TABLE items ADD COLUMN taken REAL;
-    ALTER TABLE items ADD COLUMN exif_tags INTEGER
-    """,
-    # 3: exploring (store/explore_db.py). An item's cluster (-1: noise), top zero-shot label and
-    # map position are derived from its vector: NULL until assigned, and reset when it changes.
-    """
-    ALTER TABLE items ADD COLUMN cluster INTEGER;
-    ALTER TABLE items ADD COLUMN label TEXT;
-    ALTER TABLE items ADD COLUMN label_score REAL;
-    ALTER TABLE items ADD COLUMN map_x REAL;
-    ALTER TABLE items ADD COLUMN map_y REAL;
-    CREATE INDEX items_cluster ON items (cluster);
-    CREATE INDEX items_label ON items (label);
-    CREATE TABLE clusters (id INTEGER PRIMARY KEY, name TEXT NOT NULL, centroid BLOB NOT NULL, central TEXT NOT NULL);
-    CREATE TABLE label_set (position INTEGER PRIMARY KEY, label TEXT NOT NULL UNIQUE, prototype BLOB NOT NULL);
-    CREATE TABLE item_labels (
-        item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-        label   TEXT NOT NULL,
-        score   REAL NOT NULL,
-        PRIMARY KEY (item_id, label)
-    );
-    CREATE INDEX item_labels_label ON item_labels (label);
-    CREATE INDEX items_no_cluster ON items (vec_row) WHERE cluster IS NULL;
-    CREATE INDEX items_no_label ON items (vec_row) WHERE label_score IS NULL;
-    CREATE INDEX items_no_position ON items (vec_row) WHERE map_x IS NULL
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -155,6 +102,11 @@ class MetadataDB:
     def close(self) -> None:
         self.conn.close()
 
+    @property
+    def meta(self) -> ItemMeta:
+        """Per-item metadata (captions, table columns) and the record of finished source parts."""
+        return ItemMeta(self.conn)
+
     # ------------------------------------------------------------------ state
     def get_state(self, key: str, default: str | None = None) -> str | None:
         row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
@@ -188,6 +140,15 @@ class MetadataDB:
             rows = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM items WHERE (path >= ? AND path < ?) OR path = ?", (lo, hi, folder)
             )
+            out.update((r[1], ItemRow(*r)) for r in rows)
+        return out
+
+    def rows_for_paths(self, paths: Sequence[str]) -> dict[str, ItemRow]:
+        """The stored rows of those ``paths`` that have one."""
+        out: dict[str, ItemRow] = {}
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start : start + 500])
+            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM items WHERE path IN ({','.join('?' * len(chunk))})", chunk)
             out.update((r[1], ItemRow(*r)) for r in rows)
         return out
 

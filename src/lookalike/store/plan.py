@@ -16,17 +16,19 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import UnreadableImage
 from ..images.discover import FoundFile, is_unreadable_reason
 from ..pipeline.embed import Prepared, prepare_image
+from ..sources.base import SourceItem
 from .metadata import ItemRow
 
-__all__ = ["Action", "Job", "Planned", "KnownVector", "Planner", "changed_files", "gone_rows", "file_hash"]
+__all__ = ["Action", "Job", "Planned", "KnownVector", "Planner", "Fetch", "PartDone", "changed_files", "gone_rows",
+           "file_hash"]
 
 #: Files up to this size are read once into memory (hash and decode share the bytes).
 IN_MEMORY_BYTES = 64 * 1024 * 1024
@@ -48,12 +50,32 @@ class KnownVector:
     height: int | None
 
 
+#: ``(path, size, mtime_ns, items)`` of a source part (a tar shard) to record as done.
+PartDone = tuple[str, int, int, int]
+
+
+class Fetched(Protocol):
+    """What a URL fetch returns (:class:`lookalike.sources.download.Fetched`)."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+#: Fetches a URL, raising UnreadableImage with the reason when it cannot.
+Fetch = Callable[[str], Fetched]
+
+
 @dataclass(frozen=True)
 class Job:
-    """A file to look at, and its stored row if the path is already in the collection."""
+    """An item to look at, and its stored row if its path is already in the collection.
 
-    file: FoundFile
+    ``part_done`` is set on the last job of a source part that is recorded once committed.
+    """
+
+    file: SourceItem
     row: ItemRow | None
+    part_done: PartDone | None = None
 
 
 @dataclass
@@ -75,24 +97,24 @@ def file_hash(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def changed_files(found: Iterable[FoundFile], known: Mapping[str, ItemRow],
+def changed_files(found: Iterable[SourceItem], known: Mapping[str, ItemRow],
                   retry_failed: bool) -> tuple[list[Job], int]:
-    """``(jobs, unchanged)``: the files whose path, size or mtime differ from their row (or
-    that failed before, with ``retry_failed``), and how many are unchanged."""
+    """``(jobs, unchanged)``: the items whose size or mtime differ from their row (or that
+    failed before, with ``retry_failed``), and how many are unchanged. A URL already in the
+    collection is unchanged: URLs are taken as immutable (their bytes are cached anyway)."""
     jobs: list[Job] = []
     unchanged = 0
     for f in found:
         row = known.get(f.path)
-        if row is not None and row.size == f.size and row.mtime_ns == f.mtime_ns and (
-            row.status == "ok" or not retry_failed
-        ):
+        same = row is not None and (f.size < 0 or (row.size == f.size and row.mtime_ns == f.mtime_ns))
+        if same and (row.status == "ok" or not retry_failed):  # type: ignore[union-attr]
             unchanged += 1
         else:
             jobs.append(Job(f, row))
     return jobs, unchanged
 
 
-def gone_rows(known: Mapping[str, ItemRow], found: Iterable[FoundFile],
+def gone_rows(known: Mapping[str, ItemRow], found: Iterable[FoundFile | SourceItem],
               skipped: Sequence[tuple[str, str]]) -> list[ItemRow]:
     """Rows whose files are positively missing from a folder that was listed.
 
@@ -120,37 +142,60 @@ def _below_any(path: str, folders: set[str]) -> bool:
 
 
 class Planner:
-    """The worker step: read, hash and, when needed, decode and preprocess one file.
+    """The worker step: read, hash and, when needed, decode and preprocess one item.
 
-    Runs in the decode threads; ``known`` (hash -> vector row) is only read here and only
-    written by the main thread, between batches.
+    Runs in the decode threads (or a Ray worker); ``known`` (hash -> vector row) is only
+    read here and only written by the main thread, between batches. ``fetch`` reads URLs.
     """
 
-    def __init__(self, known: dict[str, KnownVector], transform: Callable[[Any], np.ndarray], min_side: int) -> None:
+    def __init__(self, known: dict[str, KnownVector], transform: Callable[[Any], np.ndarray], min_side: int,
+                 fetch: Fetch | None = None) -> None:
         self.known = known
         self.transform = transform
         self.min_side = min_side
+        self.fetch = fetch
+
+    def _read(self, job: Job) -> tuple[Job, bytes | str, tuple[int, int] | None]:
+        """``(job, bytes or a path to stream, original size of a fetched image)``; raises
+        UnreadableImage. A fetched URL's job gets the size of the bytes it stored."""
+        f = job.file
+        if f.data is not None:
+            return job, f.data, None
+        if f.kind == "url":
+            if self.fetch is None:
+                raise UnreadableImage(f.path, "URLs need a download folder; pass one (--download-dir)")
+            fetched = self.fetch(f.path)
+            job = replace(job, file=replace(f, size=len(fetched.data)))
+            return job, fetched.data, (fetched.width, fetched.height)
+        if f.size > IN_MEMORY_BYTES:
+            return job, f.path, None
+        try:
+            with open(f.path, "rb") as fh:
+                return job, fh.read(), None
+        except OSError as exc:
+            raise UnreadableImage(f.path, f"cannot read: {exc.strerror or exc}") from None
 
     def __call__(self, job: Job) -> Prepared[Planned]:
-        f, row = job.file, job.row
         try:
-            if f.size <= IN_MEMORY_BYTES:
-                with open(f.path, "rb") as fh:
-                    data: bytes | str = fh.read()
-                digest = hashlib.blake2b(data, digest_size=16).hexdigest()  # type: ignore[arg-type]
-            else:
-                data, digest = f.path, file_hash(f.path)
+            job, data, original = self._read(job)
+            digest = (hashlib.blake2b(data, digest_size=16).hexdigest() if isinstance(data, bytes)
+                      else file_hash(data))
         except OSError as exc:
-            error = UnreadableImage(f.path, f"cannot read: {exc.strerror or exc}")
-            return Prepared.failed(Planned(job, Action.FAIL), error)
+            return Prepared.failed(Planned(job, Action.FAIL), UnreadableImage(job.file.path,
+                                                                              f"cannot read: {exc.strerror or exc}"))
+        except UnreadableImage as exc:
+            return Prepared.failed(Planned(job, Action.FAIL), exc)
+        row = job.row
         if row is not None and row.status == "ok" and row.hash == digest:
             return Prepared(Planned(job, Action.TOUCH, digest))
         if digest in self.known:
             return Prepared(Planned(job, Action.REUSE, digest, self.known[digest]))
         prepared = prepare_image(Planned(job, Action.EMBED, digest), data, self.transform, min_side=self.min_side,
-                                 name=f.path, traits=True)
+                                 name=job.file.path, traits=True)
         if prepared.error is not None:
             prepared.item.action = Action.FAIL
+        elif original is not None:
+            prepared.width, prepared.height = original  # the image as published, not the cached resize
         return prepared
 
 
