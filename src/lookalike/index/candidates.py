@@ -41,6 +41,8 @@ def spec_for(kind: str, n: int, dim: int, *, train_size: int = 100_000) -> Index
         # 2**bits centroids per sub-quantiser also need 39 training points each.
         bits = int(max(1, min(8, np.floor(np.log2(max(2, min(n, train_size) // 39))))))
         return IndexSpec("ivfpq", nlist=nlist, pq_m=m, pq_bits=bits, opq=False, rerank=8)
+    if kind == "ivfpq-disk":
+        return replace(spec_for("ivfpq", n, dim, train_size=train_size), kind="ivfpq-disk")
     if kind == "binary":
         return IndexSpec("binary", rerank=16)
     if kind == "hnsw":
@@ -62,6 +64,11 @@ def estimated_memory(spec: IndexSpec, n: int, dim: int) -> int:
     elif spec.kind == "ivfpq":
         per += (spec.pq_m * spec.pq_bits + 7) // 8
         fixed += 4 * d * (1 << spec.pq_bits) + (4 * d * d if spec.opq else 0)
+    elif spec.kind == "ivfpq-disk":
+        # Codes and list ids are in the memory-mapped file, paged in by the OS as cells are
+        # probed; RAM holds the row map, centroids, codebooks and each cell's offset and size.
+        per -= 8
+        fixed += 4 * d * (1 << spec.pq_bits) + 24 * spec.nlist
     elif spec.kind == "sq8":
         per += d
         fixed += 8 * d

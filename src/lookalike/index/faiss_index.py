@@ -8,7 +8,8 @@ applied inside FAISS with an ID selector over allowed rows, so a filtered query 
 finds k results when k exist.
 
 Kinds (see :class:`IndexSpec`): ``flat``, ``hnsw``, ``ivf``, ``ivfpq`` (optionally with
-OPQ), ``sq8``, ``fp16`` and ``binary`` (sign bits, Hamming search). Any of them can be
+OPQ), ``sq8``, ``fp16`` and ``binary`` (sign bits, Hamming search); ``ivfpq-disk`` keeps
+its IVF-PQ codes in a memory-mapped file (:mod:`lookalike.index.ondisk`). Any of them can be
 preceded by a dimension reduction: PCA (learned), or Matryoshka truncation for models
 trained for it.
 """
@@ -16,6 +17,7 @@ trained for it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import zipfile
@@ -140,6 +142,8 @@ class AnnIndex:
         selects which rows to index (default: all).
         """
         faiss = import_faiss()
+        if spec.on_disk:
+            raise InvalidArgument(f"{spec.kind} is built in shards onto disk: use lookalike.index.ondisk.build_ondisk")
         dim = vectors.shape[1]
         rows = np.arange(vectors.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if spec.reduce and spec.reduce_dim > dim:
@@ -259,12 +263,13 @@ class AnnIndex:
             search_params = outer
         else:
             search_params = params
-        if spec.kind == "binary":
-            _, pos = self.index.search(_sign_bits(q), n, params=search_params)
-        else:
-            _, pos = self.index.search(q, n, params=search_params)
+        pos = self._search_positions(_sign_bits(q) if spec.kind == "binary" else q, n, search_params)
         del bitmap  # the selector only borrows it; keep it alive until the search is done
         return np.where(pos >= 0, self.rows[np.maximum(pos, 0)], -1)
+
+    def _search_positions(self, q: np.ndarray, n: int, params: Any) -> np.ndarray:
+        """FAISS's top-``n`` positions per query (``-1`` pads); the on-disk kind overrides it."""
+        return self.index.search(q, n, params=params)[1]
 
     def search(self, vectors: np.ndarray, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -341,6 +346,10 @@ class AnnIndex:
             with np.load(path) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
                 spec = IndexSpec.from_dict(meta["spec"])
+                if spec.on_disk:
+                    from .ondisk import DiskAnnIndex  # it builds on this module
+
+                    return DiskAnnIndex.from_npz(path, data, meta)
                 reader = faiss.deserialize_index_binary if spec.kind == "binary" else faiss.deserialize_index
                 index = reader(data["index"])
                 rows = np.asarray(data["rows"], dtype=np.int64)
@@ -357,7 +366,6 @@ class AnnIndex:
 
     def with_search_params(self, **changes: Any) -> "AnnIndex":
         """The same built index with other search-time parameters (nprobe, ef_search, rerank)."""
-        clone = AnnIndex(replace(self.spec, **changes), self.dim, self.index, self.rows, self.trained_on,
-                         self.added_since_training)
-        clone._pos_of_row = self._pos_of_row
+        clone = copy.copy(self)  # shares the FAISS index; keeps the class (the on-disk kind's parts)
+        clone.spec = replace(self.spec, **changes)
         return clone

@@ -149,8 +149,10 @@ class _Tuner:
 
     def __init__(self, vectors: np.ndarray, held: HeldOut, text: tuple[np.ndarray, np.ndarray] | None, *,
                  recall: float, k: int, memory_bytes: int | None, latency_ms: float | None, seed: int,
-                 train_size: int, on_measure: Callable[[Measurement], None] | None) -> None:
+                 train_size: int, on_measure: Callable[[Measurement], None] | None,
+                 builder: Callable[[IndexSpec, np.ndarray], AnnIndex] | None = None) -> None:
         self.vectors, self.held, self.recall = vectors, held, recall
+        self.builder = builder
         self.k = max(1, min(k, len(held.build)))
         self.memory_bytes, self.latency_ms = memory_bytes, latency_ms
         self.seed, self.train_size, self.on_measure = seed, train_size, on_measure
@@ -271,7 +273,10 @@ class _Tuner:
     def _build(self, spec: IndexSpec) -> _Build | None:
         t0 = time.perf_counter()
         try:
-            built = AnnIndex.build(spec, self.vectors, self.held.build, seed=self.seed, train_size=self.train_size)
+            if self.builder is not None:
+                built = self.builder(spec, self.held.build)
+            else:
+                built = AnnIndex.build(spec, self.vectors, self.held.build, seed=self.seed, train_size=self.train_size)
         except (ValueError, RuntimeError):
             return None  # e.g. too few vectors to train this many cells
         build_s = time.perf_counter() - t0
@@ -352,6 +357,7 @@ def auto_index(
     train_size: int = 100_000,
     restore_held_out: bool = True,
     on_measure: Callable[[Measurement], None] | None = None,
+    builder: Callable[[IndexSpec, np.ndarray], AnnIndex] | None = None,
 ) -> TuneResult:
     """Build the cheapest index whose ``recall``@``k`` is confirmed within the budgets; see
     the module docstring.
@@ -365,7 +371,9 @@ def auto_index(
     memory-mapped vector file, which the OS pages in and out); ``latency_ms`` the median
     single-query latency on one thread (``None``: no bound). ``restore_held_out=False``
     leaves the held-out rows out of the returned index, for benchmarks that measure on it
-    further. ``on_measure`` is called with every measurement as it is taken.
+    further. ``on_measure`` is called with every measurement as it is taken. ``builder(spec,
+    rows)`` builds a candidate over those rows instead of :meth:`AnnIndex.build` (the on-disk
+    build of :mod:`~lookalike.index.ondisk` passes its own).
 
     Raises:
         InvalidArgument: a target, budget, count or ``text_queries`` array out of range.
@@ -376,7 +384,7 @@ def auto_index(
     text = None if text_queries is None else split_text_queries(text_queries, vectors.shape[1], seed)
     held = split_held_out(rows, n_queries, n_confirm, seed)
     tuner = _Tuner(vectors, held, text, recall=recall, k=k, memory_bytes=memory_bytes, latency_ms=latency_ms,
-                   seed=seed, train_size=train_size, on_measure=on_measure)
+                   seed=seed, train_size=train_size, on_measure=on_measure, builder=builder)
     specs = list(candidates) if candidates is not None else candidate_specs(
         len(rows), vectors.shape[1], train_size=train_size)
     return tuner.finish(tuner.run(specs), restore_held_out)

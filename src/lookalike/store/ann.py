@@ -5,7 +5,13 @@ Policy (the numbers are module constants, documented in the README):
 * ``--index auto`` (the default) searches exactly below :data:`~lookalike.index.rank.EXACT_BELOW` vectors,
   where a chunked matrix product is already fast, and above it builds the index that
   :func:`~lookalike.index.tune.auto_index` chooses by measured recall.
-* Adding images appends them to the index, without retraining.
+* From :data:`ONDISK_ABOVE` vectors, or when even the smallest in-RAM candidate's estimated
+  size exceeds the ``--memory`` budget, ``auto`` builds ``ivfpq-disk`` instead: IVF-PQ whose
+  codes sit in a memory-mapped file beside the index (:mod:`lookalike.index.ondisk`), built
+  chunk by chunk in bounded memory, its nprobe and re-rank depth tuned by measured recall
+  like any other. ``--index ivfpq-disk`` forces it at any size.
+* Adding images appends them to the index, without retraining (for ``ivfpq-disk``, to an
+  in-RAM delta beside the mapped file).
 * Drift: IVF and PQ structures are trained on a sample; once the vectors added since then
   exceed :data:`DRIFT_REBUILD` times that sample, or deleted rows make up more than
   :data:`STALE_REBUILD` of the index, it is rebuilt (and, for ``auto``, re-tuned).
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +37,16 @@ from ..models.lazy import LazyModel
 from ..index import rank
 from ..index.faiss_index import AnnIndex
 from ..index.prompts import tuning_prompts
+from ..index.candidates import estimated_memory
+from ..index.ondisk import DiskAnnIndex, MapFn, build_disk_index, remove_disk_files
+from ..index.spec import IndexSpec
 from ..index.tune import DEFAULT_LATENCY_MS, Measurement, auto_index, candidate_specs, spec_for
 
 if TYPE_CHECKING:
     from .storage import Storage  # storage imports this module: the type only, to avoid a cycle
 
-__all__ = ["IndexSettings", "IndexState", "load_index", "refresh_index", "build_index", "INDEX_MODES", "INDEX_FILE"]
+__all__ = ["IndexSettings", "IndexState", "load_index", "refresh_index", "build_index", "wants_disk", "INDEX_MODES",
+           "INDEX_FILE", "ONDISK_ABOVE"]
 
 log = logging.getLogger("lookalike")
 
@@ -44,7 +55,16 @@ INDEX_FILE = "index.npz"
 DRIFT_REBUILD = 0.5
 #: Rebuild when more than this share of the index's rows are deleted.
 STALE_REBUILD = 0.3
-INDEX_MODES = ("auto", "exact", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16", "binary")
+INDEX_MODES = ("auto", "exact", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-disk", "sq8", "fp16", "binary")
+#: ``auto`` builds the on-disk index from this many live vectors. The in-RAM tuner builds
+#: candidates up to float vectors (IVF-Flat, HNSW: 4 d bytes each, 10 GB at 5M x 512-d)
+#: in one process, and its smallest (PQ, sign bits) still need d/8 to d/4 bytes a vector;
+#: the on-disk build holds one chunk at a time and keeps only the row map (8 bytes a
+#: vector), centroids and codebooks in RAM.
+ONDISK_ABOVE = 5_000_000
+#: The prefix of the on-disk files (``index-<token>.faissindex`` and ``.ivfdata``): every
+#: build writes new ones, so processes still mapping the old ones keep a consistent view.
+ONDISK_PREFIX = "index-"
 
 
 @dataclass(frozen=True)
@@ -164,6 +184,22 @@ def _wants_index(settings: IndexSettings, n_live: int) -> bool:
     return n_live > 0
 
 
+def wants_disk(settings: IndexSettings, n_live: int, dim: int) -> bool:
+    """Whether ``settings`` call for the on-disk index over ``n_live`` vectors of ``dim``:
+    forced, or ``auto`` from :data:`ONDISK_ABOVE` vectors or when the smallest in-RAM
+    candidate is estimated over the memory budget."""
+    if settings.mode == "ivfpq-disk":
+        return True
+    if settings.mode != "auto":
+        return False
+    if n_live >= ONDISK_ABOVE:
+        return True
+    if settings.memory_bytes is None:
+        return False
+    in_ram = candidate_specs(n_live, dim)[:-1]  # flat, the exact fallback, is never smaller
+    return min(estimated_memory(s, n_live, dim) for s in in_ram) > settings.memory_bytes
+
+
 def load_index(storage: "Storage") -> "AnnIndex | None":
     """The collection's index if it exists and agrees with the committed vectors, else None.
 
@@ -191,19 +227,32 @@ def load_index(storage: "Storage") -> "AnnIndex | None":
     return index
 
 
-def build_index(storage: "Storage", settings: IndexSettings, model: LazyModel) -> "AnnIndex | None":
+def build_index(storage: "Storage", settings: IndexSettings, model: LazyModel, *,
+                map_fn: MapFn = map) -> "AnnIndex | None":
     """Build (or remove) the index that ``settings`` call for, save it and record it.
 
     ``model`` embeds the shipped tuning prompts when the model has a text tower (loaded only
-    when an index is actually built)."""
+    when an index is actually built). ``map_fn`` encodes the chunks of an on-disk build
+    (the builtin ``map``: in this process, one after another; a map over Ray tasks spreads them)."""
     live = storage.live_rows()
     path = storage.path / INDEX_FILE
     if not _wants_index(settings, len(live)):
         path.unlink(missing_ok=True)
         storage.record_index(settings, None)
+        remove_disk_files(storage.path, ONDISK_PREFIX)
         return None
     vectors = storage.vectors()
-    if settings.mode == "auto":
+    builder = None
+    if wants_disk(settings, len(live), vectors.shape[1]):
+        stem = f"{ONDISK_PREFIX}{uuid.uuid4().hex[:12]}"
+
+        def builder(spec: IndexSpec, rows: np.ndarray) -> AnnIndex:
+            return build_disk_index(spec, vectors, rows, storage.path, stem=stem, map_fn=map_fn)
+
+        candidates = [spec_for("ivfpq-disk", len(live), vectors.shape[1])]
+        # Forced: tuned for recall alone, like any forced kind; auto keeps its latency budget.
+        latency_ms = settings.latency_ms if settings.mode == "auto" else None
+    elif settings.mode == "auto":
         # Matryoshka truncation is only offered for models trained for it (their info says so).
         candidates = candidate_specs(len(live), vectors.shape[1],
                                      matryoshka=bool(storage.manifest.model.get("matryoshka")))
@@ -212,8 +261,14 @@ def build_index(storage: "Storage", settings: IndexSettings, model: LazyModel) -
         # A forced kind is tuned for recall alone: the fastest setting reaching it is taken,
         # and its latency is shown, not held against it.
         candidates, latency_ms = [spec_for(settings.mode, len(live), vectors.shape[1])], None
-    result = auto_index(vectors, live, recall=settings.recall, memory_bytes=settings.memory_bytes,
-                        latency_ms=latency_ms, candidates=candidates, text_queries=_text_queries(storage, model))
+    try:
+        result = auto_index(vectors, live, recall=settings.recall, memory_bytes=settings.memory_bytes,
+                            latency_ms=latency_ms, candidates=candidates, text_queries=_text_queries(storage, model),
+                            builder=builder)
+    except BaseException:
+        if builder is not None:
+            remove_disk_files(storage.path, stem)  # a failed build leaves no files behind
+        raise
     index = result.index
     index.save(path)
     storage.record_index(settings, IndexState(
@@ -221,6 +276,8 @@ def build_index(storage: "Storage", settings: IndexSettings, model: LazyModel) -
         text=result.text, text_confirmed=result.text_confirmed, met_target=result.met_target,
         missed=tuple(result.missed), vector_file=storage.vector_file.path.name, built_on=len(live),
         built_with=settings))
+    # The previous on-disk files (if any) are no longer referenced by the saved index.
+    remove_disk_files(storage.path, ONDISK_PREFIX, keep=index.files if isinstance(index, DiskAnnIndex) else ())
     return index
 
 
