@@ -1,85 +1,23 @@
-"""``lookalike index`` and ``lookalike info``: build a collection, and describe one."""
+"""``lookalike info``: describe a collection (``index`` lives in :mod:`.index_cmd`)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..errors import LookalikeError
 from ..store.ann import IndexSettings, IndexState
 from ..store.collection import Collection, CollectionInfo
-from ..store.indexer import AddReport, require_roots
-from .common import CollectionOpt, DeviceOpt, default_collection, err, fail, human_bytes, out, parse_bytes
-from .progress import IndexProgress
+from .common import CollectionOpt, default_collection, fail, human_bytes, out
+from .index_cmd import index
 
 __all__ = ["index", "info"]
-
-
-def index(
-    paths: List[Path] = typer.Argument(..., help="Folders (recursive) or single image files."),
-    collection: Optional[Path] = CollectionOpt,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for a new collection [default: lite]."),
-    exclude: List[str] = typer.Option([], "--exclude", "-x", help="Glob of names or relative paths to skip; repeatable."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try files that failed before, even if unchanged."),
-    device: str = DeviceOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip messages."),
-    index_mode: Optional[str] = typer.Option(
-        None, "--index", help="auto (default: exact below 50,000 images, else tuned ANN), exact, flat, hnsw, ivf, "
-        "ivfpq, sq8, fp16 or binary."),
-    recall: Optional[float] = typer.Option(None, "--recall", help="Recall@10 the index must reach [default: 0.95]."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Index memory budget, e.g. 500MB or 2GB."),
-    latency_ms: Optional[float] = typer.Option(
-        None, "--latency-ms", help="Median single-query latency budget in ms [default: 2]; 0 for none."),
-) -> None:
-    """Add images to a collection, creating it if needed. Re-runs only process what changed."""
-    target = collection or default_collection()
-    exists = (target / "manifest.json").exists()
-    try:
-        require_roots(paths)  # a mistyped folder creates nothing
-        settings = None
-        if any(v is not None for v in (index_mode, recall, memory, latency_ms)):
-            current = Collection.open(target).index_settings if exists else IndexSettings()
-            settings = IndexSettings(
-                mode=index_mode or current.mode,
-                recall=recall if recall is not None else current.recall,
-                memory_bytes=parse_bytes(memory) if memory is not None else current.memory_bytes,
-                latency_ms=(latency_ms or None) if latency_ms is not None else current.latency_ms,
-            )
-        if exists:
-            coll = Collection.open(target, model=model, device=device)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            coll = Collection.create(target, model=model or "lite", device=device)
-        with coll, IndexProgress(err, quiet=quiet) as progress:
-            report = coll.add(paths, exclude=exclude, batch_size=batch_size, workers=workers,
-                              retry_failed=retry_failed, progress=progress, index=settings)
-    except LookalikeError as exc:
-        fail(exc)
-    if not quiet:
-        err.print(f"[bold green]done[/] in {report.seconds:.1f}s{_rate(report)}: {_summary(report)} -> "
-                  f"{escape(str(coll.path))}", highlight=False, soft_wrap=True, emoji=False)
-
-
-def _summary(report: AddReport) -> str:
-    parts = [
-        ("added", report.added), ("updated", report.updated), ("renamed", report.renamed),
-        ("copied", report.copied), ("unchanged", report.unchanged), ("removed", report.removed),
-        ("failed", len(report.failed)), ("skipped", len(report.skipped)),
-    ]
-    return ", ".join(f"{n} {label}" for label, n in parts if n or label in ("added", "failed"))
-
-
-def _rate(report: AddReport) -> str:
-    return f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded and report.seconds else ""
 
 
 def info(

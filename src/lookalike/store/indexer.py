@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 __all__ = ["AddReport", "index_paths", "index_source", "pending_jobs", "part_jobs", "require_roots", "finish_add",
-           "default_download", "LazyFetch"]
+           "default_download", "LazyFetch", "DOWNLOAD_DIR_STATE"]
 #: Compact the vector file when more than this share of its rows is unreferenced.
 COMPACT_GARBAGE_SHARE = 0.3
 COMPACT_MIN_ROWS = 1000
@@ -91,6 +91,10 @@ def index_paths(storage: "Storage", paths: Sequence[str | os.PathLike[str]], *, 
     return index_source(storage, FolderSource(require_roots(paths), exclude=exclude), **settings)  # type: ignore[arg-type]
 
 
+#: The state key recording where URL items' images are cached.
+DOWNLOAD_DIR_STATE = "download_dir"
+
+
 def default_download(collection: "os.PathLike[str] | str") -> "DownloadSettings":
     """Download settings that cache fetched images in the collection's ``downloads`` folder."""
     from ..sources.download import DownloadSettings
@@ -126,9 +130,13 @@ def index_source(storage: "Storage", source: Source, *, model: LazyModel, batch_
     """Implementation of :meth:`Collection.add`; ``model`` loads only when the first batch
     of pixels is ready, so a run that finds only renames never loads it. URLs are fetched
     under ``download`` (without it, a URL item fails and says so)."""
-    fetch = LazyFetch(download) if download is not None else None
-    if workers is None and not isinstance(source, FolderSource) and download is not None:
-        workers = max(default_workers(), download.concurrency)  # threads mostly wait on the network
+    fetch = None
+    if download is not None and not isinstance(source, FolderSource):
+        fetch = LazyFetch(download)
+        # The server reads thumbnails of URL items from this cache: it never fetches.
+        storage.db.set_state(DOWNLOAD_DIR_STATE, os.fspath(download.cache_dir))
+        if workers is None:
+            workers = max(default_workers(), download.concurrency)  # threads mostly wait on the network
     try:
         return _index(storage, source, model=model, batch_size=batch_size, workers=workers,
                       retry_failed=retry_failed, progress=progress, index=index, fetch=fetch)
