@@ -37,6 +37,8 @@ from .errors import (
 )
 from .progress import ProgressCallback, ProgressEvent
 from .query import Query, QueryOptions, Term, TextCache, UrlPolicy, parse_query, parse_query_tokens
+from .sources import FileListSource, FolderSource, Source, SourceItem, TableSource, WebDatasetSource
+from .sources.download import DownloadSettings
 from .store.ann import IndexSettings, IndexState
 from .store.collection import Collection, CollectionInfo
 from .store.dupes import DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram
@@ -65,6 +67,13 @@ __all__ = [
     "Item",
     "Hit",
     "Filter",
+    "Source",
+    "SourceItem",
+    "FolderSource",
+    "FileListSource",
+    "TableSource",
+    "WebDatasetSource",
+    "DownloadSettings",
     "IndexSettings",
     "IndexState",
     "DuplicateGroup",

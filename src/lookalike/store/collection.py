@@ -11,34 +11,29 @@ turns rows into :class:`~lookalike.store.items.Hit`\\ s.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import (CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, InvalidArgument,
-                      ItemNotFound)
+from ..errors import (CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, ItemNotFound)
 from ..fsutil import user_path
 from ..index.rank import rank
 from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
-from ..models.names import duplicate_defaults, parse_model_name
+from ..models.names import parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
 from ..sources.folder import FolderSource
 from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
-from .dupe_finder import DuplicateGroups, find_duplicates, similarity_histogram
-from .dupes import DuplicateGroup, DuplicateSettings, SimilarityHistogram
+from .deduplicating import Deduplicating
 from .exploring import Exploring
 from .filters import Filter
 from .indexer import AddReport, default_download, index_source, require_roots
 from .info import CollectionInfo
 from .items import Hit, Item, StoredItem
 from .manifest import Manifest
-from .neighbours import neighbour_graph
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
-from .traits import backfill_traits
 
 if TYPE_CHECKING:
     from ..index.faiss_index import AnnIndex
@@ -53,7 +48,7 @@ __all__ = ["Collection", "CollectionInfo"]
 _CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCKFILE})
 
 
-class Collection(Exploring):
+class Collection(Exploring, Deduplicating):
     """Embeddings of a set of images, kept on disk, searchable.
 
     Make one with :meth:`create`, reopen it with :meth:`open`. Adding is incremental: unchanged
@@ -322,50 +317,6 @@ class Collection(Exploring):
         """A number that changes whenever the collection's items or vectors change (in any
         process): results computed at one generation are current while it holds."""
         return self._storage.db.generation()
-
-    # ------------------------------------------------------------------ duplicates
-    @property
-    def default_duplicate_threshold(self) -> float:
-        """The model's calibrated near-duplicate threshold (cosine similarity)."""
-        return duplicate_defaults(self.manifest.model_id).threshold
-
-    def duplicates(self, threshold: float | None = None, *, settings: DuplicateSettings | None = None,
-                   lazy: bool = False, progress: "ProgressCallback | None" = None,
-                   **fields: Any) -> "list[DuplicateGroup] | DuplicateGroups":
-        """Groups of near-duplicate images, largest first (see :mod:`lookalike.store.dupes`).
-
-        ``threshold``: the cosine similarity from which two images are semantic duplicates
-        (default: :attr:`default_duplicate_threshold`); ``fields``: any other
-        :class:`DuplicateSettings` field, or pass ``settings`` whole. Neighbour lists are
-        cached in the collection, and only what changed is searched again. ``lazy`` answers a
-        :class:`~lookalike.store.dupe_finder.DuplicateGroups`, which reads a group's items
-        only when it is read (a page of groups costs a page of reads).
-
-        Raises:
-            InvalidArgument: a setting out of range, an unknown tier or keep rule.
-        """
-        if settings is None:
-            settings = DuplicateSettings(threshold=threshold, **fields)
-        elif threshold is not None or fields:
-            settings = replace(settings, **({"threshold": threshold} if threshold is not None else {}), **fields)
-        with self._storage.writer_if_free() as writer:
-            # Without the writer lock (an index run is on), nothing is backfilled or cached.
-            if writer and "perceptual" in settings.tiers:
-                backfill_traits(self._storage, progress=progress)
-            return find_duplicates(self._storage, settings, duplicate_defaults(self.manifest.model_id), save=writer,
-                                   lazy=lazy, progress=progress)
-
-    def duplicate_histogram(self, bins: int = 50) -> SimilarityHistogram:
-        """How similar each item's nearest neighbour is, for choosing a threshold.
-
-        Raises:
-            InvalidArgument: ``bins`` below 1.
-        """
-        if bins < 1:
-            raise InvalidArgument(f"bins must be at least 1, not {bins}")
-        with self._storage.writer_if_free() as writer:
-            graph = neighbour_graph(self._storage, save=writer)
-            return similarity_histogram(self._storage, graph, self.default_duplicate_threshold, bins)
 
     # ------------------------------------------------------------------ index
     @property
