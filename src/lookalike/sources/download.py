@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from PIL import Image, ImageOps
 
 from ..errors import InvalidArgument, MissingExtra, UnreadableImage
-from ..fsutil import atomic_writer
+from ..fsutil import atomic_writer, user_path
 from ..images.decode import decode_image
 from ..version import __version__
 
@@ -79,7 +79,8 @@ class DownloadSettings:
     max_redirects: int = 10
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        # The stored form of a user's folder: "~/imgcache" and relative paths work as given.
+        object.__setattr__(self, "cache_dir", Path(user_path(self.cache_dir)))
         checks = (
             (self.max_side is None or self.max_side >= 1, "max_side", "an integer >= 1, or None"),
             (self.max_bytes >= 1, "max_bytes", "an integer >= 1"),
