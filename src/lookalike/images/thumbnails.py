@@ -33,9 +33,11 @@ def thumbnail_path(collection_dir: Path, item_id: int, content_hash: str | None,
     return collection_dir / THUMBNAIL_DIR / str(size) / f"{item_id}-{tag}.jpg"
 
 
-def make_thumbnail(source: str | os.PathLike[str], dest: Path, size: int,
-                   *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
-    """Write the thumbnail of ``source`` to ``dest`` (atomically) unless it exists; return ``dest``.
+def make_thumbnail(source: str | os.PathLike[str] | bytes, dest: Path, size: int,
+                   *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Path:
+    """Write the thumbnail of ``source`` (a file, or encoded bytes: a tar member, a downloaded
+    copy) to ``dest`` (atomically) unless it exists; return ``dest``. ``name`` names the
+    image in errors (default: the path).
 
     Raises:
         InvalidArgument: ``size`` is not one of :data:`THUMBNAIL_SIZES`.
@@ -45,7 +47,8 @@ def make_thumbnail(source: str | os.PathLike[str], dest: Path, size: int,
         raise InvalidArgument(f"thumbnail size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}, not {size}")
     if dest.exists():
         return dest
-    decoded = decode_image(source, min_side=size, max_pixels=max_pixels)
+    label = name or (os.fspath(source) if not isinstance(source, bytes) else f"<{len(source)} bytes>")
+    decoded = decode_image(source, min_side=size, max_pixels=max_pixels, name=label)
     img = decoded.image
     img.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +56,7 @@ def make_thumbnail(source: str | os.PathLike[str], dest: Path, size: int,
         with atomic_writer(dest, durable=False) as f:  # a cache: atomic, not durable
             img.save(f, format="JPEG", quality=_QUALITY, optimize=True, progressive=True)
     except OSError as exc:
-        raise UnreadableImage(os.fspath(source), f"cannot write its thumbnail to {dest}: {exc}") from exc
+        raise UnreadableImage(label, f"cannot write its thumbnail to {dest}: {exc}") from exc
     finally:
         img.close()
     # Older versions of this item (same id, other content hash) are stale now.

@@ -18,7 +18,8 @@ from ..images.decode import decode_image
 from ..images.thumbnails import THUMBNAIL_SIZES, make_thumbnail, thumbnail_path
 from ..query import Term
 from .schemas import FilterParams, Filters, HealthOut, IndexOut, InfoOut, ItemOut, SearchRequest, SearchResponse, TermIn
-from .service import MAX_ID, ApiError, Page, Service
+from ..store.item_bytes import item_kind
+from .service import MAX_ID, ApiError, Page, Service, caption_of, display_name
 
 __all__ = ["search_routes", "item_routes", "collection_routes"]
 
@@ -77,9 +78,11 @@ def item_routes(svc: Service) -> APIRouter:
     @router.get("/api/items/{item_id}", response_model=ItemOut, summary="An item's metadata")
     def item(item_id: int = P(..., ge=0, le=MAX_ID)) -> ItemOut:
         row = svc.item(item_id)
-        return ItemOut(id=row.id, path=row.path, name=os.path.basename(row.path), folder=os.path.dirname(row.path),
-                       size=row.size, modified=row.modified,
-                       width=row.width, height=row.height, hash=row.hash, **ItemOut.links(row.id))
+        meta = svc.metadata(row.id)
+        return ItemOut(id=row.id, path=row.path, name=display_name(row.path), folder=os.path.dirname(row.path),
+                       kind=item_kind(row.path), size=row.size, modified=row.modified,
+                       width=row.width, height=row.height, hash=row.hash, caption=caption_of(meta), metadata=meta,
+                       **ItemOut.links(row.id))
 
     @router.get("/api/items/{item_id}/similar", response_model=SearchResponse,
                 summary="Items most like this one (it is left out)")
@@ -104,25 +107,50 @@ def item_routes(svc: Service) -> APIRouter:
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"etag": etag})
         try:
-            make_thumbnail(row.path, dest, size, max_pixels=max(config.max_pixels, 200_000_000))
+            if not dest.exists():  # a cached thumbnail needs no read of the tar member or download
+                make_thumbnail(svc.image_source(row), dest, size, name=row.path,
+                               max_pixels=max(config.max_pixels, 200_000_000))
         except UnreadableImage as exc:
             raise ApiError(404, "image_unavailable", f"item {item_id}: {exc.reason}") from None
         return FileResponse(dest, media_type="image/jpeg",
                             headers={"cache-control": "private, max-age=86400", "etag": etag})
 
-    @router.get("/api/items/{item_id}/image", summary="The original file",
-                response_class=Response, responses={200: {"content": {"image/*": {}}}})
+    @router.get("/api/items/{item_id}/image", summary="The original file (a tar member's bytes; a URL "
+                "item's downloaded copy)", response_class=Response, responses={200: {"content": {"image/*": {}}}})
     def original(item_id: int = P(..., ge=0, le=MAX_ID)) -> Response:
+        # Only an item's own bytes: its stored file, its member of its stored shard, or its
+        # copy in the download cache; no part of the request names a path.
         row = svc.item(item_id)
+        kind = item_kind(row.path)
+        headers = {"cache-control": "private, max-age=3600", "x-content-type-options": "nosniff"}
+        if kind == "member":
+            name = display_name(row.path)
+            data = svc.image_source(row)
+            headers["content-disposition"] = _inline(name)
+            return Response(data, media_type=_media_type(name), headers=headers)
+        if kind == "url":
+            path = svc.cached_copy(row)
+            return FileResponse(path, media_type=_media_type(path.name), headers=headers,
+                                content_disposition_type="inline", filename=Path(display_name(row.path)).stem + path.suffix)
         path = Path(row.path)
         if not path.is_file():
             raise ApiError(404, "image_unavailable", f"item {item_id}: its file is gone; re-index the collection")
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, headers={"cache-control": "private, max-age=3600",
-                                                             "x-content-type-options": "nosniff"},
+        return FileResponse(path, media_type=_media_type(path.name), headers=headers,
                             content_disposition_type="inline", filename=path.name)
 
     return router
+
+
+def _media_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _inline(name: str) -> str:
+    """A Content-Disposition header naming ``name`` (RFC 5987 for any non-ASCII)."""
+    from urllib.parse import quote
+
+    ascii_name = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "_" for c in name)  # no header injection
+    return f'inline; filename="{ascii_name}"; filename*=utf-8\'\'{quote(name)}'
 
 
 def collection_routes(svc: Service) -> APIRouter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -97,7 +97,9 @@ class ItemRef(BaseModel):
     width: Optional[int] = None
     height: Optional[int] = None
     thumbnail: str = Field(description="URL of a 256-pixel thumbnail")
-    image: str = Field(description="URL of the original file")
+    image: str = Field(description="URL of the original file (a URL item: its downloaded copy)")
+    kind: Literal["file", "url", "member"] = Field(
+        "file", description="what path is: a local file, an http(s) URL, or '<tar shard>#<member>'")
 
     @staticmethod
     def links(item_id: int) -> dict[str, str]:
@@ -106,6 +108,7 @@ class ItemRef(BaseModel):
 
 class HitOut(ItemRef):
     score: float
+    caption: Optional[str] = Field(None, description="the item's caption, when it has one")
 
 
 class SearchResponse(BaseModel):
@@ -122,6 +125,10 @@ class ItemOut(ItemRef):
     size: int
     modified: datetime
     hash: Optional[str] = None
+    caption: Optional[str] = Field(None, description="the item's caption, when it has one")
+    metadata: dict[str, Any] = Field(default_factory=dict,
+                                     description="caption and extra table columns stored with the item "
+                                                 "(what filters.conditions can select on)")
 
 
 class IndexOut(BaseModel):

@@ -6,15 +6,20 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 from starlette.exceptions import HTTPException
 
-from ..errors import ItemNotFound, QueryError
+from ..errors import InvalidArgument, ItemNotFound, QueryError
 from ..query import Query, QueryOptions, Term, TextCache, parse_query
+from ..sources.table import CAPTION
 from ..store.collection import Collection
 from ..store.filters import Filter
+from ..store.item_access import item_reader, metadata_of
+from ..store.item_bytes import ImageUnavailable, ItemKind, item_kind
 from ..store.items import Hit, Item
 from .config import ServerConfig
 from .schemas import Filters, HitOut, SearchRequest, SearchResponse, TermIn
@@ -164,7 +169,10 @@ class Service:
         if want > self.config.max_k:
             raise ApiError(400, "too_many", f"k + offset may be at most {self.config.max_k}; this asks for {want}")
         want += 1 if exclude is not None else 0  # the item itself, dropped below
-        flt = Filter(**page.filters.model_dump()) if page.filters != Filters() else None
+        try:
+            flt = Filter(**page.filters.model_dump()) if page.filters != Filters() else None
+        except InvalidArgument as exc:  # a condition that does not parse: the client's to fix
+            raise ApiError(400, "bad_filter", str(exc)) from None
         with self.lock:
             hits = self.coll.search(query, k=want + 1, min_score=page.min_score, where=flt, options=self.options)
         if exclude is not None:
@@ -172,10 +180,42 @@ class Service:
         return hits[page.offset: page.offset + page.k], len(hits) > page.offset + page.k
 
     def hits_out(self, hits: list[Hit]) -> list[HitOut]:
-        """Hits as the API shows them (with each item's size)."""
+        """Hits as the API shows them (with each item's size and caption)."""
+        ids = [h.id for h in hits]
         with self.lock:
-            items = {item.id: item for item in self.coll.items([h.id for h in hits])}
-        return [_hit_out(h, items.get(h.id)) for h in hits]
+            items = {item.id: item for item in self.coll.items(ids)}
+            meta = metadata_of(self.coll, ids)
+        return [_hit_out(h, items.get(h.id), meta.get(h.id, {})) for h in hits]
+
+    # ------------------------------------------------------------------ an item's bytes and metadata
+    def metadata(self, item_id: int) -> dict[str, Any]:
+        """The item's stored metadata (caption, table columns); ``{}`` when none."""
+        with self.lock:
+            return metadata_of(self.coll, [item_id]).get(item_id, {})
+
+    def image_source(self, item: Item) -> str | bytes:
+        """What to decode for ``item``: its file's path, or the bytes of a tar member or of a
+        URL's downloaded copy; a 404 when they are gone (never fetched from the network)."""
+        kind = item_kind(item.path)
+        with self._unavailable_as_404(item):
+            if kind == "url":
+                return self.cached_copy(item).read_bytes()
+            return item_reader(self.coll).source(item.path)  # no database read: outside the lock
+
+    def cached_copy(self, item: Item) -> Path:
+        """A URL item's downloaded copy in the collection's download cache (a 404 when gone)."""
+        with self._unavailable_as_404(item), self.lock:  # the reader reads the recorded download folder
+            return item_reader(self.coll).cached_copy(item.path)
+
+    @staticmethod
+    @contextmanager
+    def _unavailable_as_404(item: Item) -> Iterator[None]:
+        try:
+            yield
+        except ImageUnavailable as exc:
+            raise ApiError(404, "image_unavailable", f"item {item.id}: {exc.reason}") from None
+        except OSError as exc:  # the copy went between finding and reading it
+            raise ApiError(404, "image_unavailable", f"item {item.id}: {exc.strerror or exc}") from None
 
     def respond(self, query: Query, page: Page, t0: float, kind: str, exclude: int | None = None) -> SearchResponse:
         hits, more = self.search(query, page, exclude=exclude)
@@ -185,8 +225,24 @@ class Service:
                               took_ms=round((time.perf_counter() - t0) * 1e3, 2))
 
 
-def _hit_out(hit: Hit, item: Item | None) -> HitOut:
-    return HitOut(id=hit.id, score=round(hit.score, 6), path=hit.path, name=os.path.basename(hit.path),
-                  width=item.width if item else None, height=item.height if item else None, **HitOut.links(hit.id))
+def display_name(path: str) -> str:
+    """An item's name for people: the file or member name, or a URL's last segment."""
+    kind = item_kind(path)
+    if kind == "url":
+        tail = path.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+        return tail.rsplit("/", 1)[-1] or path
+    return os.path.basename(path)
+
+
+def caption_of(meta: dict[str, Any]) -> str | None:
+    value = meta.get(CAPTION)
+    return None if value is None else str(value)
+
+
+def _hit_out(hit: Hit, item: Item | None, meta: dict[str, Any]) -> HitOut:
+    kind: ItemKind = item_kind(hit.path)
+    return HitOut(id=hit.id, score=round(hit.score, 6), path=hit.path, name=display_name(hit.path), kind=kind,
+                  width=item.width if item else None, height=item.height if item else None,
+                  caption=caption_of(meta), **HitOut.links(hit.id))
 
 
