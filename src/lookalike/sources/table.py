@@ -3,14 +3,18 @@
 One column names the image (an http(s) URL, or a path: relative paths are taken from the
 table's folder); an optional column holds a caption; every other column becomes the item's
 metadata, filterable with ``--where``. Rows whose image column is empty or of the wrong type
-are reported and skipped, never guessed at.
+are reported and skipped, never guessed at; an image named by several rows is indexed once,
+with the first row's columns.
 """
 
 from __future__ import annotations
 
+import decimal
+import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -25,6 +29,8 @@ __all__ = ["TableSource", "RowsPart", "CAPTION", "GUESSED_COLUMNS"]
 CAPTION = "caption"
 #: Image columns tried, in order, when none is named.
 GUESSED_COLUMNS = ("url", "path", "image_path", "filepath", "file", "image", "filename")
+#: Bytes of CSV parsed at a time.
+CSV_BLOCK_BYTES = 1 << 20
 
 
 def _pyarrow() -> Any:
@@ -60,6 +66,8 @@ class RowsPart:
 
 def _scalar(value: Any) -> Any:
     """A metadata value SQLite and JSON both hold: numbers, text, booleans; else JSON text."""
+    if isinstance(value, decimal.Decimal):
+        value = float(value)  # json.dumps would store the text '"1.50"', quotes included
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -69,6 +77,29 @@ def _scalar(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return json.dumps(value, default=str, ensure_ascii=False)
+
+
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell, typed one by one: CSV columns are read as text, because pyarrow infers a
+    column's type from the first block and fails the read when a later row disagrees (a
+    column of numbers that turns to text after a million rows). ``""`` is no value; numbers
+    written in their plain form become numbers (``00123`` stays text, as written);
+    ``true``/``false`` become booleans."""
+    if not text:
+        return None
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        number = float(text)
+        return number if math.isfinite(number) else text
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return text
 
 
 class TableSource:
@@ -96,19 +127,25 @@ class TableSource:
     def _column_names(self) -> list[str]:
         pa = _pyarrow()
         if self.format == "parquet":
-            return list(pa.parquet.ParquetFile(self.path).schema_arrow.names)
+            try:
+                return list(pa.parquet.ParquetFile(self.path).schema_arrow.names)
+            except (pa.ArrowException, OSError) as exc:
+                raise InvalidArgument(f"{self.path}: not a readable Parquet table ({exc})") from exc
         with self._csv_reader() as reader:
             return list(reader.schema.names)
 
-    def _csv_reader(self) -> Any:
+    def _csv_reader(self, as_text: bool = False) -> Any:
         pa = _pyarrow()
+        # as_text: every column read as text, typed cell by cell (see _cell).
+        types = {name: pa.string() for name in self.columns} if as_text else None
         try:
             # newlines_in_values: a quoted caption may span lines. pyarrow skips a UTF-8 BOM.
             return pa.csv.open_csv(
                 self.path,
-                read_options=pa.csv.ReadOptions(block_size=1 << 20),
+                read_options=pa.csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
                 parse_options=pa.csv.ParseOptions(delimiter="\t" if self.path.lower().endswith(".tsv") else ",",
                                                   newlines_in_values=True),
+                convert_options=pa.csv.ConvertOptions(column_types=types),
             )
         except pa.ArrowInvalid as exc:
             raise InvalidArgument(f"{self.path}: not a readable CSV table ({exc})") from exc
@@ -131,7 +168,7 @@ class TableSource:
             if self.format == "parquet":
                 yield from pa.parquet.ParquetFile(self.path).iter_batches(batch_size=self.part_size)
                 return
-            with self._csv_reader() as reader:
+            with self._csv_reader(as_text=True) as reader:
                 yield from reader
         except pa.ArrowInvalid as exc:
             raise InvalidArgument(f"{self.path}: cannot read the table ({exc}); check its format") from exc
@@ -140,12 +177,21 @@ class TableSource:
         number = 0  # 1-based row numbers in messages, as a spreadsheet shows them
         pending: list[tuple[int, str, Mapping[str, Any]]] = []
         index = 0
+        # An image named by several rows (one row per caption) is one item: indexing it twice
+        # would count a copy of itself. Found by a 64-bit digest: 8 bytes a row, not the path.
+        seen: set[bytes] = set()
         for batch in self._batches():
             for row in batch.to_pylist():
                 number += 1
                 image = self._image(row, number, on_skip)
                 if image is None:
                     continue
+                digest = hashlib.blake2b(image.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+                if digest in seen:
+                    on_skip(f"{self.path} row {number}", f"{image}: named by an earlier row; indexed once, "
+                                                         "with the first row's columns")
+                    continue
+                seen.add(digest)
                 pending.append((number, image, self._meta(row)))
                 if len(pending) >= self.part_size:
                     yield RowsPart(index, tuple(pending), self.label)
@@ -181,8 +227,12 @@ class TableSource:
         for name, value in row.items():
             if name == self.image_column:
                 continue
-            scalar = _scalar(value)
-            if scalar is None:
+            if name == self.caption_column:
+                caption = value if isinstance(value, str) else _scalar(value)  # text, even "1984"
+                if caption is not None and caption != "":
+                    meta[CAPTION] = caption
                 continue
-            meta[CAPTION if name == self.caption_column else name] = scalar
+            scalar = _cell(value) if self.format == "csv" and isinstance(value, str) else _scalar(value)
+            if scalar is not None:
+                meta[name] = scalar
         return meta

@@ -24,7 +24,7 @@ from ..images.discover import is_image_name
 from .base import MEMBER_SEPARATOR, PartKey, SkipCallback, SourceItem, read_local
 from .table import CAPTION
 
-__all__ = ["WebDatasetSource", "ShardPart", "expand_shards", "is_shard_pattern", "read_member"]
+__all__ = ["WebDatasetSource", "ShardPart", "expand_shards", "is_shard_pattern", "read_member", "split_identity"]
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 CAPTION_SUFFIXES = ("txt", "caption", "text")
@@ -87,8 +87,16 @@ def _sample_meta(files: dict[str, bytes]) -> dict[str, Any]:
         elif suffix in CAPTION_SUFFIXES:
             meta[CAPTION] = text
         elif suffix == "cls":
-            meta["cls"] = int(text) if text.lstrip("-").isdigit() else text
+            meta["cls"] = _class(text)
     return meta
+
+
+def _class(text: str) -> int | str:
+    # Not str.isdigit(): "²" is a digit to it and int() refuses it (ending the shard's read).
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,11 @@ class ShardPart:
         if member.size > MAX_MEMBER_BYTES:
             on_skip(where, f"member of {member.size} bytes is over the {MAX_MEMBER_BYTES >> 20} MiB limit")
             return None
-        fh = tar.extractfile(member)
-        data = fh.read() if fh is not None else b""
+        try:
+            fh = tar.extractfile(member)
+            data = fh.read() if fh is not None else b""
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise EOFError(f"{member.name} is cut short: {exc}") from exc  # the message names the member
         if len(data) != member.size:
             raise EOFError(f"{member.name} ends after {len(data)} of {member.size} bytes")
         return data
@@ -165,6 +176,19 @@ class WebDatasetSource:
             yield ShardPart(index, shard, PartKey(shard, *stat))
 
 
+def split_identity(identity: str) -> tuple[str, str]:
+    """``(shard path, member name)`` of ``<shard>#<member>``: split after the shard's suffix,
+    since a member's name may hold a ``#`` too (``a#1.jpg``)."""
+    lower = identity.lower()
+    cuts = [i + len(suffix) for suffix in SHARD_SUFFIXES
+            if (i := lower.find(suffix + MEMBER_SEPARATOR)) >= 0]
+    if not cuts:
+        shard, _, name = identity.rpartition(MEMBER_SEPARATOR)
+        return shard, name
+    cut = min(cuts)
+    return identity[:cut], identity[cut + len(MEMBER_SEPARATOR):]
+
+
 def read_member(identity: str) -> bytes:
     """The bytes of ``<shard>#<member>`` (for thumbnails and query-by-id): one pass over the
     shard up to the member.
@@ -172,7 +196,7 @@ def read_member(identity: str) -> bytes:
     Raises:
         FileNotFoundError: the shard or the member is gone.
     """
-    shard, _, name = identity.rpartition(MEMBER_SEPARATOR)
+    shard, name = split_identity(identity)
     with tarfile.open(shard, mode="r:*") as tar:
         try:
             member = tar.getmember(name)

@@ -4,7 +4,8 @@
 (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``) and a value. The keys ``width``,
 ``height``, ``size`` and ``path`` are the item's own columns; any other key is table metadata
 (a column or a caption stored with the item). Values that read as numbers compare as numbers,
-and ``=`` also matches the text as written (so ``id=00123`` finds a text ``00123``).
+and ``=`` also matches the text as written (so ``id=00123`` finds a text ``00123``); ``true``
+and ``false`` also match the booleans a table stores (as 1 and 0).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ __all__ = ["Condition", "parse_condition", "ITEM_COLUMNS"]
 
 #: Keys that name the item's own columns rather than table metadata.
 ITEM_COLUMNS = {"width": "width", "height": "height", "size": "size", "path": "path"}
+#: The item columns that hold numbers (a condition on them needs a number).
+_NUMERIC_COLUMNS = ("width", "height", "size")
 
 _PATTERN = re.compile(r"^\s*([A-Za-z_][\w.:-]*)\s*(!=|<=|>=|=|<|>|\s+in\s+)\s*(.*?)\s*$", re.IGNORECASE)
 _EXAMPLES = "license=cc-by, width>=512, source!=flickr or 'lang in en,de'"
@@ -33,7 +36,17 @@ def _typed(text: str) -> list[object]:
             return [cast(text), text]
         except ValueError:
             pass
+    if text.lower() in ("true", "false"):
+        return [int(text.lower() == "true"), text]  # SQLite stores a table's booleans as 1 and 0
     return [text]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,14 @@ def parse_condition(text: str) -> Condition:
         values = tuple(v.strip() for v in value.strip("()[]").split(",") if v.strip())
         if not values:
             raise InvalidArgument(f"--where {text!r}: 'in' needs values separated by commas, like 'lang in en,de'")
-        return Condition(key, op, values)
-    if key in ("path",) and op not in ("=", "!="):
-        raise InvalidArgument(f"--where {text!r}: paths compare with = or != only (or use --glob)")
-    return Condition(key, op, (value,))
+    else:
+        values = (value,)
+    if key in ("path",) and op not in ("=", "!=", "in"):
+        raise InvalidArgument(f"--where {text!r}: paths compare with =, != or in only (or use --glob)")
+    if key in _NUMERIC_COLUMNS:
+        # A text value would compare as SQLite orders numbers before text: quietly all or nothing.
+        for v in values:
+            if not _is_number(v):
+                raise InvalidArgument(f"--where {text!r}: {key} is a number of {'bytes' if key == 'size' else 'pixels'}"
+                                      f"; compare it with a number, like {key}>=512")
+    return Condition(key, op, values)

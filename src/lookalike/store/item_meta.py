@@ -13,8 +13,16 @@ from typing import Any, Iterable, Mapping, Sequence
 __all__ = ["ItemMeta"]
 
 
+#: SQLite's INTEGER range; a larger int (a uint64 hash column, a big JSON number) is kept as text.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _value(value: Any) -> Any:
-    return int(value) if isinstance(value, bool) else value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+        return str(value)  # sqlite3 raises OverflowError on these, failing the whole commit
+    return value
 
 
 class ItemMeta:
