@@ -23,6 +23,7 @@ from ..version import __version__
 from .collection_cmds import index, info
 from .common import CollectionOpt, default_collection, err, fail, out, spell_negative_weights
 from .dupes_cmd import dupes
+from .exchange_cmds import export, import_
 from .explore_cmds import cluster, label, map_, report
 from .matrix_cmd import matrix
 from .search_cmd import search
@@ -54,6 +55,8 @@ app.command()(label)
 app.command(name="map")(map_)
 app.command()(matrix)
 app.command()(report)
+app.command()(export)
+app.command(name="import")(import_)
 
 
 @app.command()

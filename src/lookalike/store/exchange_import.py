@@ -1,0 +1,178 @@
+"""Importing an export (see :mod:`.exchange`): verified whole first (:mod:`.exchange_layout`),
+then written in batches with the indexer's durability order (vectors appended and fsynced,
+then the rows that refer to them in one transaction), and the index refreshed as an add does.
+
+An item whose path is already in the collection is updated in place and keeps its id; its
+vector row is kept when the vector is the same, and an item whose content hash is stored
+shares that vector row (copies share a row, as indexing makes them), so re-running an import
+adds nothing. Ids recorded by a lookalike export are kept where they are free.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from ..images.traits import ImageTraits
+from ..progress import ProgressCallback, ProgressEvent
+from .assign import assign_pending
+from .exchange import CHUNK_BYTES, TRAIT_FIELDS, ImportReport
+from .exchange_layout import RENORM_TOL, UNIT_TOL, Layout, batches, discover, verify
+from .indexer import AddReport, finish_add
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..models.lazy import LazyModel
+    from .metadata import MetadataDB
+    from .storage import Storage
+
+__all__ = ["run_import"]
+
+#: What an item lacks when the export does not say (clip-retrieval output from elsewhere):
+#: size 0 and mtime -1 never match a real file, so indexing that file later embeds it afresh.
+_DEFAULTS = {"size": 0, "mtime_ns": -1}
+
+
+def run_import(storage: "Storage", model: "LazyModel", source: "Path", *,
+               progress: ProgressCallback | None = None) -> ImportReport:
+    """Implementation of :func:`.exchange.import_embeddings`."""
+    t0 = time.perf_counter()
+    emit = progress or (lambda event: None)
+    layout = discover(source)
+    report = ImportReport(source=source, format=layout.kind, shards=len(layout.shards))
+    dim = storage.manifest.dim
+    batch_rows = max(1024, min(65536, CHUNK_BYTES // (4 * dim)))
+    with storage.write_lock():
+        checked = verify(layout, storage, report, batch_rows, emit)
+        report.renormalised, report.far_from_unit = checked.renormalise, checked.far
+        if checked.far:
+            report.warnings.append(f"{checked.far} of {checked.rows} vectors were not unit length (off by more "
+                                   f"than {UNIT_TOL}); they were normalised, but may not be embeddings meant for "
+                                   "cosine search.")
+        for shard in layout.shards:
+            for batch, vectors, _ in batches(layout, shard, dim, batch_rows, None):
+                _commit(storage, layout, batch, _normalised(vectors), report)
+                emit(ProgressEvent("import", done=report.rows, total=checked.rows))
+        finish_add(storage, [], AddReport(), model, None)
+    report.seconds = time.perf_counter() - t0
+    emit(ProgressEvent("done", done=report.rows, total=report.rows))
+    return report
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    """Float32 unit rows; a row already within :data:`RENORM_TOL` of unit length is left
+    bit for bit, so a float32 round trip gives identical scores."""
+    v = np.array(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1)
+    off = np.abs(norms - 1.0) > RENORM_TOL
+    v[off] /= norms[off, None]
+    return v
+
+
+def _scalar(value: Any) -> Any:
+    """A metadata value as SQLite keeps it (JSON scalars; anything nested as JSON text)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, (list, dict, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _columns(layout: Layout, batch: Any) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+    """``(item field -> values, metadata of each row)`` of a record batch."""
+    names = batch.schema.names
+    n = batch.num_rows
+    fields = {f: batch.column(c).to_pylist() for f, c in layout.fields.items() if f != "vector" and c in names}
+    metas: list[dict[str, Any]] = [{} for _ in range(n)]
+    for col, key in layout.meta_columns(names).items():
+        for meta, value in zip(metas, batch.column(col).to_pylist()):
+            if value is not None:
+                meta[key] = _scalar(value)
+    return fields, metas
+
+
+def _stored_hashes(db: "MetadataDB", hashes: list[str]) -> dict[str, int]:
+    """``{hash: vec_row}`` of embedded items with these content hashes."""
+    out: dict[str, int] = {}
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start : start + 500]
+        sql = (f"SELECT hash, vec_row FROM items WHERE status = 'ok' AND vec_row IS NOT NULL "
+               f"AND hash IN ({','.join('?' * len(chunk))})")
+        out.update(db.conn.execute(sql, chunk).fetchall())
+    return out
+
+
+def _traits(fields: Mapping[str, list[Any]], i: int) -> ImageTraits | None:
+    if any(f not in fields or fields[f][i] is None for f in TRAIT_FIELDS if f != "taken"):
+        return None
+    return ImageTraits(*(fields[f][i] if f in fields else None for f in TRAIT_FIELDS))
+
+
+def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray, report: ImportReport) -> None:
+    """Write one batch: new vectors first (fsynced), then rows, traits and metadata at once."""
+    db = storage.db
+    fields, metas = _columns(layout, batch)
+    paths: list[str] = fields["path"]
+    hashes: list[str | None] = fields.get("hash", [None] * len(paths))
+    existing = db.rows_for_paths(paths)
+    known = _stored_hashes(db, sorted({h for h in hashes if h}))
+    stored = storage.vectors()
+    new: list[np.ndarray] = []
+    rows, traits, keep_ids = [], [], []
+    for i, path in enumerate(paths):
+        old, digest = existing.get(path), hashes[i]
+        if old is not None and old.vec_row is not None and np.array_equal(stored[old.vec_row], vectors[i]):
+            vec_row = old.vec_row  # the same item again: nothing changes
+        elif digest and digest in known:
+            vec_row = known[digest]  # the same content as a stored item (or an earlier row): share its row
+        else:
+            vec_row = -1
+        if vec_row < 0:
+            vec_row = storage.vector_rows + len(new)
+            new.append(vectors[i])
+            if digest:
+                known[digest] = vec_row
+        else:
+            report.reused += 1
+        value = {f: fields[f][i] if f in fields and fields[f][i] is not None else _DEFAULTS.get(f)
+                 for f in ("size", "mtime_ns", "width", "height")}
+        rows.append((path, value["size"], value["mtime_ns"], digest, value["width"], value["height"], "ok", None,
+                     vec_row))
+        t = _traits(fields, i)
+        if t is not None:
+            traits.append((t, path))
+        if old is None:
+            report.added += 1
+            if fields.get("id") and fields["id"][i] is not None:
+                keep_ids.append((int(fields["id"][i]), path))
+        else:
+            report.updated += 1
+    keep_ids = _free_ids(db, keep_ids)
+
+    def write() -> None:
+        # A row made first with the id the export recorded; the upsert then fills it in.
+        db.conn.executemany("INSERT INTO items (id, path, size, mtime_ns, status) VALUES (?, ?, 0, 0, 'failed')",
+                            keep_ids)
+        db.upsert(rows)
+        db.set_traits(traits)
+        db.copy_traits_by_hash()
+        db.meta.set(zip(paths, metas))
+
+    storage.commit_vectors(np.stack(new) if new else None, write)
+    assign_pending(storage)  # new items join a stored clustering and labelling, as indexed ones do
+    report.rows += len(paths)
+
+
+def _free_ids(db: "MetadataDB", wanted: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The ``(id, path)`` pairs whose id no stored item has (nor an earlier pair)."""
+    taken = set(db.get_many([i for i, _ in wanted]))
+    out = []
+    for item_id, path in wanted:
+        if item_id not in taken and item_id > 0:
+            taken.add(item_id)
+            out.append((item_id, path))
+    return out
