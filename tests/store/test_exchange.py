@@ -161,6 +161,35 @@ def test_parquet_layout_schema_and_sidecar(tmp_path: Path) -> None:
     side = json.loads((tmp_path / "out" / SIDECAR).read_text())
     assert side["rows"] == 250 and side["dtype"] == "float16" and side["model"]["fingerprint"] == "f00d"
     assert [s["rows"] for s in side["shards"]] == [100, 100, 50]
+    c2 = empty_collection(tmp_path / "c2.lkl")
+    assert import_embeddings(c2, tmp_path / "out").renormalised > 200
+    np.testing.assert_allclose(c2.get_vectors(list(range(1, 251))), coll.get_vectors(list(range(1, 251))), atol=2e-3)
+
+
+def test_an_interrupted_export_is_refused_and_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookalike.store import exchange_export
+
+    coll = synthetic(tmp_path / "c.lkl", 300)
+    real, calls = exchange_export._Shape.table, []
+
+    def crash_on_third(self: Any, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(exchange_export._Shape, "table", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        export_collection(coll, tmp_path / "out", rows_per_file=100)
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["lookalike-export.json", "part-00000.parquet",
+                                                      "part-00001.parquet"]  # no temporary file left
+    c2 = empty_collection(tmp_path / "c2.lkl")
+    with pytest.raises(InvalidArgument, match="interrupted"):
+        import_embeddings(c2, out)
+    export_collection(coll, out, rows_per_file=100, overwrite=True)
+    assert import_embeddings(c2, out).rows == 300
 
 
 def test_clip_retrieval_layout_as_clip_retrieval_writes_it(tmp_path: Path) -> None:
@@ -253,6 +282,7 @@ def test_misaligned_lookalike_export_is_refused(big: Collection, tmp_path: Path)
     ("shuffled", r"metadata/metadata_0\.parquet does not hold the items"),
     ("extra", r"img_emb/img_emb_9\.npy is not part of the export"),
     ("same-count-other-rows", r"metadata/metadata_1\.parquet does not hold the items"),
+    ("swapped-vectors", r"img_emb/img_emb_1\.npy does not hold the vectors .* for shard 1"),
 ])
 def test_damaged_exports_are_refused(tmp_path: Path, damage: str, message: str) -> None:
     coll = synthetic(tmp_path / "c.lkl", 300)
@@ -266,6 +296,10 @@ def test_damaged_exports_are_refused(tmp_path: Path, damage: str, message: str) 
         pq.write_table(table.take(list(range(1, 100)) + [0]), out / "metadata" / "metadata_0.parquet")
     elif damage == "extra":
         np.save(out / "img_emb" / "img_emb_9.npy", np.zeros((1, DIM), "f2"))
+    elif damage == "swapped-vectors":  # two shards' embeddings exchanged: every count still agrees
+        (out / "img_emb" / "img_emb_1.npy").rename(out / "img_emb" / "tmp.npy")
+        (out / "img_emb" / "img_emb_2.npy").rename(out / "img_emb" / "img_emb_1.npy")
+        (out / "img_emb" / "tmp.npy").rename(out / "img_emb" / "img_emb_2.npy")
     else:  # one row dropped at the end of shard 1, one from shard 2 appended: counts still agree
         t1, t2 = pq.read_table(out / "metadata" / "metadata_1.parquet"), pq.read_table(
             out / "metadata" / "metadata_2.parquet")

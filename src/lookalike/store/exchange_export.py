@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from contextlib import ExitStack
 from itertools import islice
@@ -42,6 +43,11 @@ def identity_digest() -> Any:
 def update_digest(digest: Any, identities: Sequence[str]) -> None:
     for ident in identities:
         digest.update(ident.encode("utf-8", "surrogatepass") + b"\n")
+
+
+def update_vector_digest(digest: Any, vectors: np.ndarray) -> None:
+    """Add vectors as stored (their dtype, little-endian) to a shard's running digest."""
+    digest.update(np.ascontiguousarray(vectors, dtype=vectors.dtype.newbyteorder("<")).tobytes())
 
 
 def metadata_types(db: "MetadataDB") -> dict[str, str]:
@@ -119,35 +125,37 @@ class _Shape:
         return pa.Table.from_pydict(data, schema=self.schema)
 
 
+#: Files an export writes, relative to its folder (atomic writers' temporary files included).
+_OURS = re.compile(r"(part-\d+\.parquet|img_emb/img_emb_\d+\.npy|metadata/metadata_\d+\.parquet"
+                   r"|(img_emb/|metadata/)?\..+\.tmp)")
+
+
 def _prepare(out_dir: Path, overwrite: bool) -> None:
     """An empty ``out_dir``; with ``overwrite``, the lookalike export there is removed first
-    (the sidecar before the files, so an interruption never leaves it looking complete)."""
+    (the sidecar before the files, so an interruption never leaves it looking complete).
+    Nothing is removed unless every file there is one an export writes."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgument(f"{out_dir}: exists and is not a folder; export into an empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not any(out_dir.iterdir()):
         return
     sidecar = out_dir / SIDECAR
-    if not overwrite or not sidecar.is_file():
-        hint = "pass --overwrite to replace the export there" if sidecar.is_file() else "pick an empty folder"
-        raise InvalidArgument(f"{out_dir}: folder is not empty; {hint}")
-    try:
-        old = json.loads(sidecar.read_text(encoding="utf-8"))
-        names = {n for s in old.get("shards", []) for n in (s.get("vectors"), s.get("metadata")) if n}
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InvalidArgument(f"{sidecar}: unreadable ({exc}); remove the old export by hand") from exc
+    if not sidecar.is_file():
+        raise InvalidArgument(f"{out_dir}: folder is not empty; pick an empty folder")
+    if not overwrite:
+        raise InvalidArgument(f"{out_dir}: folder is not empty (it holds an export); pass overwrite=True "
+                              "(--overwrite) to replace it, or pick an empty folder")
+    files = [p for p in out_dir.rglob("*") if not p.is_dir() and p != sidecar]
+    foreign = sorted(rel for p in files if not _OURS.fullmatch(rel := p.relative_to(out_dir).as_posix()))
+    if foreign:
+        raise InvalidArgument(f"{out_dir}: holds files that are not part of a lookalike export "
+                              f"({', '.join(foreign[:5])}); pick an empty folder")
     sidecar.unlink()
-    for name in names:
-        target = (out_dir / name).resolve()
-        if target.parent in (out_dir.resolve(), (out_dir / "img_emb").resolve(), (out_dir / "metadata").resolve()):
-            target.unlink(missing_ok=True)
+    for p in files:
+        p.unlink()
     for sub in ("img_emb", "metadata"):
         if (out_dir / sub).is_dir() and not any((out_dir / sub).iterdir()):
             (out_dir / sub).rmdir()
-    left = sorted(p.name for p in out_dir.iterdir())
-    if left:
-        raise InvalidArgument(f"{out_dir}: holds files that are not part of the old export ({', '.join(left[:5])}); "
-                              "pick an empty folder")
 
 
 def _ok_rows(db: "MetadataDB") -> Iterator[ItemRow]:
@@ -178,6 +186,10 @@ def write_export(storage: "Storage", out_dir: Path, *, fmt: str, dtype: str | No
     emit = progress or (lambda event: None)
     out_dir = Path(out_dir)
     _prepare(out_dir, overwrite)
+    # First a sidecar that says "unfinished": an interrupted export is refused on import, and
+    # overwritten by the next export, rather than imported as a short folder of parquet files.
+    begun = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "layout": fmt, "complete": False}
+    atomic_write_text(out_dir / SIDECAR, json.dumps(begun) + "\n")
     report = ExportReport(out_dir=out_dir, format=fmt, dtype=dtype)
     db, dim = storage.db, storage.manifest.dim
     chunk = max(1024, min(65536, CHUNK_BYTES // (4 * dim)))
@@ -193,15 +205,14 @@ def write_export(storage: "Storage", out_dir: Path, *, fmt: str, dtype: str | No
         for index in range(n_shards):
             n = min(rows_per_file, total - index * rows_per_file)
             names = _shard_names(fmt, index, n_shards)
-            digest = _write_shard(out_dir, names, n, rows, mm, shape, pq, db, chunk, report, emit, total)
+            digests = _write_shard(out_dir, names, n, rows, mm, shape, pq, db, chunk, report, emit, total)
             shards.append({"index": index, "rows": n, "vectors": names[0], "metadata": names[1],
-                           "identities_sha256": digest})
+                           "identities_sha256": digests[0], "vectors_sha256": digests[1]})
             report.files += sorted(set(names))
         if next(rows, None) is not None:
             raise AssertionError("more rows than counted in one snapshot")  # cannot happen
-    sidecar = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "layout": fmt,
-               "lookalike_version": __version__, "created": time.time(), "source": str(storage.path),
-               "model": storage.manifest.model, "dim": dim, "dtype": dtype, "rows": total,
+    sidecar = {**begun, "complete": True, "lookalike_version": __version__, "created": time.time(),
+               "source": str(storage.path), "model": storage.manifest.model, "dim": dim, "dtype": dtype, "rows": total,
                "columns": shape.fields, "metadata": shape.meta, "shards": shards}
     atomic_write_text(out_dir / SIDECAR, json.dumps(sidecar, indent=2) + "\n")
     report.files.append(SIDECAR)
@@ -212,9 +223,9 @@ def write_export(storage: "Storage", out_dir: Path, *, fmt: str, dtype: str | No
 
 def _write_shard(out_dir: Path, names: tuple[str, str], n: int, rows: Iterator[ItemRow], mm: np.ndarray,
                  shape: _Shape, pq: Any, db: "MetadataDB", chunk: int, report: ExportReport,
-                 emit: ProgressCallback, total: int) -> str:
-    """Write one shard of ``n`` rows; returns the digest of its identities."""
-    digest = identity_digest()
+                 emit: ProgressCallback, total: int) -> tuple[str, str]:
+    """Write one shard of ``n`` rows; returns the digests of its identities and its vectors."""
+    digest, vec_digest = identity_digest(), identity_digest()
     vec_name, meta_name = names
     little = np.dtype(shape.dtype).newbyteorder("<")
     with ExitStack() as files:
@@ -232,12 +243,13 @@ def _write_shard(out_dir: Path, names: tuple[str, str], n: int, rows: Iterator[I
                 if not batch:
                     raise AssertionError("fewer rows than counted in one snapshot")  # cannot happen
                 ids = [r.id for r in batch]
-                vectors = np.asarray(mm[np.array([r.vec_row for r in batch])], dtype=np.float32)
+                vectors = np.ascontiguousarray(mm[np.array([r.vec_row for r in batch])], dtype=little)
                 writer.write_table(shape.table(batch, vectors, db.meta.get(ids), db.traits(ids)))
                 if vec_file is not None:
-                    vec_file.write(np.ascontiguousarray(vectors, dtype=little).tobytes())
+                    vec_file.write(vectors.tobytes())
+                update_vector_digest(vec_digest, vectors)
                 update_digest(digest, [r.path for r in batch])
                 left -= len(batch)
                 report.rows += len(batch)
                 emit(ProgressEvent("export", done=report.rows, total=total))
-    return digest.hexdigest()
+    return digest.hexdigest(), vec_digest.hexdigest()

@@ -16,9 +16,8 @@ import numpy as np
 
 from ..errors import CollectionMismatch, InvalidArgument
 from ..progress import ProgressCallback, ProgressEvent
-from .exchange import (FORMAT_NAME, FORMAT_VERSION, FORMATS, SIDECAR, ImportReport,
-                       load_pyarrow)
-from .exchange_export import identity_digest, update_digest
+from .exchange import FORMAT_NAME, FORMAT_VERSION, FORMATS, SIDECAR, ImportReport, load_pyarrow
+from .exchange_export import identity_digest, update_digest, update_vector_digest
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -41,6 +40,7 @@ class Shard:
     metadata: Path
     rows: int | None = None          # as the sidecar records it
     digest: str | None = None        # of the identities, as the sidecar records it
+    vector_digest: str | None = None  # of the vectors as stored, likewise
 
     def name(self, root: Path) -> str:
         return _rel(self.metadata, root)
@@ -88,6 +88,8 @@ def read_sidecar(root: Path) -> dict[str, Any] | None:
         raise _refuse(root, f"{SIDECAR} is unreadable ({exc}).") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME or data.get("layout") not in FORMATS:
         raise _refuse(root, f"{SIDECAR} is not a lookalike export description.")
+    if data.get("complete") is not True:
+        raise _refuse(root, f"this export was interrupted before it finished ({SIDECAR} says so); export again.")
     if int(data.get("format_version", 0)) > FORMAT_VERSION:
         raise _refuse(root, f"the export is format {data['format_version']}, newer than this lookalike reads "
                             f"({FORMAT_VERSION}); upgrade lookalike.")
@@ -172,7 +174,8 @@ def _from_sidecar(root: Path, sidecar: dict[str, Any]) -> Layout:
         for p in {vec, meta}:
             if not p.is_file():
                 raise _refuse(root, f"{_rel(p, root)} is missing ({SIDECAR} lists it); re-export shard {s['index']}.")
-        shards.append(Shard(int(s["index"]), vec, meta, int(s["rows"]), s.get("identities_sha256")))
+        shards.append(Shard(int(s["index"]), vec, meta, int(s["rows"]), s.get("identities_sha256"),
+                            s.get("vectors_sha256")))
     listed = {p for s in shards for p in (s.vectors, s.metadata)}
     on_disk = (set(root.glob("*.parquet")) if kind == "parquet" else
                set((root / "img_emb").glob("*.npy")) | set((root / "metadata").glob("*.parquet")))
@@ -314,18 +317,23 @@ def _check_shard(layout: Layout, shard: Shard, dim: int, seen: _Seen, checked: C
     if shard.rows is not None and n_meta != shard.rows:
         raise _refuse(root, f"{name} has {n_meta} rows but {SIDECAR} records {shard.rows}: the file changed "
                             f"since the export; re-export shard {shard.index}.")
-    digest = identity_digest()
+    digest, vec_digest = identity_digest(), identity_digest()
     columns = [ident] + ([layout.fields["vector"]] if "vector" in layout.fields else [])
     for batch, vectors, offset in batches(layout, shard, dim, batch_rows, columns):
         paths = batch.column(ident).to_pylist()
         seen.add(root, paths, name, offset)
         _check_vectors(layout, shard, vectors, offset, dim, checked)
         update_digest(digest, paths)
+        update_vector_digest(vec_digest, vectors)
         checked.rows += len(paths)
         emit(ProgressEvent("verify", done=checked.rows, total=total))
     if shard.digest is not None and digest.hexdigest() != shard.digest:
         raise _refuse(root, f"{name} does not hold the items {SIDECAR} records for it (their paths or order "
                             f"differ): it changed since the export; re-export shard {shard.index}.")
+    if shard.vector_digest is not None and vec_digest.hexdigest() != shard.vector_digest:
+        vec = _rel(shard.vectors, root)
+        raise _refuse(root, f"{vec} does not hold the vectors {SIDECAR} records for shard {shard.index}: it changed "
+                            f"since the export, or belongs to another shard; re-export shard {shard.index}.")
 
 
 def _check_model(layout: Layout, storage: "Storage", report: ImportReport) -> None:
