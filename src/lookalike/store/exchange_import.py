@@ -53,10 +53,15 @@ def run_import(storage: "Storage", model: "LazyModel", source: "Path", *,
             report.warnings.append(f"{checked.far} of {checked.rows} vectors were not unit length (off by more "
                                    f"than {UNIT_TOL}); they were normalised, but may not be embeddings meant for "
                                    "cosine search.")
+        untraited = False
         for shard in layout.shards:
             for batch, vectors, _ in batches(layout, shard, dim, batch_rows, None):
-                _commit(storage, layout, batch, _normalised(vectors), report)
+                untraited |= _commit(storage, layout, batch, _normalised(vectors), report)
                 emit(ProgressEvent("import", done=report.rows, total=checked.rows))
+        if untraited:  # once at the end: it scans every row without traits
+            with storage.db.transaction():
+                storage.db.copy_traits_by_hash()
+                storage.db.bump_generation()
         finish_add(storage, [], AddReport(), model, None)
     report.seconds = time.perf_counter() - t0
     emit(ProgressEvent("done", done=report.rows, total=report.rows))
@@ -112,17 +117,19 @@ def _traits(fields: Mapping[str, list[Any]], i: int) -> ImageTraits | None:
     return ImageTraits(*(fields[f][i] if f in fields else None for f in TRAIT_FIELDS))
 
 
-def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray, report: ImportReport) -> None:
-    """Write one batch: new vectors first (fsynced), then rows, traits and metadata at once."""
+def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray, report: ImportReport) -> bool:
+    """Write one batch: new vectors first (fsynced), then rows, traits and metadata at once.
+    True when some row has a content hash but no traits (a copy may lend it its traits)."""
     db = storage.db
     fields, metas = _columns(layout, batch)
     paths: list[str] = fields["path"]
     hashes: list[str | None] = fields.get("hash", [None] * len(paths))
     existing = db.rows_for_paths(paths)
     known = _stored_hashes(db, sorted({h for h in hashes if h}))
-    stored = storage.vectors()
+    stored, first_new = storage.vectors(), storage.vector_rows
     new: list[np.ndarray] = []
     rows, traits, keep_ids = [], [], []
+    untraited = False
     for i, path in enumerate(paths):
         old, digest = existing.get(path), hashes[i]
         if old is not None and old.vec_row is not None and np.array_equal(stored[old.vec_row], vectors[i]):
@@ -132,7 +139,7 @@ def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray,
         else:
             vec_row = -1
         if vec_row < 0:
-            vec_row = storage.vector_rows + len(new)
+            vec_row = first_new + len(new)
             new.append(vectors[i])
             if digest:
                 known[digest] = vec_row
@@ -145,6 +152,8 @@ def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray,
         t = _traits(fields, i)
         if t is not None:
             traits.append((t, path))
+        elif digest:
+            untraited = True
         if old is None:
             report.added += 1
             if fields.get("id") and fields["id"][i] is not None:
@@ -159,12 +168,12 @@ def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray,
                             keep_ids)
         db.upsert(rows)
         db.set_traits(traits)
-        db.copy_traits_by_hash()
         db.meta.set(zip(paths, metas))
 
     storage.commit_vectors(np.stack(new) if new else None, write)
     assign_pending(storage)  # new items join a stored clustering and labelling, as indexed ones do
     report.rows += len(paths)
+    return untraited
 
 
 def _free_ids(db: "MetadataDB", wanted: list[tuple[int, str]]) -> list[tuple[int, str]]:

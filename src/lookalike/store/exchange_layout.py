@@ -244,7 +244,7 @@ class _Seen:
     """Identities seen so far, in a temporary SQLite file: memory stays flat at any size."""
 
     def __init__(self, folder: str) -> None:
-        self.conn = sqlite3.connect(Path(folder) / "seen.sqlite", isolation_level=None)
+        self.conn = sqlite3.connect(Path(folder) / "seen.sqlite")
         self.conn.execute("PRAGMA journal_mode=OFF")
         self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("CREATE TABLE seen (path TEXT PRIMARY KEY, shard TEXT, row INTEGER) WITHOUT ROWID")
@@ -254,8 +254,9 @@ class _Seen:
             if not isinstance(p, str) or not p:
                 raise _refuse(root, f"{shard} row {offset + i} has no identity (path {p!r}).")
         before = self.conn.total_changes
-        self.conn.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)",
-                              ((p, shard, offset + i) for i, p in enumerate(paths)))
+        with self.conn:  # one transaction per batch, not one per row
+            self.conn.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)",
+                                  ((p, shard, offset + i) for i, p in enumerate(paths)))
         if self.conn.total_changes - before == len(paths):
             return
         for i, p in enumerate(paths):
