@@ -354,3 +354,26 @@ def test_a_single_foreign_parquet_file(tmp_path: Path) -> None:
     got = c2.get_vectors([c2.item_at("/p/4.png").id])[0]
     np.testing.assert_allclose(got, v[4] / np.linalg.norm(v[4]), rtol=1e-6)
     assert c2._storage.db.meta.keys() == ["license"]
+
+
+def test_identity_column_of_data_from_elsewhere(tmp_path: Path) -> None:
+    """clip-retrieval's webdataset mode writes sample keys as image_path: imported with a warning,
+    or named by their URL with ``identity="url"``."""
+    out = tmp_path / "clip"
+    (out / "img_emb").mkdir(parents=True)
+    (out / "metadata").mkdir()
+    v = np.random.default_rng(3).standard_normal((4, DIM)).astype(np.float32)
+    np.save(out / "img_emb" / "img_emb_0.npy", v)
+    pq.write_table(pa.table({"image_path": [f"{i:09d}" for i in range(4)],
+                             "url": [f"https://cdn.test/{i}.jpg" for i in range(4)]}),
+                   out / "metadata" / "metadata_0.parquet")
+    keys = empty_collection(tmp_path / "keys.lkl")
+    report = import_embeddings(keys, out)
+    assert any("'000000000'" in w and "neither absolute paths nor URLs" in w for w in report.warnings)
+    urls = empty_collection(tmp_path / "urls.lkl")
+    report = import_embeddings(urls, out, identity="url")
+    assert not any("neither" in w for w in report.warnings)
+    row = urls._storage.db.get_by_path("https://cdn.test/2.jpg")
+    assert row is not None and urls._storage.db.meta.get([row.id])[row.id] == {"image_path": "000000002"}
+    with pytest.raises(InvalidArgument, match="no identity column .one of caption.; its columns are image_path, url"):
+        import_embeddings(urls, out, identity="caption")

@@ -65,6 +65,8 @@ def import_(
     collection: Optional[Path] = CollectionOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model of a new collection, when the input "
                                         "does not record it (clip-retrieval output from elsewhere)."),
+    identity: Optional[str] = typer.Option(None, "--identity-column", help="Column naming each item, in data "
+                                           "from elsewhere [default: image_path, path or url]."),
     device: str = DeviceOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -79,7 +81,7 @@ def import_(
             target.parent.mkdir(parents=True, exist_ok=True)
             coll = create_for_import(target, source, model=model, device=device)
         with coll, _progress(quiet) as progress:
-            report = import_embeddings(coll, source, progress=progress)
+            report = import_embeddings(coll, source, identity=identity, progress=progress)
     except LookalikeError as exc:
         if new and target.is_dir():
             shutil.rmtree(target)  # a refused import leaves no empty collection behind it made

@@ -124,7 +124,7 @@ def export_collection(coll: "Collection", out_dir: str | os.PathLike[str], *, fo
                         overwrite=overwrite, progress=progress)
 
 
-def import_embeddings(coll: "Collection", in_dir: str | os.PathLike[str], *,
+def import_embeddings(coll: "Collection", in_dir: str | os.PathLike[str], *, identity: str | None = None,
                       progress: "ProgressCallback | None" = None) -> ImportReport:
     """Add the items of an export (either layout, a single parquet file, or clip-retrieval
     output from elsewhere) to ``coll``, row for row, after verifying all of it.
@@ -136,7 +136,10 @@ def import_embeddings(coll: "Collection", in_dir: str | os.PathLike[str], *,
     are then L2-normalised and written in batches; an item whose path is already in the
     collection is updated in place (so a re-run changes nothing), and ids recorded by a
     lookalike export are kept where they are free. Without a sidecar the model that made the
-    vectors is unknown: only the dimension is checked, and the report says so.
+    vectors is unknown: only the dimension is checked, and the report says so; ``identity``
+    then names the column holding each item's identity (default: ``image_path``, ``path`` or
+    ``url``, whichever comes first; clip-retrieval's webdataset mode stores sample keys in
+    ``image_path``, so ``url`` names those items better).
 
     Raises:
         InvalidArgument: misaligned, incomplete or malformed input (the message names the file).
@@ -146,7 +149,7 @@ def import_embeddings(coll: "Collection", in_dir: str | os.PathLike[str], *,
     """
     from .exchange_import import run_import
 
-    return run_import(coll._storage, coll._model, Path(in_dir), progress=progress)
+    return run_import(coll._storage, coll._model, Path(in_dir), identity=identity, progress=progress)
 
 
 def create_for_import(path: str | os.PathLike[str], source: str | os.PathLike[str], *, model: str | None = None,

@@ -37,12 +37,12 @@ __all__ = ["run_import"]
 _DEFAULTS = {"size": 0, "mtime_ns": -1}
 
 
-def run_import(storage: "Storage", model: "LazyModel", source: "Path", *,
+def run_import(storage: "Storage", model: "LazyModel", source: "Path", *, identity: str | None = None,
                progress: ProgressCallback | None = None) -> ImportReport:
     """Implementation of :func:`.exchange.import_embeddings`."""
     t0 = time.perf_counter()
     emit = progress or (lambda event: None)
-    layout = discover(source)
+    layout = discover(source, identity)
     report = ImportReport(source=source, format=layout.kind, shards=len(layout.shards))
     dim = storage.manifest.dim
     batch_rows = max(1024, min(65536, CHUNK_BYTES // (4 * dim)))
@@ -53,6 +53,11 @@ def run_import(storage: "Storage", model: "LazyModel", source: "Path", *,
             report.warnings.append(f"{checked.far} of {checked.rows} vectors were not unit length (off by more "
                                    f"than {UNIT_TOL}); they were normalised, but may not be embeddings meant for "
                                    "cosine search.")
+        if checked.odd:
+            report.warnings.append(f"{checked.odd} identities in column {layout.fields['path']!r} are neither "
+                                   f"absolute paths nor URLs (e.g. {checked.odd_example!r}): those items are "
+                                   "searchable, but their images cannot be shown or read again; another column "
+                                   "may name them better (identity=..., --identity-column).")
         untraited = False
         for shard in layout.shards:
             for batch, vectors, _ in batches(layout, shard, dim, batch_rows, None):

@@ -96,9 +96,10 @@ def read_sidecar(root: Path) -> dict[str, Any] | None:
     return data
 
 
-def discover(path: Path) -> Layout:
+def discover(path: Path, identity: str | None = None) -> Layout:
     """The layout at ``path``: a lookalike export (its sidecar), a clip-retrieval output folder,
-    a folder of parquet files, or one parquet file.
+    a folder of parquet files, or one parquet file. ``identity`` names the column that holds
+    each item's identity in data from elsewhere (default: image_path, path or url).
 
     Raises:
         InvalidArgument: nothing importable, a listed file missing, an unlisted shard, a vector
@@ -107,18 +108,22 @@ def discover(path: Path) -> Layout:
     if path.is_file():
         if path.suffix != ".parquet":
             raise InvalidArgument(f"{path}: import reads a .parquet file or an export folder")
-        return _foreign(Layout(path.parent, "parquet", [Shard(0, path, path)]))
+        return _foreign(Layout(path.parent, "parquet", [Shard(0, path, path)]), identity)
     if not path.is_dir():
         raise InvalidArgument(f"{path}: no such file or folder")
     sidecar = read_sidecar(path)
     if sidecar is not None:
-        return _from_sidecar(path, sidecar)
+        layout = _from_sidecar(path, sidecar)
+        if identity is not None and identity != layout.fields["path"]:
+            raise InvalidArgument(f"{path}: a lookalike export keeps its identities in {layout.fields['path']!r}; "
+                                  f"an identity column ({identity!r}) is only for data from elsewhere")
+        return layout
     if (path / "img_emb").is_dir():
-        return _foreign(Layout(path, "clip-retrieval", _clip_shards(path)))
+        return _foreign(Layout(path, "clip-retrieval", _clip_shards(path)), identity)
     parts = sorted(path.glob("*.parquet"))
     if not parts:
         raise InvalidArgument(f"{path}: not an export: no {SIDECAR}, no img_emb/ folder, no .parquet files")
-    return _foreign(Layout(path, "parquet", [Shard(i, p, p) for i, p in enumerate(parts)]))
+    return _foreign(Layout(path, "parquet", [Shard(i, p, p) for i, p in enumerate(parts)]), identity)
 
 
 def _numbered(folder: Path, pattern: str, root: Path) -> dict[int, Path]:
@@ -147,11 +152,14 @@ def _clip_shards(root: Path) -> list[Shard]:
     return [Shard(i, vecs[i], metas[i]) for i in sorted(vecs)]
 
 
-def _foreign(layout: Layout) -> Layout:
+def _foreign(layout: Layout, identity: str | None) -> Layout:
     """Columns of data from elsewhere: the identity and the vector; everything else is metadata."""
     pa, pq = load_pyarrow("Importing embeddings")
     names = pq.ParquetFile(layout.shards[0].metadata).schema_arrow.names
-    order = ("image_path", "path", "url") if layout.kind == "clip-retrieval" else ("path", "image_path", "url")
+    order: tuple[str, ...] = (("image_path", "path", "url") if layout.kind == "clip-retrieval"
+                              else ("path", "image_path", "url"))
+    if identity is not None:
+        order = (identity,)
     ident = next((c for c in order if c in names), None)
     if ident is None:
         raise _refuse(layout.root, f"{layout.shards[0].name(layout.root)} has no identity column (one of "
@@ -276,6 +284,8 @@ class Checked:
     rows: int = 0
     renormalise: int = 0
     far: int = 0
+    odd: int = 0                     # identities neither absolute paths nor http(s) URLs ...
+    odd_example: str | None = None   # ... and the first of them
 
 
 def _check_vectors(layout: Layout, shard: Shard, vectors: np.ndarray, offset: int, dim: int,
@@ -294,6 +304,13 @@ def _check_vectors(layout: Layout, shard: Shard, vectors: np.ndarray, offset: in
     off = np.abs(norms - 1.0)
     checked.renormalise += int((off > RENORM_TOL).sum())
     checked.far += int((off > UNIT_TOL).sum())
+
+
+def _count_odd(paths: list[str], checked: Checked) -> None:
+    for p in paths:
+        if not p.startswith(("/", "http://", "https://")):
+            checked.odd += 1
+            checked.odd_example = checked.odd_example or p
 
 
 def _check_shard(layout: Layout, shard: Shard, dim: int, seen: _Seen, checked: Checked, batch_rows: int,
@@ -325,6 +342,7 @@ def _check_shard(layout: Layout, shard: Shard, dim: int, seen: _Seen, checked: C
         seen.add(root, paths, name, offset)
         _check_vectors(layout, shard, vectors, offset, dim, checked)
         update_digest(digest, paths)
+        _count_odd(paths, checked)
         update_vector_digest(vec_digest, vectors)
         checked.rows += len(paths)
         emit(ProgressEvent("verify", done=checked.rows, total=total))
