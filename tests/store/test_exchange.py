@@ -283,6 +283,8 @@ def test_misaligned_lookalike_export_is_refused(big: Collection, tmp_path: Path)
     ("extra", r"img_emb/img_emb_9\.npy is not part of the export"),
     ("same-count-other-rows", r"metadata/metadata_1\.parquet does not hold the items"),
     ("swapped-vectors", r"img_emb/img_emb_1\.npy does not hold the vectors .* for shard 1"),
+    ("not-parquet", r"metadata/metadata_1\.parquet is not a readable parquet file"),
+    ("malformed-sidecar", r"lookalike-export\.json is malformed"),
 ])
 def test_damaged_exports_are_refused(tmp_path: Path, damage: str, message: str) -> None:
     coll = synthetic(tmp_path / "c.lkl", 300)
@@ -296,6 +298,12 @@ def test_damaged_exports_are_refused(tmp_path: Path, damage: str, message: str) 
         pq.write_table(table.take(list(range(1, 100)) + [0]), out / "metadata" / "metadata_0.parquet")
     elif damage == "extra":
         np.save(out / "img_emb" / "img_emb_9.npy", np.zeros((1, DIM), "f2"))
+    elif damage == "not-parquet":
+        (out / "metadata" / "metadata_1.parquet").write_bytes(b"PAR1 but not really")
+    elif damage == "malformed-sidecar":
+        side = json.loads((out / SIDECAR).read_text())
+        del side["shards"][1]["rows"]
+        (out / SIDECAR).write_text(json.dumps(side))
     elif damage == "swapped-vectors":  # two shards' embeddings exchanged: every count still agrees
         (out / "img_emb" / "img_emb_1.npy").rename(out / "img_emb" / "tmp.npy")
         (out / "img_emb" / "img_emb_2.npy").rename(out / "img_emb" / "img_emb_1.npy")

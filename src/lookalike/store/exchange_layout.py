@@ -154,8 +154,7 @@ def _clip_shards(root: Path) -> list[Shard]:
 
 def _foreign(layout: Layout, identity: str | None) -> Layout:
     """Columns of data from elsewhere: the identity and the vector; everything else is metadata."""
-    pa, pq = load_pyarrow("Importing embeddings")
-    names = pq.ParquetFile(layout.shards[0].metadata).schema_arrow.names
+    names = parquet_file(layout.root, layout.shards[0].metadata).schema_arrow.names
     order: tuple[str, ...] = (("image_path", "path", "url") if layout.kind == "clip-retrieval"
                               else ("path", "image_path", "url"))
     if identity is not None:
@@ -175,11 +174,20 @@ def _foreign(layout: Layout, identity: str | None) -> Layout:
 
 
 def _from_sidecar(root: Path, sidecar: dict[str, Any]) -> Layout:
+    try:
+        return _sidecar_layout(root, sidecar)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _refuse(root, f"{SIDECAR} is malformed ({type(exc).__name__}: {exc}); export again.") from exc
+
+
+def _sidecar_layout(root: Path, sidecar: dict[str, Any]) -> Layout:
     kind = sidecar["layout"]
     shards = []
-    for s in sidecar.get("shards", []):
+    for s in sidecar["shards"]:
         vec, meta = root / s["vectors"], root / s["metadata"]
         for p in {vec, meta}:
+            if root.resolve() not in p.resolve().parents:
+                raise _refuse(root, f"{SIDECAR} lists {p}, outside the export.")
             if not p.is_file():
                 raise _refuse(root, f"{_rel(p, root)} is missing ({SIDECAR} lists it); re-export shard {s['index']}.")
         shards.append(Shard(int(s["index"]), vec, meta, int(s["rows"]), s.get("identities_sha256"),
@@ -197,6 +205,15 @@ def _from_sidecar(root: Path, sidecar: dict[str, Any]) -> Layout:
 
 
 # ---------------------------------------------------------------------------------- reading
+def parquet_file(root: Path, path: Path) -> Any:
+    """``pyarrow.parquet.ParquetFile(path)``, or a refusal naming the file."""
+    _, pq = load_pyarrow("Importing embeddings")
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several kinds (ArrowInvalid, OSError) for a bad file
+        raise _refuse(root, f"{_rel(path, root)} is not a readable parquet file ({exc}).") from exc
+
+
 def _open_npy(layout: Layout, shard: Shard, dim: int) -> np.ndarray:
     try:
         arr = np.load(shard.vectors, mmap_mode="r", allow_pickle=False)
@@ -233,8 +250,7 @@ def batches(layout: Layout, shard: Shard, dim: int, batch_rows: int, columns: li
              ) -> Iterator[tuple[Any, np.ndarray, int]]:
     """``(record batch, its vectors as read, offset)`` over a shard, embeddings and metadata
     read in step (the row counts were checked equal before)."""
-    _, pq = load_pyarrow("Importing embeddings")
-    pf = pq.ParquetFile(shard.metadata)
+    pf = parquet_file(layout.root, shard.metadata)
     npy = _open_npy(layout, shard, dim) if shard.vectors != shard.metadata else None
     offset = 0
     for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
@@ -315,19 +331,18 @@ def _count_odd(paths: list[str], checked: Checked) -> None:
 
 def _check_shard(layout: Layout, shard: Shard, dim: int, seen: _Seen, checked: Checked, batch_rows: int,
                  emit: ProgressCallback, total: int) -> None:
-    _, pq = load_pyarrow("Importing embeddings")
     root, name = layout.root, shard.name(layout.root)
-    try:
-        pf = pq.ParquetFile(shard.metadata)
-    except Exception as exc:  # pyarrow raises several kinds for a file that is not parquet
-        raise _refuse(root, f"{name} is not a readable parquet file ({exc}).") from exc
+    pf = parquet_file(root, shard.metadata)
     n_meta, names = pf.metadata.num_rows, pf.schema_arrow.names
     ident = layout.fields["path"]
     for col in {ident, layout.fields.get("vector", ident)}:
         if col not in names:
             raise _refuse(root, f"{name} has no {col!r} column; its columns are {', '.join(names)}.")
     if shard.vectors != shard.metadata:
-        n_vec = _open_npy(layout, shard, dim).shape[0]
+        n_vec, n_dim = _open_npy(layout, shard, dim).shape
+        if n_dim != dim:
+            raise CollectionMismatch(f"{root}: {_rel(shard.vectors, root)} holds {n_dim}-d vectors, but the "
+                                     f"collection's are {dim}-d: these embeddings come from another model {_NOTHING}")
         if n_vec != n_meta:
             vec = _rel(shard.vectors, root)
             raise _refuse(root, f"{name} has {n_meta} rows but {vec} has {n_vec}: the metadata is out of line "
@@ -377,8 +392,7 @@ def verify(layout: Layout, storage: "Storage", report: ImportReport, batch_rows:
     """Check the whole of ``layout`` against ``storage`` (the model, then every shard), reading
     the identities and vectors once; raises on the first fault, having written nothing."""
     _check_model(layout, storage, report)
-    _, pq = load_pyarrow("Importing embeddings")
-    total = sum(pq.ParquetFile(s.metadata).metadata.num_rows for s in layout.shards)
+    total = sum(parquet_file(layout.root, s.metadata).metadata.num_rows for s in layout.shards)
     checked = Checked()
     with tempfile.TemporaryDirectory(prefix="lookalike-import-") as folder:
         seen = _Seen(folder)
