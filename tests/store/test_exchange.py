@@ -385,3 +385,19 @@ def test_identity_column_of_data_from_elsewhere(tmp_path: Path) -> None:
     assert row is not None and urls._storage.db.meta.get([row.id])[row.id] == {"image_path": "000000002"}
     with pytest.raises(InvalidArgument, match="no identity column .one of caption.; its columns are image_path, url"):
         import_embeddings(urls, out, identity="caption")
+
+
+def test_import_into_a_collection_with_items_keeps_free_ids_only(tmp_path: Path) -> None:
+    a = synthetic(tmp_path / "a.lkl", 30)
+    export_collection(a, tmp_path / "out", format="parquet")
+    b = empty_collection(tmp_path / "b.lkl")
+    storage = b._storage
+    with storage.write_lock():
+        storage.commit_vectors(np.eye(DIM, dtype=np.float32)[:1], lambda: storage.db.upsert(
+            [("/elsewhere/x.jpg", 1, 1, None, 8, 8, "ok", None, 0)]))
+    report = import_embeddings(b, tmp_path / "out")
+    assert (report.added, len(b)) == (30, 31)
+    assert b.item(1).path == "/elsewhere/x.jpg"  # its id stays its own
+    first = storage.db.get_by_path(a.item(1).path)
+    assert first is not None and first.id not in (1, 2, 3)  # a new id, after every taken one
+    assert [b.item(i).path for i in range(2, 31)] == [a.item(i).path for i in range(2, 31)]  # free ids kept
