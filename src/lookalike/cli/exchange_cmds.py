@@ -37,8 +37,8 @@ def export(
     collection: Optional[Path] = CollectionOpt,
     fmt: str = typer.Option("parquet", "--format", help="parquet (id, path, vector, fields, metadata) or "
                             "clip-retrieval (img_emb/*.npy + metadata/*.parquet)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or float16 [default: float32 for parquet, "
-                                        "float16 for clip-retrieval]."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or float16 (default: float32 for parquet, "
+                                        "float16 for clip-retrieval)."),
     rows_per_file: int = typer.Option(ROWS_PER_FILE, "--rows-per-file", min=1, help="Rows per file (shard)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a lookalike export already in the folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -66,7 +66,7 @@ def import_(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model of a new collection, when the input "
                                         "does not record it (clip-retrieval output from elsewhere)."),
     identity: Optional[str] = typer.Option(None, "--identity-column", help="Column naming each item, in data "
-                                           "from elsewhere [default: image_path, path or url]."),
+                                           "from elsewhere (default: image_path, path or url)."),
     device: str = DeviceOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
