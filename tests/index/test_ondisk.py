@@ -18,8 +18,9 @@ faiss = pytest.importorskip("faiss")
 from lookalike.errors import CollectionCorrupt, InvalidArgument  # noqa: E402
 from lookalike.index.exact import exact_topk  # noqa: E402
 from lookalike.index.faiss_index import AnnIndex  # noqa: E402
-from lookalike.index.ondisk import (DiskAnnIndex, RowChunks, build_disk_index, build_ondisk,  # noqa: E402
-                                    encode_shard, load_ondisk, merge_shards, remove_disk_files, train_ivfpq)
+from lookalike.index.disk_index import DiskAnnIndex, build_disk_index  # noqa: E402
+from lookalike.index.ondisk import (RowChunks, build_ondisk, encode_shard, load_ondisk, merge_shards,  # noqa: E402
+                                    remove_disk_files, train_ivfpq)
 from lookalike.index.spec import IndexSpec  # noqa: E402
 from lookalike.index.tune import auto_index  # noqa: E402
 from ray_support import ray_cluster  # noqa: E402,F401

@@ -347,7 +347,7 @@ class AnnIndex:
                 meta = json.loads(bytes(data["meta"]).decode())
                 spec = IndexSpec.from_dict(meta["spec"])
                 if spec.on_disk:
-                    from .ondisk import DiskAnnIndex  # it builds on this module
+                    from .disk_index import DiskAnnIndex  # it builds on this module
 
                     return DiskAnnIndex.from_npz(path, data, meta)
                 reader = faiss.deserialize_index_binary if spec.kind == "binary" else faiss.deserialize_index

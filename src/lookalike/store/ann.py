@@ -38,7 +38,8 @@ from ..index import rank
 from ..index.faiss_index import AnnIndex
 from ..index.prompts import tuning_prompts
 from ..index.candidates import estimated_memory
-from ..index.ondisk import DiskAnnIndex, MapFn, build_disk_index, remove_disk_files
+from ..index.disk_index import DiskAnnIndex, build_disk_index
+from ..index.ondisk import MapFn, remove_disk_files
 from ..index.spec import IndexSpec
 from ..index.tune import DEFAULT_LATENCY_MS, Measurement, auto_index, candidate_specs, spec_for
 
