@@ -7,8 +7,9 @@ with the item (``ON DELETE CASCADE``).
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["ItemMeta"]
 
@@ -22,7 +23,17 @@ def _value(value: Any) -> Any:
         return int(value)
     if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
         return str(value)  # sqlite3 raises OverflowError on these, failing the whole commit
+    if isinstance(value, float) and math.isnan(value):
+        return None  # (a JSON sidecar's NaN) SQLite would store NULL: no value, so no key
     return value
+
+
+def _pairs(meta: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(key, value)`` in the stored form, leaving out keys without a value."""
+    for key, value in meta.items():
+        stored = _value(value)
+        if stored is not None:
+            yield str(key), stored
 
 
 class ItemMeta:
@@ -38,14 +49,14 @@ class ItemMeta:
             self.conn.execute("DELETE FROM item_meta WHERE item_id = (SELECT id FROM items WHERE path = ?)", (path,))
             self.conn.executemany(
                 "INSERT INTO item_meta (item_id, key, value) SELECT id, ?, ? FROM items WHERE path = ?",
-                ((str(k), _value(v), path) for k, v in meta.items() if v is not None))
+                ((k, v, path) for k, v in _pairs(meta)))
 
     def set_by_id(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
         """Like :meth:`set`, by item id (imports and restores)."""
         for item_id, meta in rows:
             self.conn.execute("DELETE FROM item_meta WHERE item_id = ?", (item_id,))
             self.conn.executemany("INSERT INTO item_meta (item_id, key, value) VALUES (?, ?, ?)",
-                                  ((item_id, str(k), _value(v)) for k, v in meta.items() if v is not None))
+                                  ((item_id, k, v) for k, v in _pairs(meta)))
 
     def get(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """``{id: {key: value}}`` for the given ids that have metadata."""
