@@ -71,6 +71,10 @@ def test_unavailable_items_say_what_to_do(built: SourcesCollection, tmp_path: Pa
             read_item_bytes(storage, str(tmp_path / "gone.tar#s/000.jpg"))
         with pytest.raises(ImageUnavailable, match="re-index"):
             read_item_bytes(storage, str(tmp_path / "gone.png"))
+        damaged = tmp_path / "damaged.tar"
+        damaged.write_bytes(b"not a tar at all" * 100)
+        with pytest.raises(ImageUnavailable, match="shard cannot be read"):
+            read_item_bytes(storage, f"{damaged}#s/000.jpg")
 
 
 def test_a_moved_download_cache_is_found_through_the_recorded_folder(built: SourcesCollection,

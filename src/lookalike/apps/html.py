@@ -22,8 +22,8 @@ from ..fsutil import atomic_writer
 from ..images.decode import decode_image
 from ..progress import ProgressCallback, ProgressEvent
 
-__all__ = ["THUMBNAIL_SIDE", "human_bytes", "html_destination", "save_page", "thumbnail_bytes",
-           "thumbnail_data_uri", "thumbnails"]
+__all__ = ["THUMBNAIL_SIDE", "human_bytes", "html_destination", "item_thumbnail_maker", "save_page",
+           "thumbnail_bytes", "thumbnail_data_uri", "thumbnails"]
 
 #: Longest side of a page's thumbnails, in pixels.
 THUMBNAIL_SIDE = 160
@@ -39,14 +39,16 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def thumbnail_bytes(path: str | os.PathLike[str], side: int = THUMBNAIL_SIDE) -> bytes:
-    """The image as JPEG bytes, its longer side at most ``side`` px (decoded as for embedding:
-    EXIF rotation, alpha flattened on white).
+def thumbnail_bytes(path: str | os.PathLike[str] | bytes, side: int = THUMBNAIL_SIDE, *,
+                    name: str | None = None) -> bytes:
+    """The image (a file, or encoded bytes: a tar member, a downloaded copy) as JPEG bytes,
+    its longer side at most ``side`` px (decoded as for embedding: EXIF rotation, alpha
+    flattened on white). ``name`` names it in errors (default: the path).
 
     Raises:
         UnreadableImage: the file cannot be decoded (gone, damaged, too large).
     """
-    decoded = decode_image(path, min_side=side)
+    decoded = decode_image(path, min_side=side, name=name)
     img = decoded.image
     try:
         img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
@@ -57,13 +59,26 @@ def thumbnail_bytes(path: str | os.PathLike[str], side: int = THUMBNAIL_SIDE) ->
     return buf.getvalue()
 
 
-def thumbnail_data_uri(path: str | os.PathLike[str], side: int = THUMBNAIL_SIDE) -> str:
-    """The image as a ``data:image/jpeg;base64,...`` URI, its longer side at most ``side`` px.
+def thumbnail_data_uri(path: str | os.PathLike[str] | bytes, side: int = THUMBNAIL_SIDE, *,
+                       name: str | None = None) -> str:
+    """The image as a ``data:image/jpeg;base64,...`` URI, its longer side at most ``side`` px
+    (``path`` and ``name`` as for :func:`thumbnail_bytes`).
 
     Raises:
         UnreadableImage: the file cannot be decoded (gone, damaged, too large).
     """
-    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_bytes(path, side)).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_bytes(path, side, name=name)).decode("ascii")
+
+
+def item_thumbnail_maker(reader: Any) -> Callable[[str, int], str]:
+    """A ``make`` for :func:`thumbnails` over item identities (files, tar members, URLs):
+    ``reader`` is the collection's :class:`~lookalike.store.item_bytes.ItemReader` (or anything
+    with its ``source(path)``), which raises ``ImageUnavailable`` for an image that is gone."""
+
+    def make(path: str, side: int) -> str:
+        return thumbnail_data_uri(reader.source(path), side, name=path)
+
+    return make
 
 
 def thumbnails(paths: Sequence[Any], side: int = THUMBNAIL_SIDE, *, workers: int | None = None,

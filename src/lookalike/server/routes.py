@@ -18,6 +18,7 @@ from ..images.decode import decode_image
 from ..images.thumbnails import THUMBNAIL_SIZES, make_thumbnail, thumbnail_path
 from ..query import Term
 from .schemas import FilterParams, Filters, HealthOut, IndexOut, InfoOut, ItemOut, SearchRequest, SearchResponse, TermIn
+from ..store.item_access import metadata_keys_of
 from ..store.item_bytes import item_kind
 from .service import MAX_ID, ApiError, Page, Service, caption_of, display_name
 
@@ -162,6 +163,7 @@ def collection_routes(svc: Service) -> APIRouter:
     def info() -> InfoOut:
         with svc.lock:
             summary = svc.coll.info(max_errors=0)
+            keys = metadata_keys_of(svc.coll)
         state = summary.index
         model_info = svc.coll.manifest.model
         return InfoOut(name=svc.coll.path.name, model=summary.model_id, dim=summary.dim, items=summary.items,
@@ -170,7 +172,8 @@ def collection_routes(svc: Service) -> APIRouter:
                                       recall=state.measured.recall if state else None,
                                       p50_ms=state.measured.p50_ms if state else None),
                        thumbnail_sizes=list(THUMBNAIL_SIZES), max_upload_bytes=config.max_upload_bytes,
-                       url_queries=bool(config.allow_url_hosts), actions_allowed=config.allow_actions)
+                       url_queries=bool(config.allow_url_hosts), actions_allowed=config.allow_actions,
+                       metadata_keys=keys)
 
     @router.get("/healthz", response_model=HealthOut, summary="Liveness and item count")
     def healthz() -> HealthOut:

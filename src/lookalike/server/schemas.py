@@ -150,6 +150,9 @@ class InfoOut(BaseModel):
     url_queries: bool = Field(description="whether the server fetches query images from (allowed) URLs")
     actions_allowed: bool = Field(False, description="whether the duplicates page may act on files "
                                   "(serve --allow-actions)")
+    metadata_keys: list[str] = Field(default_factory=list,
+                                     description="metadata keys stored with the items (captions, table columns): "
+                                                 "what filters.conditions can name besides width, height, size, path")
 
 
 class HealthOut(BaseModel):

@@ -17,13 +17,16 @@ from .item_bytes import ItemReader
 if TYPE_CHECKING:
     from .storage import Storage
 
-__all__ = ["ItemAccess", "CAPTION", "item_reader", "metadata_of"]
+__all__ = ["ItemAccess", "CAPTION", "item_reader", "metadata_of", "metadata_keys_of"]
 
 def item_reader(coll: Any) -> ItemReader:
-    """The collection's :class:`~lookalike.store.item_bytes.ItemReader` (made once, kept)."""
+    """The collection's :class:`~lookalike.store.item_bytes.ItemReader` (made once, kept).
+    Anything with a ``path`` (the collection's folder) stands in for a collection."""
     reader = coll.__dict__.get("_item_reader")
     if reader is None:
-        reader = coll.__dict__["_item_reader"] = ItemReader(coll._storage)
+        storage = getattr(coll, "_storage", None)
+        reader = ItemReader(storage) if storage is not None else ItemReader(collection_dir=getattr(coll, "path", None))
+        coll.__dict__["_item_reader"] = reader
     return reader
 
 
@@ -31,6 +34,12 @@ def metadata_of(coll: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """``{id: {key: value}}`` of the given items that have metadata (others are left out)."""
     storage: "Storage" = coll._storage
     return storage.db.meta.get([int(i) for i in ids])
+
+
+def metadata_keys_of(coll: Any) -> list[str]:
+    """Every metadata key in use in the collection, sorted."""
+    storage: "Storage" = coll._storage
+    return storage.db.meta.keys()
 
 
 class ItemAccess:
@@ -55,7 +64,7 @@ class ItemAccess:
 
     def metadata_keys(self) -> list[str]:
         """Every metadata key in use in the collection, sorted (what ``--where`` can name)."""
-        return self._storage.db.meta.keys()
+        return metadata_keys_of(self)
 
     def image_bytes(self, item_id: int) -> bytes:
         """The item's image as stored: the file's bytes, the tar member's, or the downloaded

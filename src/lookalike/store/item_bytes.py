@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import tarfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -58,16 +59,15 @@ class ItemReader:
     """Reads items' image bytes for one collection; safe to share between threads.
 
     ``storage`` is an open collection's storage; ``collection_dir`` alone also works (the
-    recorded download folder is read from its database when there is one). Call
-    :meth:`close` (or use it as a context manager) to release the download cache's client.
+    recorded download folder is read from its database when there is one). With neither,
+    files and tar members are read, and URL items are unavailable (no cache to look in).
+    Call :meth:`close` (or use it as a context manager) to release the download cache's client.
     """
 
     def __init__(self, storage: "Storage | None" = None, *, collection_dir: str | os.PathLike[str] | None = None
                  ) -> None:
-        if storage is None and collection_dir is None:
-            raise ValueError("give storage or collection_dir")
         self._storage = storage
-        self._dir = Path(collection_dir) if collection_dir is not None else storage.path  # type: ignore[union-attr]
+        self._dir = Path(collection_dir) if collection_dir is not None else storage.path if storage else None
         self._lock = threading.Lock()
         self._downloaders: dict[tuple[Path, int | None], "Downloader"] = {}
 
@@ -95,7 +95,13 @@ class ItemReader:
         kind = item_kind(path)
         if kind == "file":
             return path
-        return self._member(path) if kind == "member" else self.cached_copy(path).read_bytes()
+        if kind == "member":
+            return self._member(path)
+        try:
+            return self.cached_copy(path).read_bytes()
+        except OSError as exc:  # removed between finding and reading it
+            raise ImageUnavailable(path, f"its downloaded copy cannot be read ({exc.strerror or exc}): "
+                                         "re-index the collection to fetch it again") from None
 
     def read(self, path: str) -> bytes:
         """The image bytes of the item at ``path`` (its identity, as stored in ``items.path``).
@@ -126,9 +132,9 @@ class ItemReader:
 
         try:
             return read_member(identity)
-        except (OSError, EOFError, ValueError) as exc:  # tarfile.TarError is an Exception: below
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        except Exception as exc:  # noqa: BLE001 - tarfile.ReadError and kin: a damaged shard
+        except OSError as exc:  # FileNotFoundError: the shard or the member is gone
+            reason = exc.strerror or str(exc)
+        except (tarfile.TarError, EOFError, ValueError) as exc:  # a damaged or truncated shard
             reason = f"the shard cannot be read ({exc})"
         raise ImageUnavailable(identity, f"{reason}; the shard was moved, changed or removed: re-index it")
 
@@ -144,6 +150,9 @@ class ItemReader:
             raise ImageUnavailable(url, f"cannot look in the download cache: {exc}") from None
         if found is None:
             where = ", ".join(dict.fromkeys(str(d) for d, _ in self._settings()))
+            if not where:
+                raise ImageUnavailable(url, "a URL item is read from its collection's download cache, and no "
+                                            "collection was given")
             raise ImageUnavailable(url, f"its downloaded copy is not in the download cache ({where}); the cache "
                                         "was removed or moved: re-index the collection to fetch it again")
         return found
@@ -151,6 +160,8 @@ class ItemReader:
     def _settings(self) -> list[tuple[Path, int | None]]:
         """Where and how URL items were cached: the recorded folder and resize, else the
         default folder under each resize a run may have used (the default 1024, or none)."""
+        if self._dir is None:
+            return []
         folder, side = self._state(DOWNLOAD_DIR_STATE), self._state(DOWNLOAD_MAX_SIDE_STATE)
         cache_dir = Path(folder) if folder else self._dir / DEFAULT_DOWNLOAD_FOLDER
         if side is not None:
@@ -162,7 +173,7 @@ class ItemReader:
     def _state(self, key: str) -> str | None:
         if self._storage is not None:
             return self._storage.db.get_state(key)
-        db = self._dir / _DATABASE
+        db = (self._dir or Path()) / _DATABASE
         if not db.is_file():
             return None
         try:

@@ -19,9 +19,12 @@ from typing import IO, TYPE_CHECKING, Any, Mapping, Sequence
 from ...errors import InvalidArgument
 from ...progress import ProgressCallback
 from .. import html as pages
-from ..html import THUMBNAIL_SIDE, human_bytes, save_page, thumbnail_data_uri, thumbnails
+from ...store.item_access import item_reader
+from ...store.item_bytes import ItemReader
+from ..html import THUMBNAIL_SIDE, human_bytes, item_thumbnail_maker, save_page, thumbnail_data_uri, thumbnails
 
 if TYPE_CHECKING:
+    from ...store.collection import Collection
     from ...store.dupes import DuplicateGroup, Member
 
 __all__ = [
@@ -188,7 +191,8 @@ def _header(groups: Sequence["DuplicateGroup"], title: str, meta: Mapping[str, s
 
 def write_html(groups: Sequence["DuplicateGroup"], stream: IO[str], *, title: str = "lookalike: duplicates",
                meta: Mapping[str, str] | None = None, thumbnail_side: int = THUMBNAIL_SIDE,
-               workers: int | None = None, progress: ProgressCallback | None = None) -> None:
+               workers: int | None = None, progress: ProgressCallback | None = None,
+               collection: "Collection | None" = None) -> None:
     """Write a self-contained HTML page of the groups to ``stream``.
 
     Per group: its tier, kind, lowest similarity, file count and the space resolving it would
@@ -199,12 +203,15 @@ def write_html(groups: Sequence["DuplicateGroup"], stream: IO[str], *, title: st
 
     ``progress`` receives an ``"embed"`` event per thumbnail (``done`` of ``total``) and a
     ``"skip"`` event for each image that cannot be read; the page shows those without one.
+    ``collection`` (the one the groups come from) is where URL items' downloaded copies are
+    read; without it, files and tar members still get thumbnails, URL items none.
     """
     if thumbnail_side < 16 or thumbnail_side > 1024:
         raise InvalidArgument(f"thumbnail side must be 16 to 1024 pixels, not {thumbnail_side}")
     stream.write(_header(groups, title, meta or {}))
+    reader = item_reader(collection) if collection is not None else ItemReader()
     uris = thumbnails([m.item.path for g in groups for m in g.members], thumbnail_side, workers=workers,
-                      progress=progress)
+                      progress=progress, make=item_thumbnail_maker(reader))
     for order, group in enumerate(groups):
         stream.write(_group_open(group, order))
         for member in group.members:

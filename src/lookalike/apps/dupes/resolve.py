@@ -38,6 +38,7 @@ from ...errors import InvalidArgument, ItemNotFound
 from ...fsutil import user_path
 from ...progress import ProgressCallback, ProgressEvent
 from ...version import __version__
+from ...store.item_bytes import item_kind
 from .fileops import Exists, failure_reason, file_hash, make_dirs, move_file, remove_empty, replace_with_link, temp_name
 from .journal import JournalWriter, journal_stem
 
@@ -126,6 +127,18 @@ def with_choice(group: "DuplicateGroup", keep_ids: Iterable[int], trash_ids: Ite
     return dataclasses.replace(group, members=(first, *(m for m in members if m is not first)))
 
 
+def _not_a_file(path: str, what: str = "it") -> str | None:
+    """Why an item cannot be acted on when it is not a file on disk (a tar member, a URL), or None."""
+    kind = item_kind(path)
+    if kind == "member":
+        return (f"{what} is a member of a tar shard, not a file of its own: only files on disk are moved, "
+                "linked or deleted (rewrite the shard without it, then re-index)")
+    if kind == "url":
+        return (f"{what} is a URL, not a file on this computer: only files on disk are moved, linked or deleted "
+                "(drop it from the table it came from, then re-index)")
+    return None
+
+
 def _deepest_common_folder(paths: Sequence[str]) -> str | None:
     if not paths:
         return None
@@ -150,7 +163,11 @@ def _plan(groups: Sequence["DuplicateGroup"], action: str, to: str | None,
         kept = group.kept
         for m in group.others:
             step = Step(action, m.item.id, m.item.path, None, kept.item.id, group.id)  # type: ignore[arg-type]
-            if m.reference:
+            not_a_file = _not_a_file(m.item.path) or (action in ("hardlink", "symlink")
+                                                       and _not_a_file(kept.item.path, "the kept item"))
+            if not_a_file:
+                refused.append((step, not_a_file))
+            elif m.reference:
                 refused.append((step, "in a reference folder: never moved, linked or deleted"))
             elif m.keep or m.item.id in kept_ids:
                 refused.append((step, f"kept in duplicate group {kept_ids.get(m.item.id, group.id)}: never acted on"))

@@ -114,14 +114,17 @@ def spread_subset(xy: np.ndarray, k: int, *, seed: int = 0, candidates: int = 20
     return pool[np.array(chosen)]
 
 
-def _thumb_array(path: str | os.PathLike[str] | None, side: int) -> np.ndarray | None:
-    """A small RGB array of the image at ``path`` for a plot, or None when it cannot be read."""
+def _thumb_array(path: str | os.PathLike[str] | bytes | None, side: int) -> np.ndarray | None:
+    """A small RGB array of the image at ``path`` (or of encoded bytes: a tar member, a
+    downloaded copy) for a plot, or None when it cannot be read."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
     if path is None:
         return None
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
             img.thumbnail((side, side))
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError):
@@ -159,7 +162,7 @@ def _scatter(ax: Any, xy: np.ndarray, codes: np.ndarray, names: dict[int, str], 
 
 
 def map_png(points: MapPoints, path: str | os.PathLike[str], *, color: str = "cluster", thumbnails: int = 0,
-            thumbnail_of: Callable[[int], str | os.PathLike[str] | None] | None = None,
+            thumbnail_of: Callable[[int], str | os.PathLike[str] | bytes | None] | None = None,
             cluster_names: Mapping[int, str] | None = None, title: str | None = None,
             size: tuple[int, int] = (1200, 900), dpi: int = 100) -> Path:
     """Draw the map as a PNG of ``size`` pixels; returns the path written.
@@ -167,7 +170,7 @@ def map_png(points: MapPoints, path: str | os.PathLike[str], *, color: str = "cl
     Points are coloured by ``color`` (``"cluster"``, ``"label"`` or ``"folder"``) with a
     legend of the largest categories (noise and items with none in grey, the smallest
     categories together as "other"). ``thumbnails`` images (from ``thumbnail_of(item_id)``,
-    a path or None) are drawn at points spread over the map. ``cluster_names`` maps cluster
+    a path, encoded bytes or None) are drawn at points spread over the map. ``cluster_names`` maps cluster
     ids to names (default "cluster N").
 
     Raises:
@@ -201,7 +204,7 @@ def map_png(points: MapPoints, path: str | os.PathLike[str], *, color: str = "cl
 
 
 def _draw_thumbnails(ax: Any, xy: np.ndarray, ids: np.ndarray, k: int,
-                     thumbnail_of: Callable[[int], str | os.PathLike[str] | None], thumb_side: int) -> None:
+                     thumbnail_of: Callable[[int], str | os.PathLike[str] | bytes | None], thumb_side: int) -> None:
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     for i in spread_subset(xy, k):

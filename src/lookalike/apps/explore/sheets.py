@@ -17,7 +17,8 @@ from typing import IO, TYPE_CHECKING, Callable, Mapping, Sequence
 
 from ...errors import InvalidArgument
 from ...progress import ProgressCallback
-from ..html import THUMBNAIL_SIDE, save_page, thumbnails
+from ...store.item_access import item_reader
+from ..html import THUMBNAIL_SIDE, item_thumbnail_maker, save_page, thumbnails
 
 if TYPE_CHECKING:
     from ...store.collection import Collection
@@ -88,8 +89,10 @@ def write_clusters(coll: "Collection", clustering: "Clustering", stream: IO[str]
         raise InvalidArgument(f"per_cluster must be at least 1, not {per_cluster}")
     shown = {c.id: cluster_members_shown(coll, c, per_cluster) for c in clustering.clusters}
     flat = [s for c in clustering.clusters for s in shown[c.id]]
+    # Tar members and downloaded URLs are read through the collection, like files.
     uris = dict(zip(((s.id, s.path) for s in flat),
-                    thumbnails([s.path for s in flat], thumbnail_side, progress=progress)))
+                    thumbnails([s.path for s in flat], thumbnail_side, progress=progress,
+                               make=item_thumbnail_maker(item_reader(coll)))))
     esc = html.escape
     facts = {**_header_facts(clustering, meta or {}),
              "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

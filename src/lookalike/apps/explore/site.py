@@ -29,6 +29,7 @@ from ...fsutil import atomic_writer
 from ...images.thumbnails import make_thumbnail
 from ...progress import ProgressCallback
 from ...store.explore_types import NO_CLUSTER, NOISE
+from ...store.item_access import item_reader
 from ..html import human_bytes, save_page, thumbnails
 from .sheets import SHEET_STYLE, Shown, cluster_members_shown, cluster_sections
 from .site_assets import MAP_SCRIPT, SITE_STYLE
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from ...store.collection import Collection, CollectionInfo
     from ...store.explore_types import Clustering, MapPoints
     from ...store.items import Item
+    from ...store.item_bytes import ItemReader
 
 __all__ = ["THUMBNAIL_LIMIT", "THUMBNAIL_SIZE", "encode_array", "read_data", "write_report"]
 
@@ -82,14 +84,18 @@ def _thumbnail_ids(points: "MapPoints", shown: Iterable[Shown], limit: int, seed
     return list(dict.fromkeys(central + [ids[i] for i in np.sort(sample)]))
 
 
-def _make_thumbs(items: Sequence["Item"], folder: Path, progress: ProgressCallback | None) -> dict[int, str]:
+def _make_thumbs(items: Sequence["Item"], folder: Path, progress: ProgressCallback | None,
+                 reader: "ItemReader") -> dict[int, str]:
     """``{id: file name}`` of each item's thumbnail in ``folder`` (made unless there already);
-    files left there from an earlier run that no item uses now are removed."""
+    files left there from an earlier run that no item uses now are removed. Tar members and
+    downloaded URLs are read through ``reader``, files from their path."""
 
     def make(item: "Item", side: int) -> str:
-        tag = (item.hash or "nohash")[:16]
+        dest = folder / f"{item.id}-{(item.hash or 'nohash')[:16]}.jpg"
+        if dest.exists():  # made by an earlier run: no need to read a member or a download again
+            return dest.name
         try:
-            return make_thumbnail(item.path, folder / f"{item.id}-{tag}.jpg", side).name
+            return make_thumbnail(reader.source(item.path), dest, side, name=item.path).name
         except UnreadableImage:
             raise
         except (OSError, ValueError) as exc:  # a decoder failing on a damaged file
@@ -202,7 +208,7 @@ def write_report(coll: "Collection", out_dir: str | os.PathLike[str], *, progres
     shown = {c.id: cluster_members_shown(coll, c, per_cluster) for c in clustering.clusters}
     ids = _thumbnail_ids(points, (s for group in shown.values() for s in group), thumbnail_limit)
     items = list(coll.items(ids))
-    thumbs = _make_thumbs(items, out / _THUMBS, progress)
+    thumbs = _make_thumbs(items, out / _THUMBS, progress, item_reader(coll))
     _write_data(out, _data(points, clustering, items, thumbs))
     clusters = cluster_sections(clustering, shown, lambda s: f"{_THUMBS}/{thumbs[s.id]}" if s.id in thumbs else None)
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

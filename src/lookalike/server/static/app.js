@@ -179,6 +179,11 @@ function card(hit, index) {
   const name = document.createElement("div");
   name.className = "name";
   name.textContent = hit.name;
+  if (hit.caption) {  // the caption replaces the file name on the card; the name stays in the tooltip
+    name.textContent = hit.caption;
+    name.classList.add("caption");
+    name.title = `${hit.caption}\n${hit.name}`;
+  }
   const votes = document.createElement("div");
   votes.className = "votes";
   for (const [label, title, fn] of [["👍", "More like this one (L)", like], ["👎", "Less like this one (D)", dislike]]) {
@@ -284,7 +289,7 @@ async function openDetail(index) {
   $("detail-img").src = `/api/items/${hit.id}/thumbnail?size=512`;
   $("detail-img").alt = hit.name;
   $("detail-name").textContent = hit.name;
-  $("detail-open").href = hit.image;
+  setOpenLink(hit);
   $("detail-like").classList.toggle("on", state.likes.includes(hit.id));
   $("detail-dislike").classList.toggle("on", state.dislikes.includes(hit.id));
   renderMeta([["score", hit.score.toFixed(4)], ["size", hit.width ? `${hit.width} × ${hit.height}` : "?"]]);
@@ -292,15 +297,41 @@ async function openDetail(index) {
   try {
     const item = await api(`/api/items/${hit.id}`);
     if (state.detail !== index) return;
-    renderMeta([
-      ["score", hit.score.toFixed(4)],
-      ["size", item.width ? `${item.width} × ${item.height}` : "?"],
-      ["file", `${(item.size / 1024).toFixed(0)} KB`],
-      ["modified", new Date(item.modified).toLocaleString()],
-      ["folder", item.folder],
-      ["id", String(item.id)],
-    ]);
+    renderMeta(detailRows(hit, item));
   } catch (err) { setError(err.message); }
+}
+
+// The detail view's facts: the item's own (where it lives depends on its kind), then its
+// caption and the table columns stored with it.
+function detailRows(hit, item) {
+  const rows = [["score", hit.score.toFixed(4)], ["size", item.width ? `${item.width} × ${item.height}` : "?"]];
+  if (item.size >= 0) rows.push(["file", `${(item.size / 1024).toFixed(0)} KB`]);
+  if (item.kind === "url") {
+    rows.push(["url", item.path]);
+  } else if (item.kind === "member") {
+    const at = item.path.lastIndexOf("#");
+    rows.push(["shard", item.path.slice(0, at)], ["member", item.path.slice(at + 1)]);
+  } else {
+    rows.push(["modified", new Date(item.modified).toLocaleString()], ["folder", item.folder]);
+  }
+  rows.push(["id", String(item.id)]);
+  const meta = item.metadata || {};
+  if (item.caption) rows.push(["caption", item.caption]);
+  for (const key of Object.keys(meta).sort()) {
+    if (key !== "caption") rows.push([key, String(meta[key])]);
+  }
+  return rows;
+}
+
+// "Original" opens the file the server serves (a tar member's bytes); a URL item opens its
+// source URL itself (the server holds only a downloaded, possibly resized, copy).
+function setOpenLink(hit) {
+  const open = $("detail-open");
+  const isURL = hit.kind === "url";
+  open.href = isURL ? hit.path : hit.image;
+  open.textContent = isURL ? "Source" : "Original";
+  open.title = isURL ? hit.path : "The original image";
+  open.rel = isURL ? "noopener noreferrer" : "noopener";
 }
 
 function renderMeta(rows) {
@@ -427,6 +458,7 @@ async function start() {
   readURL();
   try { state.info = await api("/api/info"); } catch (err) { setError(err.message); }
   if (state.info && !state.info.text_search) $("q").placeholder = "Drop, paste or pick an image to search by it…";
+  if (state.info) searchFilters.setKeys(state.info.metadata_keys);
   searchFilters.init(() => search({ push: true })).catch((err) => setError(err.message));
   search();
 }

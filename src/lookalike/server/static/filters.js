@@ -1,22 +1,36 @@
 // The search page's label and cluster filters (after common.js, before app.js): two selects,
-// filled from GET /api/labels and GET /api/clusters, shown only when the collection has them.
-// Their state lives in the address (?label=beach&cluster=3) like the rest of the search.
+// filled from GET /api/labels and GET /api/clusters, shown only when the collection has them;
+// and metadata conditions ("where": license=cc-by, width>=512), as removable chips, shown when
+// the collection stores metadata (GET /api/info's metadata_keys). Their state lives in the
+// address (?label=beach&cluster=3&where=license%3Dcc-by) like the rest of the search.
 "use strict";
+
+// "a=1, b in x,y, c>2" -> ["a=1", "b in x,y", "c>2"]: a comma starts a new condition only
+// where a key and an operator follow it (so the values of `in` may hold commas); newlines and
+// semicolons always do.
+const CONDITION_START = /,\s*(?=[A-Za-z_][\w.:-]*\s*(?:!=|<=|>=|=|<|>|\s+in\s))/i;
+function splitConditions(text) {
+  return text.split(/[\n;]+/).flatMap((part) => part.split(CONDITION_START))
+    .map((c) => c.trim()).filter((c) => c.length > 0);
+}
 
 const searchFilters = {
   label: "",
   cluster: "",
+  where: [],        // metadata conditions, all must hold (the API's filters.conditions)
 
   read(params) {
     this.label = params.get("label") || "";
     const c = parseInt(params.get("cluster") || "", 10);
     this.cluster = Number.isFinite(c) ? String(c) : "";
+    this.where = params.getAll("where").map((w) => w.trim()).filter(Boolean);
     this._show();
   },
 
   write(params) {
     if (this.label) params.set("label", this.label);
     if (this.cluster) params.set("cluster", this.cluster);
+    for (const w of this.where) params.append("where", w);
   },
 
   // The API's `filters` object, or null when none is set.
@@ -24,12 +38,30 @@ const searchFilters = {
     const f = {};
     if (this.label) f.label = [this.label];
     if (this.cluster) f.cluster = [parseInt(this.cluster, 10)];
+    if (this.where.length) f.conditions = this.where.slice();
     return Object.keys(f).length ? f : null;
   },
 
-  active() { return Boolean(this.label || this.cluster); },
+  active() { return Boolean(this.label || this.cluster || this.where.length); },
+
+  // Metadata keys (GET /api/info) offered as completions; the field shows when there are any.
+  setKeys(keys) {
+    this._keys = keys || [];
+    const list = document.getElementById("where-keys");
+    list.replaceChildren(...this._keys.map((k) => new Option(k)));
+    this._show();
+  },
 
   async init(onChange) {
+    this._onChange = onChange;
+    const input = document.getElementById("filter-where");
+    const add = () => {
+      const added = splitConditions(input.value).filter((c) => !this.where.includes(c));
+      input.value = "";
+      if (added.length) { this.where = this.where.concat(added); this._show(); onChange(); }
+    };
+    input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); add(); } });
+    input.addEventListener("change", add);
     const label = document.getElementById("filter-label"), cluster = document.getElementById("filter-cluster");
     const [labels, clusters] = await Promise.all([
       api("/api/labels").catch(() => null), api("/api/clusters").catch(() => null)]);
@@ -46,8 +78,33 @@ const searchFilters = {
     cluster.addEventListener("change", () => { this.cluster = cluster.value; onChange(); });
   },
 
+  _chips() {
+    const chips = this.where.map((w) => {
+      const span = document.createElement("span");
+      span.className = "chip where-chip";
+      const text = document.createElement("span");
+      text.textContent = w;
+      const x = document.createElement("button");
+      x.type = "button";
+      x.textContent = "×";
+      x.title = `Remove ${w}`;
+      x.setAttribute("aria-label", `Remove the condition ${w}`);
+      x.addEventListener("click", () => {
+        this.where = this.where.filter((v) => v !== w);
+        this._show();
+        if (this._onChange) this._onChange();
+      });
+      span.append(text, x);
+      return span;
+    });
+    document.getElementById("where-chips").replaceChildren(...chips);
+  },
+
   // Show a select when the collection has its kind of data, or when the address sets it.
   _show() {
+    this._chips();
+    const whereShown = Boolean((this._keys && this._keys.length) || this.where.length);
+    document.getElementById("filter-where-wrap").hidden = !whereShown;
     const avail = this._available || {};
     for (const [name, value] of [["label", this.label], ["cluster", this.cluster]]) {
       const select = document.getElementById(`filter-${name}`);
@@ -55,6 +112,6 @@ const searchFilters = {
       select.value = value;
       document.getElementById(`filter-${name}-wrap`).hidden = !(avail[name] || value);
     }
-    document.getElementById("filters").hidden = !(avail.label || avail.cluster || this.active());
+    document.getElementById("filters").hidden = !(avail.label || avail.cluster || whereShown || this.active());
   },
 };
