@@ -132,3 +132,10 @@ def test_a_bad_condition_is_a_400_naming_it(client: TestClient) -> None:
     api_error(resp, 400, "bad_filter", contains="'license'")
     api_error(client.get("/api/search", params={"q": "x", "conditions": "path>3"}), 400, "bad_filter",
               contains="paths compare with")
+
+
+def test_other_item_lists_name_the_kind(client: TestClient, built: SourcesCollection, ids: dict[str, int]) -> None:
+    member, url = next(iter(built.member_bytes)), built.urls["u0.png"]
+    resp = client.get("/api/matrix", params={"ids": f"{ids[member]},{ids[url]}"})
+    assert resp.status_code == 200, resp.text
+    assert [(i["kind"], i["name"]) for i in resp.json()["items"]] == [("member", "000.jpg"), ("url", "u0.png")]

@@ -21,7 +21,8 @@ from fastapi import APIRouter, Query as Q
 from ..errors import InvalidArgument
 from .schemas import (DuplicateParams, DuplicateSettingsIn, DuplicatesResponse, ErrorOut, GroupChoice, GroupOut, HistogramOut,
                       MemberOut, ResolveRequest, ResolveResponse, StepOut, StepProblem)
-from .service import ApiError, Service
+from ..store.item_bytes import item_kind
+from .service import ApiError, Service, display_name
 
 if TYPE_CHECKING:
     from ..store.dupe_finder import DuplicateGroups
@@ -152,7 +153,8 @@ def group_out(group: "DuplicateGroup") -> GroupOut:
 
 def _member_out(m: "Member") -> MemberOut:
     item = m.item
-    return MemberOut(id=item.id, path=item.path, name=os.path.basename(item.path), folder=os.path.dirname(item.path),
+    return MemberOut(id=item.id, path=item.path, name=display_name(item.path), folder=os.path.dirname(item.path),
+                     kind=item_kind(item.path),
                      width=item.width, height=item.height, size=item.size, modified=item.modified,
                      taken=_taken(m),
                      similarity=round(float(m.similarity), 6), tier=m.tier, keep=m.keep, reference=m.reference,

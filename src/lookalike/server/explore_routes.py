@@ -17,7 +17,6 @@ thread (its answer is dropped; ask the GET route again).
 from __future__ import annotations
 
 import math
-import os
 import secrets
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
@@ -30,7 +29,8 @@ from ..store.explore_types import NOISE
 from .schemas import (ClusteringOut, ClusterMembersOut, ClusterOut, ClusterRequest, ErrorOut, ItemRef, LabelCountOut,
                       LabellingOut, LabelRequest, MapBounds, MapCategory, MapColor, MapColoring, MapOut, MapRequest,
                       MatrixOut)
-from .service import ApiError, Service
+from ..store.item_bytes import item_kind
+from .service import ApiError, Service, display_name
 
 if TYPE_CHECKING:
     from ..store.explore_types import Clustering, Labelling, MapPoints
@@ -183,8 +183,8 @@ def _matrix_route(router: APIRouter, svc: Service) -> None:
 
 
 def item_ref(item: "Item") -> ItemRef:
-    return ItemRef(id=item.id, path=item.path, name=os.path.basename(item.path), width=item.width,
-                   height=item.height, **ItemRef.links(item.id))
+    return ItemRef(id=item.id, path=item.path, name=display_name(item.path), kind=item_kind(item.path),
+                   width=item.width, height=item.height, **ItemRef.links(item.id))
 
 
 def _clustering_out(c: "Clustering") -> ClusteringOut:
