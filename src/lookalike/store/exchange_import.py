@@ -22,6 +22,7 @@ from .assign import assign_pending
 from .exchange import CHUNK_BYTES, TRAIT_FIELDS, ImportReport
 from .exchange_layout import RENORM_TOL, UNIT_TOL, Layout, batches, discover, verify
 from .indexer import AddReport, finish_add
+from .metadata import ItemRow
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,7 +35,7 @@ __all__ = ["run_import"]
 
 #: What an item lacks when the export does not say (clip-retrieval output from elsewhere):
 #: size 0 and mtime -1 never match a real file, so indexing that file later embeds it afresh.
-_DEFAULTS = {"size": 0, "mtime_ns": -1}
+_DEFAULTS: dict[str, Any] = {"size": 0, "mtime_ns": -1}
 
 
 def run_import(storage: "Storage", model: "LazyModel", source: "Path", *, identity: str | None = None,
@@ -110,13 +111,16 @@ def _stored_hashes(db: "MetadataDB", hashes: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for start in range(0, len(hashes), 500):
         chunk = hashes[start : start + 500]
-        sql = (f"SELECT hash, vec_row FROM items WHERE status = 'ok' AND vec_row IS NOT NULL "
-               f"AND hash IN ({','.join('?' * len(chunk))})")
-        out.update(db.conn.execute(sql, chunk).fetchall())
+        # Only the hash in SQL: with "status = 'ok'" there too, SQLite may pick the status
+        # index and scan every item for each chunk.
+        sql = f"SELECT hash, vec_row, status FROM items WHERE hash IN ({','.join('?' * len(chunk))})"
+        out.update((h, v) for h, v, status in db.conn.execute(sql, chunk) if status == "ok" and v is not None)
     return out
 
 
 def _traits(fields: Mapping[str, list[Any]], i: int) -> ImageTraits | None:
+    if "phash" not in fields:
+        return None  # data from elsewhere: no traits at all
     if any(f not in fields or fields[f][i] is None for f in TRAIT_FIELDS if f != "taken"):
         return None
     return ImageTraits(*(fields[f][i] if f in fields else None for f in TRAIT_FIELDS))
@@ -128,52 +132,32 @@ def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray,
     db = storage.db
     fields, metas = _columns(layout, batch)
     paths: list[str] = fields["path"]
-    hashes: list[str | None] = fields.get("hash", [None] * len(paths))
     existing = db.rows_for_paths(paths)
-    known = _stored_hashes(db, sorted({h for h in hashes if h}))
-    stored, first_new = storage.vectors(), storage.vector_rows
-    new: list[np.ndarray] = []
-    rows, traits, keep_ids = [], [], []
-    untraited = False
+    ids = _ids(db, fields.get("id"), paths, existing)
+    vec_rows, new = _vector_rows(storage, fields.get("hash") or [None] * len(paths), paths, existing, vectors, report)
+    inserts, upserts, traits, untraited = [], [], [], False
     for i, path in enumerate(paths):
-        old, digest = existing.get(path), hashes[i]
-        if old is not None and old.vec_row is not None and np.array_equal(stored[old.vec_row], vectors[i]):
-            vec_row = old.vec_row  # the same item again: nothing changes
-        elif digest and digest in known:
-            vec_row = known[digest]  # the same content as a stored item (or an earlier row): share its row
-        else:
-            vec_row = -1
-        if vec_row < 0:
-            vec_row = first_new + len(new)
-            new.append(vectors[i])
-            if digest:
-                known[digest] = vec_row
-        else:
-            report.reused += 1
         value = {f: fields[f][i] if f in fields and fields[f][i] is not None else _DEFAULTS.get(f)
-                 for f in ("size", "mtime_ns", "width", "height")}
-        rows.append((path, value["size"], value["mtime_ns"], digest, value["width"], value["height"], "ok", None,
-                     vec_row))
+                 for f in ("size", "mtime_ns", "hash", "width", "height")}
+        item = (path, value["size"], value["mtime_ns"], value["hash"], value["width"], value["height"], "ok", None,
+                vec_rows[i])
         t = _traits(fields, i)
-        if t is not None:
-            traits.append((t, path))
-        elif digest:
-            untraited = True
-        if old is None:
-            report.added += 1
-            if fields.get("id") and fields["id"][i] is not None:
-                keep_ids.append((int(fields["id"][i]), path))
+        untraited |= t is None and bool(value["hash"])
+        if path not in existing and i in ids:
+            inserts.append((ItemRow(ids[i], *item), t))  # with the id the export recorded
         else:
-            report.updated += 1
-    keep_ids = _free_ids(db, keep_ids)
+            upserts.append(item)
+            if t is not None:
+                traits.append((t, path))
+    report.added += len(paths) - len(existing)
+    report.updated += len(existing)
 
     def write() -> None:
-        # A row made first with the id the export recorded; the upsert then fills it in.
-        db.conn.executemany("INSERT INTO items (id, path, size, mtime_ns, status) VALUES (?, ?, 0, 0, 'failed')",
-                            keep_ids)
-        db.upsert(rows)
+        db.insert_rows(inserts)
+        db.upsert(upserts)
         db.set_traits(traits)
-        db.meta.set(zip(paths, metas))
+        db.meta.set_by_id((ids[i], metas[i]) for i in range(len(paths)) if i in ids)
+        db.meta.set((paths[i], metas[i]) for i in range(len(paths)) if i not in ids)
 
     storage.commit_vectors(np.stack(new) if new else None, write)
     assign_pending(storage)  # new items join a stored clustering and labelling, as indexed ones do
@@ -181,12 +165,40 @@ def _commit(storage: "Storage", layout: Layout, batch: Any, vectors: np.ndarray,
     return untraited
 
 
-def _free_ids(db: "MetadataDB", wanted: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    """The ``(id, path)`` pairs whose id no stored item has (nor an earlier pair)."""
-    taken = set(db.get_many([i for i, _ in wanted]))
-    out = []
-    for item_id, path in wanted:
-        if item_id not in taken and item_id > 0:
+def _vector_rows(storage: "Storage", hashes: list[str | None], paths: list[str], existing: dict[str, ItemRow],
+                 vectors: np.ndarray, report: ImportReport) -> tuple[list[int], list[np.ndarray]]:
+    """Each row's vector row, and the vectors to append: an item imported again keeps its row
+    when its vector is the same; content already stored (by hash) shares that row."""
+    known = _stored_hashes(storage.db, sorted({h for h in hashes if h}))
+    stored, first_new = storage.vectors(), storage.vector_rows
+    rows: list[int] = []
+    new: list[np.ndarray] = []
+    for i, path in enumerate(paths):
+        old, digest = existing.get(path), hashes[i]
+        if old is not None and old.vec_row is not None and np.array_equal(stored[old.vec_row], vectors[i]):
+            rows.append(old.vec_row)
+        elif digest and digest in known:
+            rows.append(known[digest])
+        else:
+            rows.append(first_new + len(new))
+            new.append(vectors[i])
+            if digest:
+                known[digest] = rows[-1]
+            continue
+        report.reused += 1
+    return rows, new
+
+
+def _ids(db: "MetadataDB", exported: list[Any] | None, paths: list[str], existing: dict[str, ItemRow]
+         ) -> dict[int, int]:
+    """``{row: item id}`` where the id is known before writing: the stored item's for a path in
+    the collection, the exported id for a new path when no stored item has it."""
+    out = {i: existing[p].id for i, p in enumerate(paths) if p in existing}
+    wanted = [(i, int(exported[i])) for i in range(len(paths))
+              if exported is not None and i not in out and exported[i] is not None and int(exported[i]) > 0]
+    taken = set(db.get_many([item_id for _, item_id in wanted]))
+    for i, item_id in wanted:
+        if item_id not in taken:
             taken.add(item_id)
-            out.append((item_id, path))
+            out[i] = item_id
     return out
