@@ -117,3 +117,11 @@ def test_a_missing_list_is_an_invalid_argument(tmp_path: Path) -> None:
         FileListSource(str(tmp_path / "nope.txt"))
     with pytest.raises(InvalidArgument, match="no such file list"):
         FileListSource(str(tmp_path))  # a folder is not a list
+
+
+def test_a_nul_byte_in_a_path_is_reported_not_raised(tmp_path: Path, images: list[Path]) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(f"{tmp_path}/a\0b.png\n{images[0]}\n".encode())
+    items, skips, _ = read_all(FileListSource(str(listing)))
+    assert [i.path for i in items] == [str(images[0])]
+    assert skips == [(f"{tmp_path}/a\0b.png", "not a valid path (it holds a NUL byte)")]

@@ -114,6 +114,14 @@ def test_numeric_looking_image_names_are_paths(tmp_path: Path) -> None:
     assert [i.path for i in items] == [str(tmp_path / "00123")]
 
 
+def test_a_nul_byte_in_a_path_is_reported_not_raised(tmp_path: Path, images: list[Path]) -> None:
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"path\nimgs/a\0b.png\nimgs/i0.png\n")
+    items, skips = read_all(TableSource(str(table)))
+    assert [i.path for i in items] == [str(images[0])]
+    assert skips == [(str(tmp_path / "imgs" / "a\0b.png"), f"not a valid path (it holds a NUL byte) (row 1 of {table})")]
+
+
 def test_tsv(tmp_path: Path, images: list[Path]) -> None:
     table = tmp_path / "t.tsv"
     table.write_text("image\tlicense\nimgs/i3.png\tcc, by\n")

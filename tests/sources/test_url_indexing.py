@@ -120,3 +120,16 @@ def test_a_file_list_of_urls_in_the_default_download_folder(coll: Collection, tm
     asked = len(image_server.requests)
     again = coll.add(FileListSource(str(listing)))
     assert (again.unchanged, again.embedded, len(image_server.requests)) == (3, 0, asked)
+
+
+@pytest.mark.xfail(strict=True, reason="sources/download.py: Downloader.fetch lets httpx.InvalidURL escape (a NUL or "
+                                       "a bad port or bracket in a URL) instead of UnreadableImage, so one malformed "
+                                       "URL in a table ends the whole add")
+def test_a_malformed_url_fails_alone(coll: Collection, tmp_path: Path, image_server: Any,
+                                     settings: DownloadSettings) -> None:
+    good = image_server.serve("/ok.png", image(tmp_path, 1))
+    bad = "http://[::1/a.png"
+    listing = tmp_path / "urls.txt"
+    listing.write_text(f"{bad}\n{good}\n")
+    report = coll.add(FileListSource(str(listing)), download=settings)
+    assert report.added == 1 and [path for path, _ in report.failed] == [bad]

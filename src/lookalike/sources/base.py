@@ -99,6 +99,8 @@ def read_local(path: str) -> tuple[int, int] | str:
         return "no such file"
     except OSError as exc:
         return f"cannot access: {exc.strerror or exc}"
+    except ValueError:  # a NUL byte in a list or table cell: os.stat refuses it, and no file has it
+        return "not a valid path (it holds a NUL byte)"
     if not os.path.isfile(path):
         return "not a regular file"
     return st.st_size, st.st_mtime_ns
