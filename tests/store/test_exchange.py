@@ -136,9 +136,15 @@ def test_float16_clip_retrieval_round_trip(big: Collection, tmp_path: Path) -> N
 
 def test_reimport_is_idempotent(tmp_path: Path) -> None:
     coll = synthetic(tmp_path / "c.lkl", 300)
-    export_collection(coll, tmp_path / "out", format="clip-retrieval", dtype="float32", rows_per_file=100)
+    events: list[Any] = []
+    export_collection(coll, tmp_path / "out", format="clip-retrieval", dtype="float32", rows_per_file=100,
+                      progress=events.append)
     c2 = empty_collection(tmp_path / "c2.lkl")
-    import_embeddings(c2, tmp_path / "out")
+    import_embeddings(c2, tmp_path / "out", progress=events.append)
+    # progress: rows exported, verified and imported, each counting up to the total
+    for kind in ("export", "verify", "import"):
+        last = [e for e in events if e.kind == kind][-1]
+        assert (last.done, last.total) == (300, 300), kind
     rows, n = c2._storage.vector_rows, len(c2)
     again = import_embeddings(c2, tmp_path / "out")
     assert (again.added, again.updated, again.reused) == (0, 300, 300)
