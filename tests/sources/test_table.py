@@ -122,6 +122,17 @@ def test_a_nul_byte_in_a_path_is_reported_not_raised(tmp_path: Path, images: lis
     assert skips == [(str(tmp_path / "imgs" / "a\0b.png"), f"not a valid path (it holds a NUL byte) (row 1 of {table})")]
 
 
+def test_a_cell_that_is_not_utf8_spoils_only_itself(tmp_path: Path, images: list[Path]) -> None:
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"path,caption,place\nimgs/i0.png,caf\xe9,Z\xfcrich\nimgs/i1.png,ok,Bern\nimgs/\xff.png,x,y\n")
+    items, skips = read_all(TableSource(str(table), caption_column="caption"))
+    assert [(i.path, dict(i.meta or {})) for i in items] == [
+        (str(images[0]), {CAPTION: "caf\ufffd", "place": "Z\ufffdrich"}),
+        (str(images[1]), {CAPTION: "ok", "place": "Bern"}),
+    ]
+    assert skips == [(f"{table} row 3", "column 'path' holds bytes that are not UTF-8 text, not a URL or path")]
+
+
 def test_tsv(tmp_path: Path, images: list[Path]) -> None:
     table = tmp_path / "t.tsv"
     table.write_text("image\tlicense\nimgs/i3.png\tcc, by\n")
@@ -194,7 +205,8 @@ def test_parquet_nulls_and_wrong_types_in_the_image_column(tmp_path: Path, image
     (pa.array([7, None], pa.int64()), "column 'url' holds int 7, not a URL or path"),
     (pa.array([1.5, None]), "column 'url' holds float 1.5, not a URL or path"),
     (pa.array([["imgs/i0.png"], None], pa.list_(pa.string())), "column 'url' holds list ['imgs/i0.png'], not a URL or path"),
-    (pa.array([b"\xff\xfe", None], pa.binary()), "column 'url' holds bytes, not a URL or path"),
+    (pa.array([b"\xff\xfe", None], pa.binary()), "column 'url' holds bytes that are not UTF-8 text, not a URL or path"),
+    (pa.array([b"  ", None], pa.binary()), "no image in column 'url'"),  # not the table's own folder
 ])
 def test_parquet_image_column_of_a_wrong_type(tmp_path: Path, column: Any, reason: str) -> None:
     pq.write_table(pa.table({"url": column}), tmp_path / "b.parquet")

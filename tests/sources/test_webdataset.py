@@ -155,6 +155,18 @@ def test_link_and_path_traversal_members_are_reported_and_never_written(tmp_path
         wds.read_member(f"{shard}#000001.png")
 
 
+def test_a_member_name_that_is_not_utf8(tmp_path: Path) -> None:
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        add_file(tar, "caf\xe9.png", png(1, tmp_path))  # the name's byte 0xE9 alone: not UTF-8
+        add_file(tar, "ok.png", png(2, tmp_path))
+    items, skips = read_all(WebDatasetSource([str(shard)]))
+    assert [i.path for i in items] == [f"{shard}#ok.png"]
+    assert skips == [(f"{shard}#caf\\udce9.png", "member name is not UTF-8; not read")]
+    for where, _ in skips:
+        where.encode("utf-8")  # printable and storable, unlike the name tarfile decoded
+
+
 @pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz"])
 def test_a_truncated_member_ends_the_shard_with_a_reason(tmp_path: Path, compress: bool) -> None:
     members = [(f"{i:06d}.png", png(i, tmp_path)) for i in range(4)]

@@ -357,19 +357,27 @@ def test_a_hostile_shard(coll: Collection, tmp_path: Path, monkeypatch: pytest.M
         info = tarfile.TarInfo("002.png")
         info.size = len(evil)
         tar.addfile(info, io.BytesIO(evil))
+    with tarfile.open(shard, "a", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        info = tarfile.TarInfo("caf\xe9.png")  # a name that is not UTF-8 (SQLite refuses its surrogates)
+        info.size = len(good)
+        tar.addfile(info, io.BytesIO(good))
+        info = tarfile.TarInfo("003.png")
+        info.size = len(evil)
+        tar.addfile(info, io.BytesIO(evil))
     whole = shard.read_bytes()
     shard.write_bytes(whole[:whole.rfind(evil) + 30])  # the last member cut short
     monkeypatch.chdir(shard.parent)  # "../../x.jpg", were it written, would land in tmp_path
 
     report = coll.add(WebDatasetSource([str(shard)]))
-    assert (report.added, report.failed) == (1, [])
-    assert set(rows(coll)) == {f"{shard}#000.png"}
+    assert (report.added, report.failed) == (2, [])
+    assert set(rows(coll)) == {f"{shard}#000.png", f"{shard}#002.png"}
     skipped = dict(report.skipped)
     assert skipped[f"{shard}#../../x.jpg"] == "member name leaves the shard's folder (path traversal); not read"
     assert skipped[f"{shard}#001.png"] == "not a regular file (a link or device member); not read"
-    assert "002.png is cut short" in skipped[str(shard)]
+    assert skipped[f"{shard}#caf\\udce9.png"] == "member name is not UTF-8; not read"
+    assert "003.png is cut short" in skipped[str(shard)]
     assert list(tmp_path.rglob("x.jpg")) == []
     assert not any(p.read_bytes() == evil for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".jpg")
 
     shard_reads.clear()
-    assert coll.add(WebDatasetSource([str(shard)])).unchanged == 1 and shard_reads == []
+    assert coll.add(WebDatasetSource([str(shard)])).unchanged == 2 and shard_reads == []

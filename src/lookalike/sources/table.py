@@ -134,10 +134,11 @@ class TableSource:
         with self._csv_reader() as reader:
             return list(reader.schema.names)
 
-    def _csv_reader(self, as_text: bool = False) -> Any:
+    def _csv_reader(self, cellwise: bool = False) -> Any:
         pa = _pyarrow()
-        # as_text: every column read as text, typed cell by cell (see _cell).
-        types = {name: pa.string() for name in self.columns} if as_text else None
+        # cellwise: every column read as bytes, decoded and typed cell by cell (see _cell), so a
+        # late change of type or a stray Latin-1 byte spoils one cell, not the whole read.
+        types = {name: pa.binary() for name in self.columns} if cellwise else None
         try:
             # newlines_in_values: a quoted caption may span lines. pyarrow skips a UTF-8 BOM.
             return pa.csv.open_csv(
@@ -168,7 +169,7 @@ class TableSource:
             if self.format == "parquet":
                 yield from pa.parquet.ParquetFile(self.path).iter_batches(batch_size=self.part_size)
                 return
-            with self._csv_reader(as_text=True) as reader:
+            with self._csv_reader(cellwise=True) as reader:
                 yield from reader
         except pa.ArrowInvalid as exc:
             raise InvalidArgument(f"{self.path}: cannot read the table ({exc}); check its format") from exc
@@ -202,15 +203,15 @@ class TableSource:
     def _image(self, row: Mapping[str, Any], number: int, on_skip: SkipCallback) -> str | None:
         value = row.get(self.image_column)
         where = f"{self.path} row {number}"
-        if value is None or (isinstance(value, str) and not value.strip()):
-            on_skip(where, f"no image in column {self.image_column!r}")
-            return None
         if isinstance(value, bytes):
             try:
                 value = value.decode("utf-8")
             except UnicodeDecodeError:
-                on_skip(where, f"column {self.image_column!r} holds bytes, not a URL or path")
+                on_skip(where, f"column {self.image_column!r} holds bytes that are not UTF-8 text, not a URL or path")
                 return None
+        if value is None or (isinstance(value, str) and not value.strip()):
+            on_skip(where, f"no image in column {self.image_column!r}")
+            return None
         if not isinstance(value, str):
             on_skip(where, f"column {self.image_column!r} holds {type(value).__name__} {value!r}, not a URL or path")
             return None
@@ -227,12 +228,15 @@ class TableSource:
         for name, value in row.items():
             if name == self.image_column:
                 continue
+            cell = self.format == "csv" and isinstance(value, bytes)
+            if cell:
+                value = value.decode("utf-8", "replace")
             if name == self.caption_column:
                 caption = value if isinstance(value, str) else _scalar(value)  # text, even "1984"
                 if caption is not None and caption != "":
                     meta[CAPTION] = caption
                 continue
-            scalar = _cell(value) if self.format == "csv" and isinstance(value, str) else _scalar(value)
+            scalar = _cell(value) if cell else _scalar(value)
             if scalar is not None:
                 meta[name] = scalar
         return meta

@@ -133,6 +133,12 @@ class ShardPart:
         where = f"{self.path}{MEMBER_SEPARATOR}{member.name}"
         if member.isdir():
             return None
+        try:
+            member.name.encode("utf-8")
+        except UnicodeEncodeError:  # tarfile keeps undecodable bytes as surrogates, which SQLite refuses
+            where = where.encode("utf-8", "backslashreplace").decode("utf-8")
+            on_skip(where, "member name is not UTF-8; not read")
+            return None
         if not _safe_name(member.name):
             on_skip(where, "member name leaves the shard's folder (path traversal); not read")
             return None
