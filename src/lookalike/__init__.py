@@ -43,6 +43,7 @@ from .store.ann import IndexSettings, IndexState
 from .store.collection import Collection, CollectionInfo
 from .store.dupes import DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram
 from .store.explore_types import Cluster, Clustering, LabelCount, Labelling, MapPoints
+from .store.exchange import ExportReport, ImportReport, export_collection, import_embeddings
 from .store.filters import Filter
 from .store.indexer import AddReport
 from .store.items import Hit, Item, StoredItem
@@ -74,6 +75,10 @@ __all__ = [
     "TableSource",
     "WebDatasetSource",
     "DownloadSettings",
+    "export_collection",
+    "import_embeddings",
+    "ExportReport",
+    "ImportReport",
     "IndexSettings",
     "IndexState",
     "DuplicateGroup",

@@ -7,7 +7,8 @@ from typing import Callable, Literal, Optional
 
 __all__ = ["ProgressEvent", "ProgressCallback", "EventKind"]
 
-EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve", "cluster", "label", "map"]
+EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve", "cluster", "label", "map",
+                    "export", "verify", "import"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class ProgressEvent:
     ``"neighbours"`` (rows whose nearest neighbours were searched) and ``"group"``;
     resolving duplicates reports ``"resolve"`` per file acted on. Exploring reports
     ``"cluster"``, ``"label"`` and ``"map"`` (``reason`` names the step, e.g. "choosing k").
+    Exports report ``"export"``; imports ``"verify"`` (shards checked) then ``"import"``.
     """
 
     kind: EventKind

@@ -36,3 +36,15 @@ def test_create_recovers_from_an_interrupted_create(tmp_path: Path, lite_model) 
     (root / ".lock").touch()
     with Collection.create(root, model=lite_model) as coll:
         assert len(coll) == 0 and (root / "manifest.json").is_file()
+
+
+def test_item_at_finds_url_and_member_items_by_their_identity(tmp_path: Path, lite_model) -> None:
+    """Regression: item_at ran every key through user_path, turning a URL into a local path."""
+    coll = Collection.create(tmp_path / "c.lkl", model=lite_model)
+    url, member = "https://example.org/a.jpg", f"{tmp_path}/shard.tar#000001.jpg"
+    with coll._storage.db.transaction():
+        coll._storage.db.upsert([(url, 10, 0, None, None, None, "failed", "HTTP 404 Not Found", None),
+                                 (member, 10, 0, None, None, None, "failed", "not an image", None)])
+    assert coll.item_at(url).path == url
+    assert coll.item_at(member).path == member
+    assert coll.item_at("https://example.org/other.jpg") is None

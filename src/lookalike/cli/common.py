@@ -32,7 +32,7 @@ def default_collection() -> Path:
 
 
 CollectionOpt = typer.Option(
-    None, "--collection", "-c", help=f"Collection directory [default: ${ENV_COLLECTION} or {default_collection()}]"
+    None, "--collection", "-c", help=f"Collection directory (default: ${ENV_COLLECTION} or {default_collection()})"
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps")
 

@@ -29,16 +29,16 @@ def index(
     table: Optional[Path] = typer.Option(
         None, "--table", help="CSV or Parquet table, one image per row; its other columns become metadata."),
     url_col: Optional[str] = typer.Option(
-        None, "--url-col", help="The table's column of URLs or paths [default: url, path, image_path, ...]."),
+        None, "--url-col", help="The table's column of URLs or paths (default: url, path, image_path, ...)."),
     caption_col: Optional[str] = typer.Option(None, "--caption-col", help="The table's caption column."),
     download_dir: Optional[Path] = typer.Option(
-        None, "--download-dir", help="Cache for downloaded images [default: the collection's downloads/]."),
+        None, "--download-dir", help="Cache for downloaded images (default: the collection's downloads/)."),
     max_side: int = typer.Option(1024, "--max-side", help="Downloaded images are resized to this longest side."),
     ray: Optional[str] = typer.Option(
         None, "--ray", help="Run on Ray: 'auto' (this machine's cluster, else a local one) or ray://host:10001."),
     actors: Optional[int] = typer.Option(None, "--actors", help="Embedding actors on Ray [default: one per GPU, "
                                          "else half the CPUs]."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for a new collection [default: lite]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for a new collection (default: lite)."),
     exclude: List[str] = typer.Option([], "--exclude", "-x", help="Glob of names or relative paths to skip; repeatable."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward pass."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding (and download) threads."),
@@ -48,10 +48,10 @@ def index(
     index_mode: Optional[str] = typer.Option(
         None, "--index", help="auto (default: exact below 50,000 images, else tuned ANN), exact, flat, hnsw, ivf, "
         "ivfpq, sq8, fp16 or binary."),
-    recall: Optional[float] = typer.Option(None, "--recall", help="Recall@10 the index must reach [default: 0.95]."),
+    recall: Optional[float] = typer.Option(None, "--recall", help="Recall@10 the index must reach (default: 0.95)."),
     memory: Optional[str] = typer.Option(None, "--memory", help="Index memory budget, e.g. 500MB or 2GB."),
     latency_ms: Optional[float] = typer.Option(
-        None, "--latency-ms", help="Median single-query latency budget in ms [default: 2]; 0 for none."),
+        None, "--latency-ms", help="Median single-query latency budget in ms (default: 2); 0 for none."),
 ) -> None:
     """Add images to a collection, creating it if needed. Re-runs only process what changed."""
     target = collection or default_collection()

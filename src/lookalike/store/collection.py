@@ -23,6 +23,7 @@ from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
 from ..models.names import parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
+from ..sources.base import is_url
 from ..sources.folder import FolderSource
 from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
@@ -234,8 +235,10 @@ class Collection(Exploring, Deduplicating):
         return row.public()
 
     def item_at(self, path: str | os.PathLike[str]) -> Item | None:
-        """The item of the file at ``path`` (relative and ``~`` paths allowed), or None."""
-        row = self._storage.db.get_by_path(user_path(path))
+        """The item of the file at ``path`` (relative and ``~`` paths allowed), of a URL, or
+        of a tar member (``shard.tar#member``), or None."""
+        key = os.fspath(path)
+        row = self._storage.db.get_by_path(key if is_url(key) else user_path(key))
         return row.public() if row is not None else None
 
     def items(self, ids: Sequence[int] | None = None) -> Iterator[Item]:

@@ -52,11 +52,12 @@ class ItemMeta:
                 ((k, v, path) for k, v in _pairs(meta)))
 
     def set_by_id(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
-        """Like :meth:`set`, by item id (imports and restores)."""
-        for item_id, meta in rows:
-            self.conn.execute("DELETE FROM item_meta WHERE item_id = ?", (item_id,))
-            self.conn.executemany("INSERT INTO item_meta (item_id, key, value) VALUES (?, ?, ?)",
-                                  ((item_id, k, v) for k, v in _pairs(meta)))
+        """Like :meth:`set`, by item id (imports and restores); two statements for the lot."""
+        rows = list(rows)
+        self.conn.executemany("DELETE FROM item_meta WHERE item_id = ?", ((item_id,) for item_id, _ in rows))
+        self.conn.executemany("INSERT INTO item_meta (item_id, key, value) VALUES (?, ?, ?)",
+                              ((item_id, str(k), _value(v)) for item_id, meta in rows
+                               for k, v in meta.items() if v is not None))
 
     def get(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """``{id: {key: value}}`` for the given ids that have metadata."""
