@@ -20,7 +20,6 @@ Ray is imported inside :func:`index_with_ray`: without it, it raises
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -64,7 +63,11 @@ def connect(address: str = "auto") -> bool:
     ray = _import_ray()
     if ray.is_initialized():
         return False
+    if address.startswith("ray://"):
+        ray.init(address=address)  # Ray Client: the cluster's own settings apply
+        return True
     # ray.init(address="auto") raises when no cluster runs; no address means "join one, else start one".
+    # Workers' output stays in the cluster's logs: the library never prints.
     ray.init(address=None if address == "auto" else address, log_to_driver=False, configure_logging=False)
     return True
 
@@ -81,23 +84,28 @@ class RayExecutor:
         self.preprocess, self.download = preprocess, download
         self._prepare = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, num_returns=2,
                                    scheduling_strategy="SPREAD")(remote.prepare_jobs)
-        actor_class = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, max_restarts=MAX_RETRIES,
-                                 max_task_retries=MAX_RETRIES, scheduling_strategy="SPREAD")(remote.PartEmbedder)
-        self.actors = [actor_class.remote(**embedder, batch_size=batch_size) for _ in range(actors)]
+        self._actor_class = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor, max_restarts=MAX_RETRIES,
+                                       max_task_retries=MAX_RETRIES, scheduling_strategy="SPREAD")(remote.PartEmbedder)
+        self._embedder = dict(embedder, batch_size=batch_size)
+        self.n_actors = actors
+        self.actors: list[Any] = []  # started at the first part: a run with nothing new loads no model
         self._load = [0] * actors  # calls waiting at each actor
         self._parts: dict[int, list[tuple[Any, Any]]] = {}  # index -> (records ref, vectors ref) per chunk
         self._waiting: dict[Any, tuple[int, int]] = {}  # vectors ref -> (part index, actor)
         self._left: dict[int, int] = {}  # part index -> chunks not done yet
-        self._done: deque[int] = deque()
 
     @property
     def pending(self) -> int:
         return len(self._parts)
 
     def busy(self) -> bool:
-        return len(self._waiting) >= self.in_flight or bool(self._done)
+        # Counted in chunks, not parts: a part's chunks overlap the next part's, so the actors
+        # never wait for a whole part to be merged before they get more work.
+        return len(self._waiting) >= self.in_flight
 
     def submit(self, index: int, jobs: Sequence["Job"]) -> None:
+        if not self.actors:
+            self.actors = [self._actor_class.remote(**self._embedder) for _ in range(self.n_actors)]
         chunks = []
         for start in range(0, len(jobs), self.batch_size):
             records, pixels = self._prepare.remote(list(jobs[start:start + self.batch_size]), self.preprocess,
@@ -110,16 +118,18 @@ class RayExecutor:
         self._parts[index] = chunks
         self._left[index] = len(chunks)
 
-    def next_done(self) -> tuple[int, list["Record"], np.ndarray]:
-        while not self._done:
-            ready, _ = self.ray.wait(list(self._waiting), num_returns=1)
-            for ref in ready:
-                index, actor = self._waiting.pop(ref)
-                self._load[actor] -= 1
-                self._left[index] -= 1
-                if not self._left[index]:
-                    self._done.append(index)
-        index = self._done.popleft()
+    def wait(self) -> list[tuple[int, list["Record"], np.ndarray]]:
+        ready, _ = self.ray.wait(list(self._waiting), num_returns=1)
+        finished = []
+        for ref in ready:
+            index, actor = self._waiting.pop(ref)
+            self._load[actor] -= 1
+            self._left[index] -= 1
+            if not self._left[index]:
+                finished.append(self._collect(index))
+        return finished
+
+    def _collect(self, index: int) -> tuple[int, list["Record"], np.ndarray]:
         chunks = self._parts.pop(index)
         del self._left[index]
         try:
@@ -128,7 +138,7 @@ class RayExecutor:
         except self.ray.exceptions.RayError as exc:
             raise LookalikeError(f"part {index} failed on the Ray cluster after {MAX_RETRIES} retries: {exc}. "
                                  "The parts finished so far are kept: run the same command again to resume") from exc
-        return index, records, np.concatenate(vectors) if vectors else np.empty((0, 0), np.float32)
+        return index, records, np.concatenate(vectors)
 
     def close(self) -> None:
         for actor in self.actors:

@@ -119,11 +119,12 @@ class PartExecutor(Protocol):
         ...
 
     def busy(self) -> bool:
-        """True when no more parts should be submitted until one is taken."""
+        """True when no more parts should be submitted until :meth:`wait` returns."""
         ...
 
-    def next_done(self) -> tuple[int, list[Record], np.ndarray]:
-        """Wait for a submitted part: ``(index, records in job order, vectors of the embedded)``."""
+    def wait(self) -> list[tuple[int, list[Record], np.ndarray]]:
+        """Wait until some work finished; the parts now complete (maybe none):
+        ``(index, records in job order, vectors of the embedded records)``."""
         ...
 
 
@@ -135,7 +136,7 @@ class LocalExecutor:
         self.embedder = embedder
         self.preprocess = preprocess
         self.download = download
-        self._done: deque[tuple[int, list[Record], np.ndarray]] = deque()
+        self._done: list[tuple[int, list[Record], np.ndarray]] = []
 
     @property
     def pending(self) -> int:
@@ -148,8 +149,9 @@ class LocalExecutor:
     def busy(self) -> bool:
         return bool(self._done)
 
-    def next_done(self) -> tuple[int, list[Record], np.ndarray]:
-        return self._done.popleft()
+    def wait(self) -> list[tuple[int, list[Record], np.ndarray]]:
+        done, self._done = self._done, []
+        return done
 
 
 @dataclass
@@ -182,6 +184,12 @@ class _Merger:
         planned = self.by_index[index]
         self.shards.write(index, planned.jobs, records, vectors)
         planned.ready = True
+
+    def take(self, finished: list[tuple[int, list[Record], np.ndarray]]) -> None:
+        """Write the shards of parts just finished, then merge what is ready."""
+        for index, records, vectors in finished:
+            self.done(index, records, vectors)
+        self.merge_ready()
 
     def merge_ready(self) -> None:
         while self.window and self.window[0].ready:
@@ -253,11 +261,9 @@ def add_remote(collection: "Collection", source: Source, executor: PartExecutor,
             merger.add(part.index, jobs, ready)
             merger.merge_ready()
             while executor.pending and (executor.busy() or len(merger.window) >= MAX_WINDOW):
-                merger.done(*executor.next_done())
-                merger.merge_ready()
+                merger.take(executor.wait())
         while executor.pending:
-            merger.done(*executor.next_done())
-            merger.merge_ready()
+            merger.take(executor.wait())
         merger.merge_ready()
         assert not merger.window, "every planned part is merged"
         batch.commit()
