@@ -163,6 +163,14 @@ def _resources(ray: Any, actors: int | None, gpus_per_actor: float | None) -> tu
     return actors, gpus_per_actor, (1.0 if not gpus_per_actor else 0.5)
 
 
+def _threads(ray: Any, actors: int) -> int:
+    """Torch threads of a CPU actor: its node's CPUs shared among the actors there (nodes
+    assumed alike). It reserves one CPU only, so that decode tasks run beside it."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")] or [{"Resources": ray.cluster_resources()}]
+    per_node = sum(float(n["Resources"].get("CPU", 0)) for n in nodes) / len(nodes)
+    return max(1, int(per_node // -(-actors // len(nodes))))
+
+
 def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *, address: str = "auto",
                    actors: int | None = None, gpus_per_actor: float | None = None, batch_size: int | None = None,
                    retry_failed: bool = False, progress: "ProgressCallback | None" = None,
@@ -199,7 +207,8 @@ def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         manifest = collection.manifest
         embedder = {"model_id": manifest.model_id, "fingerprint": manifest.fingerprint,
-                    "owner": str(collection.path), "device": "cuda" if gpus else "cpu"}
+                    "owner": str(collection.path), "device": "cuda" if gpus else "cpu",
+                    "threads": None if gpus else _threads(ray, n_actors)}
         executor = RayExecutor(ray, embedder, manifest.model["preprocess"], actors=n_actors, gpus_per_actor=gpus,
                                cpus_per_actor=cpus, batch_size=batch_size,
                                in_flight=in_flight or 2 * (cluster_cpus + n_actors),

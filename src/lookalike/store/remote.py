@@ -95,7 +95,13 @@ class PartEmbedder:
     """
 
     def __init__(self, model_id: str, fingerprint: str, *, owner: str, device: str | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, threads: int | None = None) -> None:
+        if threads is not None:
+            import torch  # already imported by any model; set before the model loads
+
+            # A Ray worker starts with one thread per CPU it reserved; a CPU actor shares its
+            # node with the decode tasks the way the local pipeline's threads share a machine.
+            torch.set_num_threads(threads)
         self.model = LazyModel(model_id, fingerprint, owner=owner, device=device).get()
         self.batch_size = batch_size
 
