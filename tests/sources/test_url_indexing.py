@@ -122,9 +122,6 @@ def test_a_file_list_of_urls_in_the_default_download_folder(coll: Collection, tm
     assert (again.unchanged, again.embedded, len(image_server.requests)) == (3, 0, asked)
 
 
-@pytest.mark.xfail(strict=True, reason="sources/download.py: Downloader.fetch lets httpx.InvalidURL escape (a NUL or "
-                                       "a bad port or bracket in a URL) instead of UnreadableImage, so one malformed "
-                                       "URL in a table ends the whole add")
 def test_a_malformed_url_fails_alone(coll: Collection, tmp_path: Path, image_server: Any,
                                      settings: DownloadSettings) -> None:
     good = image_server.serve("/ok.png", image(tmp_path, 1))

@@ -113,9 +113,6 @@ def test_a_folder_source(coll: Collection, image_folder: Any, reads: list[str]) 
     assert swept.removed == 1 and str(gone) not in rows(coll) and len(coll) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="images/discover.py (and the store): a file whose name is not UTF-8 is found "
-                                       "with surrogates in its path, which SQLite refuses at commit "
-                                       "(UnicodeEncodeError), ending the whole add; it should be a skip with a reason")
 def test_a_file_name_that_is_not_utf8(coll: Collection, tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     make_image(folder / "ok.png", seed=1)
@@ -125,10 +122,6 @@ def test_a_file_name_that_is_not_utf8(coll: Collection, tmp_path: Path) -> None:
     assert report.added == 1 and str(folder / "ok.png") in rows(coll)
 
 
-@pytest.mark.xfail(strict=True, reason="store/collection.py Collection.add takes anything with a `parts` attribute "
-                                       "for a Source (a pathlib.Path has one: TypeError later), and "
-                                       "indexer.require_roots iterates a str: add('/photos') walks '/', 'p', 'h', ... "
-                                       "relative to the current folder, i.e. the whole filesystem")
 @pytest.mark.parametrize("bare", [str, Path])
 def test_a_single_folder_not_in_a_list(coll: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        bare: type) -> None:
@@ -276,10 +269,6 @@ def test_a_csv_table_stores_captions_and_columns_and_follows_their_changes(coll:
     assert coll._storage.db.meta.keys() == [CAPTION, "id", "license", "score"]
 
 
-@pytest.mark.xfail(strict=True, reason="store/batch.py: CommitBatch.apply stores no metadata for an Action.TOUCH "
-                                       "item and indexer.part_jobs only refreshes metadata of items with no job, so a "
-                                       "table column that changes while its file is touched (same bytes, new mtime) "
-                                       "keeps the old value")
 def test_metadata_follows_the_table_when_the_file_was_touched_too(coll: Collection, tmp_path: Path) -> None:
     img = make_image(tmp_path / "imgs" / "i0.png", seed=0)
     table = tmp_path / "t.csv"

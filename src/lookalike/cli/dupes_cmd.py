@@ -189,7 +189,7 @@ def _html(coll: Collection, groups: Sequence["DuplicateGroup"], dest: Path, thre
           fraction: Optional[float], quiet: bool) -> None:
     meta = {"collection": str(coll.path), "threshold": _threshold_text(coll, threshold, fraction)}
     with TaskProgress(err, quiet, embed="thumbnails") as progress:
-        written = save_html(groups, dest, meta=meta, progress=progress)
+        written = save_html(groups, dest, meta=meta, progress=progress, collection=coll)
     err.print(Text(f"wrote {written} ({_plural(len(groups), 'group')})"), soft_wrap=True)
 
 

@@ -246,11 +246,13 @@ def _cached_thumbnail(coll: Collection) -> Any:
     """``item id -> thumbnail path`` from the collection's thumbnail cache (None: unreadable)."""
     from ..errors import UnreadableImage
     from ..images.thumbnails import make_thumbnail, thumbnail_path
+    from ..store.item_access import item_reader
 
     def thumb(item_id: int) -> Optional[Path]:
         try:
             item = coll.item(item_id)
-            return make_thumbnail(item.path, thumbnail_path(coll.path, item.id, item.hash, 128), 128)
+            source = item_reader(coll).source(item.path)  # a file, a tar member's or a download's bytes
+            return make_thumbnail(source, thumbnail_path(coll.path, item.id, item.hash, 128), 128, name=item.path)
         except (UnreadableImage, LookalikeError):
             return None
 

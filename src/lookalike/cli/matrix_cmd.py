@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 from rich.table import Table
@@ -19,6 +19,7 @@ from rich.text import Text
 from ..apps.matrix import MATRIX_LIMIT, similarity_matrix
 from ..errors import InvalidArgument, LookalikeError, UnreadableImage
 from ..store.collection import Collection
+from ..store.item_access import item_reader
 from .common import CollectionOpt, DeviceOpt, default_collection, err, fail, out
 
 if TYPE_CHECKING:
@@ -55,10 +56,12 @@ def matrix(
             from ..models.registry import load_model
 
             result = similarity_matrix(load_model(model, device=device), items, limit=limit)
+            _outputs(result, png, csv, None)
         else:
             with Collection.open(collection or default_collection(), device=device) as coll:
                 result = similarity_matrix(coll, items, limit=limit)
-        _outputs(result, png, csv)
+                # Items may be tar members or downloaded URLs: the collection reads their bytes.
+                _outputs(result, png, csv, item_reader(coll).source)
     except LookalikeError as exc:
         fail(exc)
     if as_json:
@@ -68,7 +71,8 @@ def matrix(
             _table(result)
 
 
-def _outputs(result: "SimilarityMatrix", png: Optional[Path], csv: Optional[Path]) -> None:
+def _outputs(result: "SimilarityMatrix", png: Optional[Path], csv: Optional[Path],
+             read: "Callable[[str], str | bytes] | None") -> None:
     if csv is not None:
         if str(csv) == "-":
             result.to_csv(sys.stdout)
@@ -84,11 +88,11 @@ def _outputs(result: "SimilarityMatrix", png: Optional[Path], csv: Optional[Path
     if png is not None:
         from ..apps.explore.plots import matrix_png
 
-        written = matrix_png(result, png, thumbnails=_thumbnails(result))
+        written = matrix_png(result, png, thumbnails=_thumbnails(result, read))
         err.print(Text(f"wrote {written}"), soft_wrap=True)
 
 
-def _thumbnails(result: "SimilarityMatrix") -> "dict[int, Image.Image]":
+def _thumbnails(result: "SimilarityMatrix", read: "Callable[[str], str | bytes] | None") -> "dict[int, Image.Image]":
     """The picture of each image or item (texts have none; unreadable files are left out)."""
     from PIL import Image
 
@@ -99,7 +103,7 @@ def _thumbnails(result: "SimilarityMatrix") -> "dict[int, Image.Image]":
         if path is None:
             continue
         try:
-            thumbs[index] = Image.open(io.BytesIO(thumbnail_bytes(path, 96)))
+            thumbs[index] = Image.open(io.BytesIO(thumbnail_bytes(read(path) if read else path, 96, name=path)))
         except UnreadableImage:
             continue
     return thumbs

@@ -323,6 +323,9 @@ class Downloader:
             raise _Failure(f"connection failed: {exc or type(exc).__name__}", retryable=True) from None
         except httpx.HTTPError as exc:  # e.g. a body whose Content-Encoding does not decode
             raise _Failure(f"bad response: {exc or type(exc).__name__}", retryable=False) from None
+        except (httpx.InvalidURL, httpx.CookieConflict, ValueError) as exc:  # a bracket, a bad port, a NUL
+            raise _Failure(f"not a valid URL: {exc or type(exc).__name__}; fix it in the source",
+                           retryable=False) from None
 
 
 def _check_headers(resp: Any, max_bytes: int) -> str:

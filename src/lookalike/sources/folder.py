@@ -25,6 +25,14 @@ class FilesPart:
 
     def read(self, on_skip: SkipCallback) -> Iterator[SourceItem]:
         for f in self.files:
+            try:
+                f.path.encode("utf-8")
+            except UnicodeEncodeError:
+                # The collection stores paths as UTF-8 text; a name in another encoding would
+                # fail the whole commit, so it is passed over, shown with the bytes replaced.
+                shown = os.fsencode(f.path).decode("utf-8", "replace")
+                on_skip(shown, "file name is not valid UTF-8; rename the file to index it")
+                continue
             yield SourceItem(f.path, f.size, f.mtime_ns)
 
 

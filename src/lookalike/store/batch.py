@@ -74,7 +74,7 @@ class CommitBatch:
             self._reuse(planned)
         else:
             self._embed(p, vec)
-        if f.meta is not None and planned.action is not Action.TOUCH:
+        if f.meta is not None:  # a touched file's table row may have changed too
             self.meta.append((f.path, f.meta))
         if planned.job.part_done is not None:
             self.parts.append(planned.job.part_done)

@@ -32,6 +32,7 @@ from .exploring import Exploring
 from .filters import Filter
 from .indexer import AddReport, default_download, index_source, require_roots
 from .info import CollectionInfo
+from .item_access import ItemAccess
 from .items import Hit, Item, StoredItem
 from .manifest import Manifest
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
@@ -49,7 +50,7 @@ __all__ = ["Collection", "CollectionInfo"]
 _CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCKFILE})
 
 
-class Collection(Exploring, Deduplicating):
+class Collection(Exploring, Deduplicating, ItemAccess):
     """Embeddings of a set of images, kept on disk, searchable.
 
     Make one with :meth:`create`, reopen it with :meth:`open`. Adding is incremental: unchanged
@@ -118,6 +119,9 @@ class Collection(Exploring, Deduplicating):
             raise
 
     def close(self) -> None:
+        reader = self.__dict__.pop("_item_reader", None)  # made by item_access.item_reader
+        if reader is not None:
+            reader.close()
         self._storage.close()
 
     def __enter__(self) -> "Collection":
@@ -179,7 +183,10 @@ class Collection(Exploring, Deduplicating):
             # need not be, if nothing new is found), and then the CPU default is right.
             loaded = self._model.loaded
             batch_size = 32 if loaded is None or loaded.device.type == "cpu" else 128
-        source = paths if hasattr(paths, "parts") else FolderSource(require_roots(paths), exclude=exclude)
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]  # one folder given bare: a str is not a list of one-letter folders
+        source = paths if callable(getattr(paths, "parts", None)) else FolderSource(require_roots(paths),
+                                                                                    exclude=exclude)
         return index_source(self._storage, source, model=self._model, batch_size=batch_size, workers=workers,
                             retry_failed=retry_failed, progress=progress, index=index,
                             download=download or default_download(self.path))

@@ -30,6 +30,7 @@ from ..sources.base import Part, SkipCallback, Source, SourceItem
 from ..sources.folder import FolderSource
 from .ann import IndexSettings, refresh_index
 from .batch import CommitBatch
+from .item_bytes import DOWNLOAD_DIR_STATE, DOWNLOAD_MAX_SIDE_STATE
 from .metadata import ItemRow
 from .plan import Fetch, Job, KnownVector, Planner, changed_files, gone_rows, reuse_repeats
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 __all__ = ["AddReport", "index_paths", "index_source", "pending_jobs", "part_jobs", "require_roots", "finish_add",
-           "default_download", "LazyFetch", "DOWNLOAD_DIR_STATE"]
+           "default_download", "LazyFetch"]
 #: Compact the vector file when more than this share of its rows is unreferenced.
 COMPACT_GARBAGE_SHARE = 0.3
 COMPACT_MIN_ROWS = 1000
@@ -91,10 +92,6 @@ def index_paths(storage: "Storage", paths: Sequence[str | os.PathLike[str]], *, 
     return index_source(storage, FolderSource(require_roots(paths), exclude=exclude), **settings)  # type: ignore[arg-type]
 
 
-#: The state key recording where URL items' images are cached.
-DOWNLOAD_DIR_STATE = "download_dir"
-
-
 def default_download(collection: "os.PathLike[str] | str") -> "DownloadSettings":
     """Download settings that cache fetched images in the collection's ``downloads`` folder."""
     from ..sources.download import DownloadSettings
@@ -135,6 +132,7 @@ def index_source(storage: "Storage", source: Source, *, model: LazyModel, batch_
         fetch = LazyFetch(download)
         # The server reads thumbnails of URL items from this cache: it never fetches.
         storage.db.set_state(DOWNLOAD_DIR_STATE, os.fspath(download.cache_dir))
+        storage.db.set_state(DOWNLOAD_MAX_SIDE_STATE, str(download.max_side or "none"))
         if workers is None:
             workers = max(default_workers(), download.concurrency)  # threads mostly wait on the network
     try:
