@@ -382,3 +382,14 @@ def test_a_hostile_shard(coll: Collection, tmp_path: Path, monkeypatch: pytest.M
 
     shard_reads.clear()
     assert coll.add(WebDatasetSource([str(shard)])).unchanged == 2 and shard_reads == []
+
+
+def test_metadata_set_by_id_stores_what_set_stores(coll: Collection, tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text(str(make_image(tmp_path / "a.png", seed=1)))
+    coll.add(FileListSource(str(listing)))
+    item_id = rows(coll)[str(tmp_path / "a.png")].id
+    db = coll._storage.db
+    with db.transaction():  # as an import or a restore writes it
+        db.meta.set_by_id([(item_id, {"sim": float("nan"), "hash": 2**64, "ok": True, "gone": None, "n": 1.5})])
+    assert db.meta.get([item_id]) == {item_id: {"hash": str(2**64), "ok": 1, "n": 1.5}}

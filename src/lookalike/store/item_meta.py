@@ -56,8 +56,7 @@ class ItemMeta:
         rows = list(rows)
         self.conn.executemany("DELETE FROM item_meta WHERE item_id = ?", ((item_id,) for item_id, _ in rows))
         self.conn.executemany("INSERT INTO item_meta (item_id, key, value) VALUES (?, ?, ?)",
-                              ((item_id, str(k), _value(v)) for item_id, meta in rows
-                               for k, v in meta.items() if v is not None))
+                              ((item_id, k, v) for item_id, meta in rows for k, v in _pairs(meta)))
 
     def get(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """``{id: {key: value}}`` for the given ids that have metadata."""
