@@ -6,13 +6,14 @@ under ``samples.cache_dir()/bench/photos-N``, shared with ``bench_index.py``).
 
 In one process, with the same model (``lite`` on the CPU by default), each into a fresh collection:
 
-1. local   ``Collection.add(folder)`` (the model loads inside the run, as it does in the actors);
-2. ray     ``index_with_ray`` on a local cluster started here (``ray.init(num_cpus=--cpus)``):
-           decode tasks on the cluster's CPUs, ``--actors`` embedding actors (default: the
-           runner's choice), Parquet shards, merge. The cluster's start is timed apart:
-           the ratio is of the two indexing runs; the start is reported beside it.
+* local   ``Collection.add(folder)`` (the model loads inside the run, as it does in the actors);
+* ray     ``index_with_ray`` on a local cluster started here once (``ray.init(num_cpus=--cpus)``):
+          decode tasks on the cluster's CPUs, ``--actors`` embedding actors (default: the
+          runner's choice), Parquet shards, merge. The cluster's start is timed apart.
 
-Then the two collections are compared: same ids and paths in the same order, same rows,
+``--rounds 2`` (the default) runs local, ray, ray, local, so that a load that drifts during
+the run (a shared machine) weighs on both alike; the ratio is of the mean times. The first
+local and ray collections are compared: same ids and paths in the same order, same rows,
 vectors within 1e-5. Target: ray <= 1.3x local.
 
 ``--device cuda`` (on a machine with a GPU): the local pipeline on the GPU against the Ray
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray cluster")
     parser.add_argument("--actors", type=int, default=None, help="embedding actors (default: the runner's)")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=2, help="1: local then ray; 2: local, ray, ray, local")
     parser.add_argument("--data", type=Path, default=samples.cache_dir() / "bench")
     args = parser.parse_args(argv)
 
@@ -82,36 +84,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     for f in files:  # both runs read from the page cache, not only the second
         f.read_bytes()
     work = Path(tempfile.mkdtemp(prefix="lookalike-bench-ray-"))
+    # ABBA (local, ray, ray, local, ...): a load that drifts during the run weighs on both alike.
+    order = [kind for r in range(args.rounds) for kind in (("local", "ray") if r % 2 == 0 else ("ray", "local"))]
+    times: dict[str, list[float]] = {"local": [], "ray": []}
+    log: list[str] = []
+    colls: dict[str, lookalike.Collection] = {}
     try:
-        # Created, closed and reopened: the model then loads inside the timed run, as in an actor.
-        for name in ("local.lkl", "ray.lkl"):
-            lookalike.Collection.create(work / name, args.model, device=args.device).close()
-
-        local = lookalike.Collection.open(work / "local.lkl", device=args.device)
-        t0 = time.perf_counter()
-        r_local = local.add([folder], batch_size=args.batch_size)
-        t_local = time.perf_counter() - t0
-        print(f"local: {t_local:.1f} s, {len(files) / t_local:.1f} img/s ({r_local.embedded} embedded)", flush=True)
-
         t0 = time.perf_counter()
         ray.init(num_cpus=args.cpus, num_gpus=1 if gpu else 0, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
         t_start = time.perf_counter() - t0
         try:
-            remote = lookalike.Collection.open(work / "ray.lkl")
-            t0 = time.perf_counter()
-            r_ray = index_with_ray(remote, [folder], actors=args.actors, gpus_per_actor=1 if gpu else 0,
-                                   batch_size=args.batch_size)
-            t_ray = time.perf_counter() - t0
+            for i, kind in enumerate(order):
+                # Created, closed and reopened: the model then loads inside the timed run, as in an actor.
+                lookalike.Collection.create(work / f"{kind}-{i}.lkl", args.model, device=args.device).close()
+                coll = lookalike.Collection.open(work / f"{kind}-{i}.lkl", device=args.device)
+                t0 = time.perf_counter()
+                if kind == "local":
+                    report = coll.add([folder], batch_size=args.batch_size)
+                else:
+                    report = index_with_ray(coll, [folder], actors=args.actors, gpus_per_actor=1 if gpu else 0,
+                                            batch_size=args.batch_size)
+                seconds = time.perf_counter() - t0
+                times[kind].append(seconds)
+                log.append(f"{kind} {seconds:.1f}")
+                colls.setdefault(kind, coll)
+                print(f"{kind:5}: {seconds:.1f} s, {len(files) / seconds:.1f} img/s ({report.embedded} embedded)",
+                      flush=True)
         finally:
             ray.shutdown()
-        print(f"ray:   {t_ray:.1f} s, {len(files) / t_ray:.1f} img/s ({r_ray.embedded} embedded); "
-              f"cluster start {t_start:.1f} s apart", flush=True)
 
-        same, diff = compare(local, remote)
+        same, diff = compare(colls["local"], colls["ray"])
+        t_local, t_ray = (sum(times[k]) / len(times[k]) for k in ("local", "ray"))
         ratio = t_ray / t_local
-        print()
-        print("| run | images | s | img/s |")
+        print(f"\nruns in order (s): {', '.join(log)}; the local Ray cluster's start: {t_start:.1f} s (not counted)")
+        print("| run | images | mean s | img/s |")
         print("|---|---|---|---|")
         print(f"| local pipeline ({args.device}) | {len(files)} | {t_local:.1f} | {len(files) / t_local:.1f} |")
         print(f"| --ray, local cluster of {args.cpus} CPUs{', 1 GPU actor' if gpu else ''} | {len(files)} | "
@@ -122,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"({'within' if diff <= 1e-5 else 'OVER'} 1e-5)")
         return 0 if same and diff <= 1e-5 else 1
     finally:
+        for coll in colls.values():
+            coll.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

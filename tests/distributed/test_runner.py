@@ -7,11 +7,15 @@ logic is also checked without Ray through :class:`~lookalike.store.remote.LocalE
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
 import sys
+import tarfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -21,6 +25,7 @@ from lookalike.errors import MissingExtra
 from lookalike.sources.folder import FolderSource
 from lookalike.store import remote
 from lookalike.store.shards import WORK_DIR, ShardStore
+from support import make_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ray_support import ray_cluster  # noqa: E402,F401
@@ -198,6 +203,56 @@ def test_dead_workers_mean_retries_not_lost_or_duplicated_rows(ray_cluster, tmp_
     assert_same(local, coll)
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """``(folder, base URL)``: a folder served over HTTP on 127.0.0.1 (the workers fetch from it)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_urls_are_fetched_by_the_workers_as_by_the_local_indexer(ray_cluster, tmp_path, model_name, images,  # noqa: F811
+                                                                 http_folder) -> None:
+    pytest.importorskip("httpx")
+    from lookalike.distributed.runner import index_with_ray
+    from lookalike.sources.download import DownloadSettings
+    from lookalike.sources.filelist import FileListSource
+    from lookalike.store.item_bytes import DOWNLOAD_DIR_STATE
+
+    www, base = http_folder
+    for i in range(5):  # larger than max_side: stored resized, with the original size recorded
+        make_image(www / f"u{i}.jpg", seed=100 + i, size=(200, 150))
+    entries = [f"{base}/u{i}.jpg" for i in range(5)] + [f"{base}/missing.png"]
+    entries += [str(p) for p in sorted(images.rglob("img_000*"))[:4]]
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(entries) + "\n")
+
+    def settings(name: str) -> DownloadSettings:
+        return DownloadSettings(cache_dir=tmp_path / name, max_side=64, retries=0, timeout_s=5.0)
+
+    local = lookalike.Collection.create(tmp_path / "local.lkl", model_name, device="cpu")
+    local.add(FileListSource(str(listing), part_size=PART_SIZE), download=settings("dl-local"))
+    coll = lookalike.Collection.create(tmp_path / "ray.lkl", model_name, device="cpu")
+    report = index_with_ray(coll, FileListSource(str(listing), part_size=PART_SIZE), download=settings("dl-ray"))
+    assert_same(local, coll)
+    assert [p for p, _ in report.failed] == [f"{base}/missing.png"] and "404" in report.failed[0][1]
+    assert coll._storage.db.get_state(DOWNLOAD_DIR_STATE) == str(tmp_path / "dl-ray")
+    assert len(list((tmp_path / "dl-ray").rglob("*.*"))) >= 5, "the workers cached what they fetched"
+
+
 # --------------------------------------------------------------------------- without Ray
 def _local_executor(coll: lookalike.Collection, log: list[str] | None = None) -> remote.LocalExecutor:
     m = coll.manifest
@@ -220,8 +275,6 @@ def test_a_shard_whose_files_changed_is_recomputed(tmp_path, model_name, images)
     shards = _shards(coll)
     finished = {path for part in shards for path in part}
     changed = sorted(shards[1])[0]
-    from support import make_image
-
     make_image(Path(changed), seed=999, size=(90, 70))  # new content, new size and mtime
     log: list[str] = []
     remote.add_remote(coll, _source(images), _local_executor(coll, log))
@@ -229,6 +282,25 @@ def test_a_shard_whose_files_changed_is_recomputed(tmp_path, model_name, images)
     assert set(log) == shards[1] | ({row[1] for row in _rows(coll)} - finished)
     local = _local(tmp_path, model_name, images)
     assert_same(local, coll)
+
+
+def test_tar_shards_merge_as_locally_and_are_recorded_done(tmp_path, model_name) -> None:
+    pytest.importorskip("braceexpand")
+    from lookalike.sources.webdataset import WebDatasetSource
+
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"shard-{shard}.tar", "w") as tar:
+            for i in range(5):
+                tar.add(make_image(tmp_path / "src" / f"{shard}-{i}.png", seed=10 * shard + i), f"{i:06d}.png")
+    pattern = str(tmp_path / "shard-{0..1}.tar")
+    local = lookalike.Collection.create(tmp_path / "local.lkl", model_name, device="cpu")
+    local.add(WebDatasetSource([pattern]))
+    coll = lookalike.Collection.create(tmp_path / "remote.lkl", model_name, device="cpu")
+    remote.add_remote(coll, WebDatasetSource([pattern]), _local_executor(coll))
+    assert_same(local, coll)
+    log: list[str] = []
+    again = remote.add_remote(coll, WebDatasetSource([pattern]), _local_executor(coll, log))
+    assert again.unchanged == 10 and not log, "both shards were recorded as done by the merge"
 
 
 def test_without_ray_the_error_names_the_extra(tmp_path, model_name, images, monkeypatch) -> None:

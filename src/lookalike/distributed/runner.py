@@ -199,6 +199,7 @@ def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *
 
     if not hasattr(source, "parts"):
         source = FolderSource(require_roots(source))  # type: ignore[arg-type]
+    download = download or default_download(collection.path)
     ray = _import_ray()
     connected = connect(address)
     try:
@@ -212,10 +213,10 @@ def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *
         executor = RayExecutor(ray, embedder, manifest.model["preprocess"], actors=n_actors, gpus_per_actor=gpus,
                                cpus_per_actor=cpus, batch_size=batch_size,
                                in_flight=in_flight or 2 * (cluster_cpus + n_actors),
-                               download=download or default_download(collection.path))
+                               download=download)
         try:
             return remote.add_remote(collection, source, executor, retry_failed=retry_failed,  # type: ignore[arg-type]
-                                     progress=progress, index=index)
+                                     progress=progress, index=index, download=download)
         finally:
             executor.close()
     finally:

@@ -21,6 +21,7 @@ the inputs, and are recomputed otherwise. The work folder is removed after a com
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -36,7 +37,9 @@ from ..pipeline.loader import ordered_map
 from ..progress import ProgressCallback, ProgressEvent
 from ..models.lazy import LazyModel
 from ..sources.base import Source
+from ..sources.folder import FolderSource
 from .batch import CommitBatch
+from .item_bytes import DOWNLOAD_DIR_STATE, DOWNLOAD_MAX_SIDE_STATE
 from .indexer import AddReport, LazyFetch, _folder_jobs, _scan_folders, _skipper, finish_add, part_jobs
 from .plan import Action, Job, KnownVector, Planned, Planner
 from .shards import WORK_DIR, Record, ShardRow, ShardStore, rows_by_path, run_token
@@ -236,11 +239,14 @@ def _prepared(job: Job, rec: Record, vector: np.ndarray | None) -> tuple[Prepare
 
 
 def add_remote(collection: "Collection", source: Source, executor: PartExecutor, *, retry_failed: bool = False,
-               progress: ProgressCallback | None = None, index: "IndexSettings | None" = None) -> AddReport:
+               progress: ProgressCallback | None = None, index: "IndexSettings | None" = None,
+               download: "DownloadSettings | None" = None) -> AddReport:
     """:meth:`Collection.add` with the reading, decoding and embedding done by ``executor``.
 
     Same result as the local indexer on the same inputs (ids, rows, vectors up to float
-    rounding), and as safe to interrupt; see the module docstring for resuming.
+    rounding), and as safe to interrupt; see the module docstring for resuming. ``download``
+    is where the executor's workers cache URL items (recorded for the server's thumbnails,
+    as the local indexer does).
 
     Raises:
         CollectionError: another process is adding to this collection.
@@ -252,6 +258,9 @@ def add_remote(collection: "Collection", source: Source, executor: PartExecutor,
     manifest = storage.manifest
     shards = ShardStore(storage.path / WORK_DIR / run_token(source.label, manifest), manifest.dim)
     with storage.write_lock():
+        if download is not None and not isinstance(source, FolderSource):
+            storage.db.set_state(DOWNLOAD_DIR_STATE, os.fspath(download.cache_dir))
+            storage.db.set_state(DOWNLOAD_MAX_SIDE_STATE, str(download.max_side or "none"))
         known, gone = _scan_folders(storage, source, report, emit)
         hashes = {h: KnownVector(*v) for h, v in storage.db.hash_index().items()}
         batch = CommitBatch(storage, hashes, report, {row.hash for row in gone if row.hash and row.status == "ok"})
