@@ -341,6 +341,12 @@ def test_shards_are_skipped_unread_until_they_change(coll: Collection, tmp_path:
     shard_reads.clear()
     assert coll.add(WebDatasetSource([pattern])).unchanged == 4 and shard_reads == []
 
+    write_tar(a, [("000.png", image_bytes(tmp_path, 0)), ("000.txt", b"a kite")])  # 001 taken out
+    later(a, 20)
+    shrunk = coll.add(WebDatasetSource([pattern]))
+    assert (shrunk.removed, shrunk.embedded) == (1, 0)
+    assert set(rows(coll)) == {f"{a}#000.png", f"{b}#002.png", f"{b}#003.png"}
+
 
 def test_a_hostile_shard(coll: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                          shard_reads: list[str]) -> None:
@@ -380,8 +386,12 @@ def test_a_hostile_shard(coll: Collection, tmp_path: Path, monkeypatch: pytest.M
     assert list(tmp_path.rglob("x.jpg")) == []
     assert not any(p.read_bytes() == evil for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".jpg")
 
+    # A shard cut short is not recorded as done: the next run reads it again, reports the
+    # damage again, and embeds nothing it has already.
     shard_reads.clear()
-    assert coll.add(WebDatasetSource([str(shard)])).unchanged == 2 and shard_reads == []
+    again = coll.add(WebDatasetSource([str(shard)]))
+    assert (again.unchanged, again.embedded, shard_reads) == (2, 0, [str(shard)])
+    assert "003.png is cut short" in dict(again.skipped)[str(shard)]
 
 
 def test_metadata_set_by_id_stores_what_set_stores(coll: Collection, tmp_path: Path) -> None:

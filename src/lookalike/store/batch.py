@@ -21,6 +21,7 @@ from .plan import Action, KnownVector, PartDone, Planned
 
 if TYPE_CHECKING:
     from .indexer import AddReport
+    from .metadata import ItemRow
     from .storage import Storage
 
 __all__ = ["CommitBatch", "COMMIT_EVERY_FILES", "COMMIT_EVERY_SECONDS"]
@@ -50,6 +51,7 @@ class CommitBatch:
         self.traits: list[tuple[ImageTraits, str]] = []
         self.meta: list[tuple[str, Mapping[str, Any]]] = []
         self.parts: list[PartDone] = []
+        self.removed: list[int] = []
         self.reused = False
         self.vectors: list[np.ndarray] = []
         self.next_row = storage.vector_rows
@@ -117,6 +119,11 @@ class CommitBatch:
         """Record a part none of whose items needed work (they are all committed already)."""
         self.parts.append(part)
 
+    def remove(self, rows: "list[ItemRow]") -> None:
+        """Delete these rows at the next commit (members gone from a shard that was re-read)."""
+        self.removed += [row.id for row in rows]
+        self.report.removed += len(rows)
+
     def commit_if_due(self) -> None:
         pending = len(self.rows) + len(self.touched) + len(self.meta)
         if pending >= COMMIT_EVERY_FILES or time.monotonic() - self.last_commit > COMMIT_EVERY_SECONDS:
@@ -134,13 +141,14 @@ class CommitBatch:
                 db.copy_traits_by_hash()
             db.meta.set(self.meta)
             db.meta.mark_parts(self.parts)
+            db.delete_ids(self.removed)
 
-        if self.rows or self.touched or self.meta or self.parts or self.vectors:
+        if self.rows or self.touched or self.meta or self.parts or self.vectors or self.removed:
             self.storage.commit_vectors(np.stack(self.vectors) if self.vectors else None, write)
             # New items join the stored clustering and labelling now (a cheap product with the
             # stored centroids and prototypes); an interruption leaves them pending for later.
             assign_pending(self.storage)
         self.next_row += len(self.vectors)
         self.rows, self.touched, self.vectors, self.traits, self.reused = [], [], [], [], False
-        self.meta, self.parts = [], []
+        self.meta, self.parts, self.removed = [], [], []
         self.last_commit = time.monotonic()

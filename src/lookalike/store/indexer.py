@@ -26,7 +26,7 @@ from ..pipeline.embed import embed_prepared
 from ..pipeline.loader import default_workers, ordered_map
 from ..progress import ProgressCallback, ProgressEvent
 from ..models.lazy import LazyModel
-from ..sources.base import Part, SkipCallback, Source, SourceItem
+from ..sources.base import MEMBER_SEPARATOR, Part, SkipCallback, Source, SourceItem
 from ..sources.folder import FolderSource
 from .ann import IndexSettings, refresh_index
 from .batch import CommitBatch
@@ -179,7 +179,7 @@ def finish_add(storage: "Storage", gone: list[ItemRow], report: AddReport, model
     """After the items are committed: sweep vanished files, compact, refresh the index."""
     if gone:
         storage.commit_vectors(None, lambda: storage.db.delete_ids(row.id for row in gone))
-        report.removed = len(gone)
+        report.removed += len(gone)
     garbage = storage.vector_rows - len(storage.db.referenced_vec_rows())
     if garbage >= COMPACT_MIN_ROWS and garbage > COMPACT_GARBAGE_SHARE * storage.vector_rows:
         storage.compact()
@@ -237,12 +237,24 @@ def pending_jobs(storage: "Storage", source: Source, batch: CommitBatch, retry_f
 
 def part_jobs(storage: "Storage", part: Part, batch: CommitBatch, retry_failed: bool,
               on_skip: SkipCallback, known: dict[str, ItemRow] | None = None) -> list[Job] | None:
-    """The jobs of one part (None: skipped whole); the Ray runner plans parts with it too."""
+    """The jobs of one part (None: skipped whole); the Ray runner plans parts with it too.
+
+    A keyed part (a tar shard) read to its end is recorded as done once its last job is
+    committed, and its members that are gone from it are removed. One cut short (truncated,
+    damaged) is neither: the next run reads it again and reports the damage again.
+    """
     key = part.key
     if key is not None and storage.db.meta.part_done(key.path, key.size, key.mtime_ns) and not retry_failed:
         batch.report.unchanged += storage.db.meta.part_items(key.path)
         return None
-    items = list(part.read(on_skip))
+    cut_short = False
+
+    def watch(path: str, reason: str) -> None:
+        nonlocal cut_short
+        cut_short = cut_short or (key is not None and path == key.path)
+        on_skip(path, reason)
+
+    items = list(part.read(watch))
     rows = known if known is not None else storage.db.rows_for_paths([i.path for i in items])
     jobs, unchanged = changed_files(items, rows, retry_failed)
     batch.report.unchanged += unchanged
@@ -250,9 +262,14 @@ def part_jobs(storage: "Storage", part: Part, batch: CommitBatch, retry_failed: 
     for item in items:
         if item.meta is not None and item.path not in pending:
             batch.add_meta(item.path, item.meta)
-    done = (key.path, key.size, key.mtime_ns, len(items)) if key is not None else None
-    if jobs and done is not None:
+    if key is None or cut_short:
+        return jobs
+    held = {item.path for item in items}
+    batch.remove([row for path, row in storage.db.rows_with_prefix(key.path + MEMBER_SEPARATOR).items()
+                  if path not in held])
+    done = (key.path, key.size, key.mtime_ns, len(items))
+    if jobs:
         jobs[-1] = replace(jobs[-1], part_done=done)
-    elif done is not None:
+    else:
         batch.add_part(done)
     return jobs

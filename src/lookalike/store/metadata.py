@@ -143,6 +143,12 @@ class MetadataDB:
             out.update((r[1], ItemRow(*r)) for r in rows)
         return out
 
+    def rows_with_prefix(self, prefix: str) -> dict[str, ItemRow]:
+        """Every row whose path starts with ``prefix`` (the members of a tar shard: ``shard#``)."""
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM items WHERE path >= ? AND path < ?", (prefix, hi))
+        return {r[1]: ItemRow(*r) for r in rows}
+
     def rows_for_paths(self, paths: Sequence[str]) -> dict[str, ItemRow]:
         """The stored rows of those ``paths`` that have one."""
         out: dict[str, ItemRow] = {}
