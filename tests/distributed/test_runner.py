@@ -23,7 +23,7 @@ import pytest
 import lookalike
 from lookalike.errors import MissingExtra
 from lookalike.sources.folder import FolderSource
-from lookalike.store import remote
+from lookalike.store import batch, remote
 from lookalike.store.shards import WORK_DIR, ShardStore
 from support import make_image
 
@@ -268,7 +268,8 @@ def _local_executor(coll: lookalike.Collection, log: list[str] | None = None) ->
     return executor
 
 
-def test_a_shard_whose_files_changed_is_recomputed(tmp_path, model_name, images) -> None:
+def test_a_shard_whose_files_changed_is_recomputed(tmp_path, model_name, images, monkeypatch) -> None:
+    monkeypatch.setattr(batch, "COMMIT_EVERY_SECONDS", 1e9)  # the crash comes before any commit
     coll = lookalike.Collection.create(tmp_path / "remote.lkl", model_name, device="cpu")
     with pytest.raises(Crash):
         remote.add_remote(coll, _source(images), _local_executor(coll), progress=_crash_at("img_0012"))
@@ -282,6 +283,20 @@ def test_a_shard_whose_files_changed_is_recomputed(tmp_path, model_name, images)
     assert set(log) == shards[1] | ({row[1] for row in _rows(coll)} - finished)
     local = _local(tmp_path, model_name, images)
     assert_same(local, coll)
+
+
+def test_retry_failed_recomputes_a_shard_that_recorded_a_failure(tmp_path, model_name, images, monkeypatch) -> None:
+    monkeypatch.setattr(batch, "COMMIT_EVERY_SECONDS", 1e9)  # the crash comes before any commit
+    coll = lookalike.Collection.create(tmp_path / "remote.lkl", model_name, device="cpu")
+    with pytest.raises(Crash):
+        remote.add_remote(coll, _source(images), _local_executor(coll), progress=_crash_at("img_0012"))
+    shards = _shards(coll)
+    broken = str(images / "sub0" / "broken.jpg")
+    assert broken in shards[0] and broken not in shards[1]
+    log: list[str] = []
+    remote.add_remote(coll, _source(images), _local_executor(coll, log), retry_failed=True)
+    finished = {path for part in shards for path in part}
+    assert set(log) == shards[0] | ({row[1] for row in _rows(coll)} - finished)
 
 
 def test_tar_shards_merge_as_locally_and_are_recorded_done(tmp_path, model_name) -> None:

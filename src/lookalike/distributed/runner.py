@@ -171,6 +171,16 @@ def _threads(ray: Any, actors: int) -> int:
     return max(1, int(per_node // -(-actors // len(nodes))))
 
 
+#: Pixels waiting in the object store for the actors, at most (a chunk is batch x 3 x size^2 floats).
+MAX_PIXEL_BYTES = 8 * 1024**3
+
+
+def _in_flight(cpus: int, actors: int, batch_size: int, preprocess: dict[str, Any]) -> int:
+    """Chunks in flight: every CPU busy and one more queued per CPU and actor, within MAX_PIXEL_BYTES."""
+    chunk = batch_size * 3 * int(preprocess.get("size", 224)) ** 2 * 4
+    return max(2 * actors, min(2 * (cpus + actors), MAX_PIXEL_BYTES // chunk))
+
+
 def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *, address: str = "auto",
                    actors: int | None = None, gpus_per_actor: float | None = None, batch_size: int | None = None,
                    retry_failed: bool = False, progress: "ProgressCallback | None" = None,
@@ -212,7 +222,8 @@ def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *
                     "threads": None if gpus else _threads(ray, n_actors)}
         executor = RayExecutor(ray, embedder, manifest.model["preprocess"], actors=n_actors, gpus_per_actor=gpus,
                                cpus_per_actor=cpus, batch_size=batch_size,
-                               in_flight=in_flight or 2 * (cluster_cpus + n_actors),
+                               in_flight=in_flight or _in_flight(cluster_cpus, n_actors, batch_size,
+                                                                 manifest.model["preprocess"]),
                                download=download)
         try:
             return remote.add_remote(collection, source, executor, retry_failed=retry_failed,  # type: ignore[arg-type]

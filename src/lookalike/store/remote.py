@@ -270,7 +270,7 @@ def add_remote(collection: "Collection", source: Source, executor: PartExecutor,
             jobs = part_jobs(storage, part, batch, retry_failed, on_skip, known)
             if not jobs:
                 continue
-            ready = shards.covers(part.index, jobs)
+            ready = shards.covers(part.index, jobs, retry_failed=retry_failed)
             if not ready:
                 executor.submit(part.index, jobs)
             merger.add(part.index, jobs, ready)

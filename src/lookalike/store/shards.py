@@ -101,23 +101,25 @@ class ShardStore:
         except (OSError, ValueError, KeyError, TypeError):
             return False
 
-    def covers(self, index: int, jobs: Sequence["Job"]) -> bool:
+    def covers(self, index: int, jobs: Sequence["Job"], *, retry_failed: bool = False) -> bool:
         """True when part ``index`` is done and holds every one of ``jobs`` with the same size
-        and mtime (else the inputs changed since it was written: it must be recomputed)."""
+        and mtime (else the inputs changed since it was written: it must be recomputed).
+        With ``retry_failed``, a shard that recorded any of them as failed is recomputed too."""
         if not self.done(index):
             return False
         _, pq = _pyarrow()
         try:
-            table = pq.read_table(self._paths(index)[0], columns=["path", "size", "mtime_ns"])
+            table = pq.read_table(self._paths(index)[0], columns=["path", "size", "mtime_ns", "action"])
         except (OSError, ValueError):
             return False
-        have: dict[str, set[tuple[int, int]]] = {}
-        for path, size, mtime in zip(*(table.column(c).to_pylist() for c in ("path", "size", "mtime_ns"))):
-            have.setdefault(path, set()).add((size, mtime))
+        have: dict[str, set[tuple[int, int, bool]]] = {}
+        for path, size, mtime, action in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+            have.setdefault(path, set()).add((size, mtime, action == "fail"))
         for job in jobs:
-            keys = have.get(job.file.path, set())
+            f = job.file
             # A URL's size is unknown (-1) until it is fetched: only the path and mtime can agree.
-            if not any(m == job.file.mtime_ns and (job.file.size < 0 or s == job.file.size) for s, m in keys):
+            if not any(m == f.mtime_ns and (f.size < 0 or s == f.size) and not (failed and retry_failed)
+                       for s, m, failed in have.get(f.path, ())):
                 return False
         return True
 
