@@ -43,6 +43,14 @@ over-states), and the peak RSS of the largest single process. Vector rows are re
 ``os.pread`` rather than a memory map, so the file's pages sit in the OS page cache, not in
 any process's RSS; the index's ``.ivfdata`` is memory-mapped, and the pages a search touches
 do count.
+
+Measured (2 cores, 24 GB RAM; ``index --n 10000000 --dim 256 --dtype float16``, the disk
+having too little room for 10.2 GB of float32): IVF2048,PQ64x8 built in 6.0 min (train 68 s,
+encode 284 s over 77 Ray tasks, merge 2 s), peak 2.44 GB summed over the process tree (in
+the merge: the driver maps every shard and the new ``.ivfdata``, 0.7 GB each), recall@10
+0.955 at nprobe 16 / re-rank 128 (p50 14 ms), 0.979 at most. The first run generates the
+data (8.5 min) and its exact top-10 (6 min); delete ``.cache/bench_scale/`` to get the
+disk space back.
 """
 
 from __future__ import annotations
