@@ -47,7 +47,8 @@ def index(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip messages."),
     index_mode: Optional[str] = typer.Option(
         None, "--index", help="auto (default: exact below 50,000 images, else tuned ANN), exact, flat, hnsw, ivf, "
-        "ivfpq, sq8, fp16 or binary."),
+        "ivfpq, sq8, fp16, binary, or ivfpq-disk (on-disk lists, for collections larger than RAM; auto picks it "
+        "from 5,000,000 images or when --memory is below any in-RAM index)."),
     recall: Optional[float] = typer.Option(None, "--recall", help="Recall@10 the index must reach (default: 0.95)."),
     memory: Optional[str] = typer.Option(None, "--memory", help="Index memory budget, e.g. 500MB or 2GB."),
     latency_ms: Optional[float] = typer.Option(

@@ -282,21 +282,22 @@ def build_index(storage: "Storage", settings: IndexSettings, model: LazyModel, *
     return index
 
 
-def refresh_index(storage: "Storage", model: LazyModel) -> "AnnIndex | None":
-    """After an add: append new rows, or rebuild when drift, deletions or new settings call for it."""
+def refresh_index(storage: "Storage", model: LazyModel, *, map_fn: MapFn = map) -> "AnnIndex | None":
+    """After an add: append new rows, or rebuild when drift, deletions or new settings call for it
+    (``map_fn`` as for :func:`build_index`: a Ray run passes a map over Ray tasks)."""
     settings = storage.index_settings()
     live = storage.live_rows()
     if not _wants_index(settings, len(live)):
         if (storage.path / INDEX_FILE).exists():
-            return build_index(storage, settings, model)  # removes it and records "no index"
+            return build_index(storage, settings, model, map_fn=map_fn)  # removes it and records "no index"
         return None
     index = load_index(storage)
     state = storage.index_state()
     if index is None or state is None or state.built_with != settings:
-        return build_index(storage, settings, model)
+        return build_index(storage, settings, model, map_fn=map_fn)
     stale = 1.0 - len(live) / index.ntotal if index.ntotal else 0.0
     if index.drift() > DRIFT_REBUILD or stale > STALE_REBUILD:
         log.info("%s: rebuilding the index (drift %.2f, deleted share %.2f)", storage.path, index.drift(), stale)
-        return build_index(storage, settings, model)
+        return build_index(storage, settings, model, map_fn=map_fn)
     index.save(storage.path / INDEX_FILE)
     return index

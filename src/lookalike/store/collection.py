@@ -39,6 +39,7 @@ from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
 
 if TYPE_CHECKING:
     from ..index.faiss_index import AnnIndex
+    from ..index.ondisk import MapFn
     from ..models.base import EmbeddingModel
     from ..progress import ProgressCallback
     from ..sources import Source
@@ -340,13 +341,17 @@ class Collection(Exploring, Deduplicating, ItemAccess):
         return self._storage.index_state()
 
     def build_index(self, mode: str = "auto", *, recall: float = 0.95, memory_bytes: int | None = None,
-                    latency_ms: float | None = DEFAULT_LATENCY_MS) -> "AnnIndex | None":
+                    latency_ms: float | None = DEFAULT_LATENCY_MS, map_fn: "MapFn" = map) -> "AnnIndex | None":
         """Choose, build and save the search index now; see :mod:`lookalike.store.ann`.
 
         ``mode`` is ``auto`` (exact below the size threshold, else the cheapest index that
         meets ``recall``@10 within the budgets: ``memory_bytes`` of RAM, a median
         single-query latency of ``latency_ms``, None for no bound), ``exact``, or a kind to
-        force: ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``sq8``, ``fp16``, ``binary``.
+        force: ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``sq8``, ``fp16``, ``binary``, or
+        ``ivfpq-disk`` (IVF-PQ with memory-mapped inverted lists on disk, for collections
+        larger than RAM; ``auto`` picks it from ``ann.ONDISK_ABOVE`` vectors or when
+        ``memory_bytes`` is below the smallest in-RAM index). ``map_fn`` encodes an on-disk
+        build's chunks (``lookalike.distributed.index_build.ray_map`` runs them on Ray).
         Returns None for exact.
 
         Raises:
@@ -355,7 +360,7 @@ class Collection(Exploring, Deduplicating, ItemAccess):
         """
         settings = IndexSettings(mode, recall, memory_bytes, latency_ms)
         with self._storage.write_lock():
-            return build_index(self._storage, settings, self._model)
+            return build_index(self._storage, settings, self._model, map_fn=map_fn)
 
     def info(self, max_errors: int = 20) -> CollectionInfo:
         """Counts, sizes, the index and recent errors, for ``lookalike info``."""

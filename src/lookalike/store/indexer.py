@@ -35,6 +35,7 @@ from .metadata import ItemRow
 from .plan import Fetch, Job, KnownVector, Planner, changed_files, gone_rows, reuse_repeats
 
 if TYPE_CHECKING:
+    from ..index.ondisk import MapFn
     from ..sources.download import Downloader, DownloadSettings
     from .storage import Storage
 
@@ -175,8 +176,9 @@ def _index(storage: "Storage", source: Source, *, model: LazyModel, batch_size: 
 
 
 def finish_add(storage: "Storage", gone: list[ItemRow], report: AddReport, model: LazyModel,
-               index: IndexSettings | None) -> None:
-    """After the items are committed: sweep vanished files, compact, refresh the index."""
+               index: IndexSettings | None, *, map_fn: "MapFn" = map) -> None:
+    """After the items are committed: sweep vanished files, compact, refresh the index
+    (``map_fn`` encodes an on-disk index's chunks: a Ray run passes a map over Ray tasks)."""
     if gone:
         storage.commit_vectors(None, lambda: storage.db.delete_ids(row.id for row in gone))
         report.removed += len(gone)
@@ -185,7 +187,7 @@ def finish_add(storage: "Storage", gone: list[ItemRow], report: AddReport, model
         storage.compact()
     if index is not None:
         storage.record_index(index, storage.index_state())  # refresh rebuilds for new settings
-    refresh_index(storage, model)
+    refresh_index(storage, model, map_fn=map_fn)
 
 
 def _scan_folders(storage: "Storage", source: Source, report: AddReport,
