@@ -25,10 +25,8 @@ from lookalike.errors import MissingExtra
 from lookalike.sources.folder import FolderSource
 from lookalike.store import batch, remote
 from lookalike.store.shards import WORK_DIR, ShardStore
+from ray_support import ray_cluster  # noqa: F401
 from support import make_image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ray_support import ray_cluster  # noqa: E402,F401
 
 pytest.importorskip("pyarrow")
 
