@@ -6,7 +6,8 @@ task (:func:`~lookalike.store.remote.prepare_jobs`, spread over the cluster's no
 pixels go through the object store to an embedding actor (one
 :class:`~lookalike.store.remote.PartEmbedder` per GPU, or ``actors`` on CPUs: the model
 loads once per actor). The driver writes each part's shard as soon as all its chunks are
-in, and merges the shards in order into the collection.
+in, and merges the shards in order into the collection; an on-disk index is then built
+with its chunks encoded as Ray tasks (:func:`~.index_build.ray_map`).
 
 Failures: a task whose worker or node dies is retried (``MAX_RETRIES``), and an actor that
 dies is restarted with its calls retried; the lost pixels are recomputed from their task.
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..errors import InvalidArgument, LookalikeError, MissingExtra
 from ..store import remote
+from .index_build import ray_map
 
 if TYPE_CHECKING:
     from ..progress import ProgressCallback
@@ -227,7 +229,7 @@ def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *
                                download=download)
         try:
             return remote.add_remote(collection, source, executor, retry_failed=retry_failed,  # type: ignore[arg-type]
-                                     progress=progress, index=index, download=download)
+                                     progress=progress, index=index, download=download, map_fn=ray_map)
         finally:
             executor.close()
     finally:

@@ -45,6 +45,7 @@ from .plan import Action, Job, KnownVector, Planned, Planner
 from .shards import WORK_DIR, Record, ShardRow, ShardStore, rows_by_path, run_token
 
 if TYPE_CHECKING:
+    from ..index.ondisk import MapFn
     from ..sources.download import DownloadSettings
     from .ann import IndexSettings
     from .collection import Collection
@@ -240,13 +241,14 @@ def _prepared(job: Job, rec: Record, vector: np.ndarray | None) -> tuple[Prepare
 
 def add_remote(collection: "Collection", source: Source, executor: PartExecutor, *, retry_failed: bool = False,
                progress: ProgressCallback | None = None, index: "IndexSettings | None" = None,
-               download: "DownloadSettings | None" = None) -> AddReport:
+               download: "DownloadSettings | None" = None, map_fn: "MapFn" = map) -> AddReport:
     """:meth:`Collection.add` with the reading, decoding and embedding done by ``executor``.
 
     Same result as the local indexer on the same inputs (ids, rows, vectors up to float
     rounding), and as safe to interrupt; see the module docstring for resuming. ``download``
     is where the executor's workers cache URL items (recorded for the server's thumbnails,
-    as the local indexer does).
+    as the local indexer does); ``map_fn`` encodes an on-disk index's chunks (see
+    :func:`~.indexer.finish_add`).
 
     Raises:
         CollectionError: another process is adding to this collection.
@@ -282,7 +284,7 @@ def add_remote(collection: "Collection", source: Source, executor: PartExecutor,
         merger.merge_ready()
         assert not merger.window, "every planned part is merged"
         batch.commit()
-        finish_add(storage, gone, report, collection._model, index)
+        finish_add(storage, gone, report, collection._model, index, map_fn=map_fn)
     shards.remove()
     report.seconds = time.perf_counter() - t0
     emit(ProgressEvent("done", done=report.total_seen, total=report.total_seen))
