@@ -185,6 +185,7 @@ def test_a_rerun_after_a_crash_keeps_the_finished_shards(ray_cluster, tmp_path, 
     assert_same(local, coll)
 
 
+@pytest.mark.slow  # ~12 s; the two-node test (slow too) loses a whole node mid-job
 def test_dead_workers_mean_retries_not_lost_or_duplicated_rows(ray_cluster, tmp_path, model_name, images,  # noqa: F811
                                                                 monkeypatch) -> None:
     from lookalike.distributed.runner import index_with_ray

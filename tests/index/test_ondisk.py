@@ -211,6 +211,7 @@ def test_row_chunks_travel_as_a_file_name(data) -> None:
     assert copy(4)[1][-1] == 4899  # ids are positions in rows
 
 
+@pytest.mark.slow  # ~5 s; tests/store/test_ann_ondisk.py covers auto choosing the disk kind
 def test_auto_index_tunes_the_disk_build(data, tmp_path: Path) -> None:
     """The tuner measures the on-disk build like any other: held-out queries against exact."""
     vectors, _ = data

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 from rich.markup import escape
@@ -67,7 +68,7 @@ def index(
             target.parent.mkdir(parents=True, exist_ok=True)
             coll = Collection.create(target, model=model or "lite", device=device)
         download = DownloadSettings(cache_dir=download_dir or coll.path / "downloads", max_side=max_side)
-        with coll, IndexProgress(err, quiet=quiet) as progress:
+        with coll, IndexProgress(err, quiet=quiet) as progress, _ray_session(ray):
             reports = []
             for source in sources:
                 options = dict(batch_size=batch_size, retry_failed=retry_failed, progress=progress, index=settings,
@@ -85,6 +86,22 @@ def index(
             where = f" from {escape(source.label)}" if len(sources) > 1 else ""
             err.print(f"[bold green]done[/]{where} in {report.seconds:.1f}s{_rate(report)}: {_summary(report)} -> "
                       f"{escape(str(coll.path))}", highlight=False, soft_wrap=True, emoji=False)
+
+
+@contextmanager
+def _ray_session(address: Optional[str]) -> Iterator[None]:
+    """One Ray connection for all the sources of a run (a local cluster starts once)."""
+    if address is None:
+        yield
+        return
+    from ..distributed.runner import connect, disconnect
+
+    connected = connect(address)
+    try:
+        yield
+    finally:
+        if connected:
+            disconnect()
 
 
 def _sources(paths: List[str], files_from: Optional[str], table: Optional[Path], url_col: Optional[str],

@@ -21,6 +21,8 @@ Ray is imported inside :func:`index_with_ray`: without it, it raises
 
 from __future__ import annotations
 
+import os
+
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from ..store.plan import Job
     from ..store.shards import Record
 
-__all__ = ["index_with_ray", "RayExecutor", "connect", "MAX_RETRIES"]
+__all__ = ["index_with_ray", "RayExecutor", "connect", "disconnect", "MAX_RETRIES"]
 
 #: Attempts again for a task whose worker or node died, and restarts of a dead actor (each
 #: with its unfinished calls retried). Preparing a chunk has no side effects, so it is safe.
@@ -183,6 +185,11 @@ def _in_flight(cpus: int, actors: int, batch_size: int, preprocess: dict[str, An
     return max(2 * actors, min(2 * (cpus + actors), MAX_PIXEL_BYTES // chunk))
 
 
+def disconnect() -> None:
+    """Undo a :func:`connect` that returned True (a local cluster it started stops)."""
+    _import_ray().shutdown()
+
+
 def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *, address: str = "auto",
                    actors: int | None = None, gpus_per_actor: float | None = None, batch_size: int | None = None,
                    retry_failed: bool = False, progress: "ProgressCallback | None" = None,
@@ -209,7 +216,9 @@ def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *
     from ..sources.folder import FolderSource
     from ..store.indexer import default_download, require_roots
 
-    if not hasattr(source, "parts"):
+    if isinstance(source, (str, os.PathLike)):
+        source = [source]  # one folder given bare (a Path has a `parts` attribute of its own)
+    if not callable(getattr(source, "parts", None)):
         source = FolderSource(require_roots(source))  # type: ignore[arg-type]
     download = download or default_download(collection.path)
     ray = _import_ray()

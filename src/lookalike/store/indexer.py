@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from .storage import Storage
 
 __all__ = ["AddReport", "index_paths", "index_source", "pending_jobs", "part_jobs", "require_roots", "finish_add",
-           "default_download", "LazyFetch"]
+           "default_download", "LazyFetch",
+           "scan_folders", "skip_recorder", "folder_total"]
 #: Compact the vector file when more than this share of its rows is unreferenced.
 COMPACT_GARBAGE_SHARE = 0.3
 COMPACT_MIN_ROWS = 1000
@@ -151,7 +152,7 @@ def _index(storage: "Storage", source: Source, *, model: LazyModel, batch_size: 
     emit = progress or (lambda event: None)
     report = AddReport()
     with storage.write_lock():
-        known, gone = _scan_folders(storage, source, report, emit)
+        known, gone = scan_folders(storage, source, report, emit)
         preprocess = PreprocessConfig.from_dict(storage.manifest.model["preprocess"])
         hashes = {h: KnownVector(*v) for h, v in storage.db.hash_index().items()}
         batch = CommitBatch(storage, hashes, report,
@@ -163,7 +164,7 @@ def _index(storage: "Storage", source: Source, *, model: LazyModel, batch_size: 
         def embed(pixels: np.ndarray) -> np.ndarray:
             return model.get().embed_pixels(pixels)
 
-        total = _folder_jobs(source, known, retry_failed)
+        total = folder_total(source, known, retry_failed)
         for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size), start=1):
             batch.apply(p, vec, emit)
             emit(ProgressEvent("embed", done=done, total=total, path=p.item.job.file.path))
@@ -190,7 +191,7 @@ def finish_add(storage: "Storage", gone: list[ItemRow], report: AddReport, model
     refresh_index(storage, model, map_fn=map_fn)
 
 
-def _scan_folders(storage: "Storage", source: Source, report: AddReport,
+def scan_folders(storage: "Storage", source: Source, report: AddReport,
                   emit: ProgressCallback) -> tuple[dict[str, ItemRow] | None, list[ItemRow]]:
     """For a folder source: walk it, and find the rows of files gone from the folders.
     ``(rows under the folders, gone rows)``; ``(None, [])`` for other sources."""
@@ -201,13 +202,13 @@ def _scan_folders(storage: "Storage", source: Source, report: AddReport,
         if n % 1000 == 0:
             emit(ProgressEvent("scan", done=n))
 
-    found = source.scan(_skipper(report, emit), on_found)
+    found = source.scan(skip_recorder(report, emit), on_found)
     emit(ProgressEvent("scan", done=len(found), total=len(found)))
     known = storage.db.items_under(list(source.sweep_folders))
     return known, gone_rows(known, found, report.skipped)
 
 
-def _folder_jobs(source: Source, known: dict[str, ItemRow] | None, retry_failed: bool) -> int | None:
+def folder_total(source: Source, known: dict[str, ItemRow] | None, retry_failed: bool) -> int | None:
     """How many files of a folder source need work (the progress total); None for other sources."""
     if not isinstance(source, FolderSource) or known is None:
         return None
@@ -215,7 +216,7 @@ def _folder_jobs(source: Source, known: dict[str, ItemRow] | None, retry_failed:
     return len(changed_files(items, known, retry_failed)[0])
 
 
-def _skipper(report: AddReport, emit: ProgressCallback) -> SkipCallback:
+def skip_recorder(report: AddReport, emit: ProgressCallback) -> SkipCallback:
     def on_skip(path: str, reason: str) -> None:
         report.skipped.append((path, reason))
         emit(ProgressEvent("skip", path=path, reason=reason))
@@ -230,7 +231,7 @@ def pending_jobs(storage: "Storage", source: Source, batch: CommitBatch, retry_f
     counted (and their metadata refreshed); the last job of a keyed part carries the key,
     which is recorded when that job is committed.
     """
-    on_skip = _skipper(batch.report, emit)
+    on_skip = skip_recorder(batch.report, emit)
     for part in source.parts(on_skip):
         jobs = part_jobs(storage, part, batch, retry_failed, on_skip, known)
         if jobs is not None:

@@ -40,7 +40,7 @@ from ..sources.base import Source
 from ..sources.folder import FolderSource
 from .batch import CommitBatch
 from .item_bytes import DOWNLOAD_DIR_STATE, DOWNLOAD_MAX_SIDE_STATE
-from .indexer import AddReport, LazyFetch, _folder_jobs, _scan_folders, _skipper, finish_add, part_jobs
+from .indexer import AddReport, LazyFetch, folder_total, scan_folders, skip_recorder, finish_add, part_jobs
 from .plan import Action, Job, KnownVector, Planned, Planner
 from .shards import WORK_DIR, Record, ShardRow, ShardStore, rows_by_path, run_token
 
@@ -263,11 +263,11 @@ def add_remote(collection: "Collection", source: Source, executor: PartExecutor,
         if download is not None and not isinstance(source, FolderSource):
             storage.db.set_state(DOWNLOAD_DIR_STATE, os.fspath(download.cache_dir))
             storage.db.set_state(DOWNLOAD_MAX_SIDE_STATE, str(download.max_side or "none"))
-        known, gone = _scan_folders(storage, source, report, emit)
+        known, gone = scan_folders(storage, source, report, emit)
         hashes = {h: KnownVector(*v) for h, v in storage.db.hash_index().items()}
         batch = CommitBatch(storage, hashes, report, {row.hash for row in gone if row.hash and row.status == "ok"})
-        merger = _Merger(batch, shards, emit, _folder_jobs(source, known, retry_failed))
-        on_skip = _skipper(report, emit)
+        merger = _Merger(batch, shards, emit, folder_total(source, known, retry_failed))
+        on_skip = skip_recorder(report, emit)
         for part in source.parts(on_skip):
             jobs = part_jobs(storage, part, batch, retry_failed, on_skip, known)
             if not jobs:
