@@ -1,5 +1,12 @@
 """Scale-out benchmarks (issue 11). Subcommands:
 
+``local-vs-ray``: the same 2,000 real photos through the local pipeline and through
+``--ray`` on a local cluster, in the same run (``bench_scale_ray.py``; its options follow).
+Target: Ray overhead <= 1.3x. ``--device cuda`` compares one GPU actor with the local GPU
+pipeline where a GPU is lent.
+
+    python benchmarks/bench_scale.py local-vs-ray [--photos 2000] [--cpus 2] [--device cpu|cuda]
+
 ``index``: the distributed on-disk index build on N x d synthetic vectors (default 10M x
 256): time per phase, peak memory, and recall@10 against exact search on held-out queries.
 Target: peak memory <= 4 GB.
@@ -338,8 +345,15 @@ def report(args: argparse.Namespace, spec: Any, build: OnDiskBuild, index: DiskA
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["local-vs-ray"]:
+        # Its own options and its own Ray session: one module per benchmark part.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_scale_ray import main as local_vs_ray
+
+        raise SystemExit(local_vs_ray(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("local-vs-ray", help="local pipeline vs --ray on the same photos (options: local-vs-ray -h)")
     p = sub.add_parser("index", help="the distributed on-disk index build (time, peak memory, recall)")
     p.add_argument("--n", type=int, default=10_000_000, help="indexed vectors")
     p.add_argument("--dim", type=int, default=256)
