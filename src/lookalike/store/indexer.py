@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AddReport", "index_paths", "index_source", "pending_jobs", "part_jobs", "require_roots", "finish_add",
            "default_download", "LazyFetch",
-           "scan_folders", "skip_recorder", "folder_total"]
+           "scan_folders", "skip_recorder", "folder_total", "record_download"]
 #: Compact the vector file when more than this share of its rows is unreferenced.
 COMPACT_GARBAGE_SHARE = 0.3
 COMPACT_MIN_ROWS = 1000
@@ -101,6 +101,13 @@ def default_download(collection: "os.PathLike[str] | str") -> "DownloadSettings"
     return DownloadSettings(cache_dir=Path(collection) / "downloads")
 
 
+def record_download(storage: "Storage", download: "DownloadSettings") -> None:
+    """Record where (and at what size) URL items are cached: the server reads their
+    thumbnails from this cache, and never fetches."""
+    storage.db.set_state(DOWNLOAD_DIR_STATE, os.fspath(download.cache_dir))
+    storage.db.set_state(DOWNLOAD_MAX_SIDE_STATE, str(download.max_side or "none"))
+
+
 class LazyFetch:
     """A :class:`~lookalike.sources.download.Downloader` made at the first URL (a folder
     source never needs httpx); callable from many threads."""
@@ -132,9 +139,7 @@ def index_source(storage: "Storage", source: Source, *, model: LazyModel, batch_
     fetch = None
     if download is not None and not isinstance(source, FolderSource):
         fetch = LazyFetch(download)
-        # The server reads thumbnails of URL items from this cache: it never fetches.
-        storage.db.set_state(DOWNLOAD_DIR_STATE, os.fspath(download.cache_dir))
-        storage.db.set_state(DOWNLOAD_MAX_SIDE_STATE, str(download.max_side or "none"))
+        record_download(storage, download)
         if workers is None:
             workers = max(default_workers(), download.concurrency)  # threads mostly wait on the network
     try:

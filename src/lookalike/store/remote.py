@@ -21,7 +21,6 @@ the inputs, and are recomputed otherwise. The work folder is removed after a com
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -39,8 +38,8 @@ from ..models.lazy import LazyModel
 from ..sources.base import Source
 from ..sources.folder import FolderSource
 from .batch import CommitBatch
-from .item_bytes import DOWNLOAD_DIR_STATE, DOWNLOAD_MAX_SIDE_STATE
-from .indexer import AddReport, LazyFetch, folder_total, scan_folders, skip_recorder, finish_add, part_jobs
+from .indexer import (AddReport, LazyFetch, finish_add, folder_total, part_jobs, record_download, scan_folders,
+                      skip_recorder)
 from .plan import Action, Job, KnownVector, Planned, Planner
 from .shards import WORK_DIR, Record, ShardRow, ShardStore, rows_by_path, run_token
 
@@ -261,8 +260,7 @@ def add_remote(collection: "Collection", source: Source, executor: PartExecutor,
     shards = ShardStore(storage.path / WORK_DIR / run_token(source.label, manifest), manifest.dim)
     with storage.write_lock():
         if download is not None and not isinstance(source, FolderSource):
-            storage.db.set_state(DOWNLOAD_DIR_STATE, os.fspath(download.cache_dir))
-            storage.db.set_state(DOWNLOAD_MAX_SIDE_STATE, str(download.max_side or "none"))
+            record_download(storage, download)
         known, gone = scan_folders(storage, source, report, emit)
         hashes = {h: KnownVector(*v) for h, v in storage.db.hash_index().items()}
         batch = CommitBatch(storage, hashes, report, {row.hash for row in gone if row.hash and row.status == "ok"})
