@@ -164,6 +164,7 @@ def test_same_ids_rows_and_vectors_as_the_local_indexer(ray_cluster, tmp_path, m
     assert again.unchanged == N_IMAGES + 2 and again.embedded == 0
 
 
+@pytest.mark.slow  # ~12 s; test_a_shard_whose_files_changed_is_recomputed resumes a crashed run in-process
 def test_a_rerun_after_a_crash_keeps_the_finished_shards(ray_cluster, tmp_path, model_name, images,  # noqa: F811
                                                          monkeypatch) -> None:
     from lookalike.distributed.runner import index_with_ray
