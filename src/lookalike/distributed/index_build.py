@@ -31,12 +31,12 @@ R = TypeVar("R")
 MAX_RETRIES = 3
 
 
-def import_ray() -> Any:
-    """Import ray, or raise :class:`MissingExtra` with the install command."""
+def import_ray(purpose: str = "Building indexes over Ray") -> Any:
+    """Import ray, or raise :class:`MissingExtra` naming ``purpose`` and the install command."""
     try:
         import ray
     except ImportError as exc:
-        raise MissingExtra("ray", "scale", "Building indexes over Ray") from exc
+        raise MissingExtra("ray", "ray", purpose) from exc
     return ray
 
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import InvalidArgument, LookalikeError, MissingExtra
+from ..errors import InvalidArgument, LookalikeError
 from ..store import remote
-from .index_build import ray_map
+from .index_build import import_ray, ray_map
 
 if TYPE_CHECKING:
     from ..progress import ProgressCallback
@@ -49,11 +49,7 @@ MAX_RETRIES = 4
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise MissingExtra("ray", "ray", "Indexing on a Ray cluster (--ray)") from exc
-    return ray
+    return import_ray("Indexing on a Ray cluster (--ray)")
 
 
 def connect(address: str = "auto") -> bool:
