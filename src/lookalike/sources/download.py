@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import io
 import json
 import random
 import threading
@@ -29,24 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from PIL import Image, ImageOps
-
 from ..errors import InvalidArgument, MissingExtra, UnreadableImage
 from ..fsutil import atomic_writer, user_path
-from ..images.decode import decode_image
 from ..version import __version__
+from .resize import EXTENSIONS, PreparedImage, prepare_download
 
 __all__ = ["DownloadSettings", "Fetched", "Downloader", "cache_key", "DEFAULT_USER_AGENT"]
 
 DEFAULT_USER_AGENT = f"lookalike/{__version__} (+https://github.com/lookalike/lookalike)"
 
-_JPEG_QUALITY = 90
 #: A server asking for a longer pause than this is waited on for this long only: a run over
 #: millions of URLs must not stall on one host's Retry-After of an hour.
 _MAX_RETRY_AFTER_S = 30.0
 _NOT_RETRIED_5XX = (501, 505)  # "not implemented" and "version not supported" will not change
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp"}
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _NOT_IMAGE_MAIN = ("text", "audio", "video", "font", "multipart", "model")
 _NOT_IMAGE_APP = ("json", "xml", "javascript", "pdf", "xhtml+xml", "zip", "gzip", "x-gzip")
 
@@ -123,15 +117,6 @@ class _Failure(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    data: bytes
-    fmt: str
-    width: int
-    height: int
-    resized: bool
-
-
 class Downloader:
     """Fetches images by URL through an on-disk cache; safe to share between threads.
 
@@ -190,7 +175,7 @@ class Downloader:
             if hit is not None:
                 return hit
             body, etag, content_type = self._download(url)
-            prepared = _prepare(url, body, self.settings.max_side)
+            prepared = prepare_download(url, body, self.settings.max_side)
             self._write_cache(url, prepared, etag, content_type)
         return Fetched(url, prepared.data, etag, False, prepared.width, prepared.height)
 
@@ -253,10 +238,10 @@ class Downloader:
         meta = entry[1]
         return Fetched(url, data, meta.get("etag"), True, int(meta["width"]), int(meta["height"]))
 
-    def _write_cache(self, url: str, prepared: _Prepared, etag: str | None, content_type: str) -> None:
+    def _write_cache(self, url: str, prepared: PreparedImage, etag: str | None, content_type: str) -> None:
         sidecar = self._sidecar(url)
         old = self._entry(url) or (None, None)
-        image_path = sidecar.with_name(f"{sidecar.stem}.{_EXTENSIONS.get(prepared.fmt, 'img')}")
+        image_path = sidecar.with_name(f"{sidecar.stem}.{EXTENSIONS.get(prepared.fmt, 'img')}")
         meta = {
             "url": url, "file": image_path.name, "bytes": len(prepared.data), "etag": etag,
             "width": prepared.width, "height": prepared.height, "content_type": content_type,
@@ -375,48 +360,3 @@ def _human_bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n} bytes"
-
-
-def _has_alpha(img: Image.Image) -> bool:
-    return img.mode in _ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
-
-
-def _prepare(url: str, body: bytes, max_side: int | None) -> _Prepared:
-    """Check that ``body`` decodes, and resize it when its longest side is over ``max_side``.
-
-    Raises:
-        UnreadableImage: the decoder's reason (truncated, not an image, a decompression bomb).
-    """
-    decoded = decode_image(body, min_side=max_side or 0, name=url)  # JPEG draft: decodes small
-    width, height = decoded.width, decoded.height
-    try:
-        # Only the header: the decode above proved the pixels are there.
-        with Image.open(io.BytesIO(body)) as probe:
-            fmt, alpha = probe.format or "", _has_alpha(probe)
-    except Exception:  # noqa: BLE001 - e.g. Pillow's own bomb check on a huge image the cap allows
-        fmt, alpha = "", False
-    if max_side is None or max(width, height) <= max_side:
-        decoded.image.close()
-        return _Prepared(body, fmt, width, height, resized=False)
-    if alpha:
-        decoded.image.close()
-        img = _rgba(body)
-        if img.getchannel("A").getextrema()[0] == 255:  # alpha channel but nothing see-through
-            img = img.convert("RGB")
-    else:
-        img = decoded.image  # already upright RGB
-    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    fmt = "PNG" if img.mode == "RGBA" else "JPEG"  # PNG's optimize (zlib level 9) costs too much time
-    img.save(out, format=fmt, **({"quality": _JPEG_QUALITY, "optimize": True} if fmt == "JPEG" else {}))
-    img.close()
-    return _Prepared(out.getvalue(), fmt, width, height, resized=True)
-
-
-def _rgba(body: bytes) -> Image.Image:
-    """The first frame as upright RGBA, transparency kept (``decode_image`` composites it
-    onto white, which is right for embedding but not for the image kept in the cache)."""
-    with Image.open(io.BytesIO(body)) as img:
-        img.seek(0)
-        upright = ImageOps.exif_transpose(img) or img
-        return upright.convert("RGBA")
