@@ -142,7 +142,11 @@ def test_map_lasso_similar_to_the_selection_and_matrix(page, base_url: str, expl
 def test_map_colours_and_keyboard(page, base_url: str) -> None:
     _open_map(page, base_url + "/map")
     page.locator("#color-by").select_option("label")
-    page.wait_for_function("() => document.querySelectorAll('#legend button').length >= 1")
+    # The cluster legend is on screen until the labels arrive: wait for the legend to change,
+    # not merely for it to have a button (a race that read the cluster names once).
+    page.wait_for_function("labels => { const n = Array.from(document.querySelectorAll('#legend .legend-name'), "
+                           "e => e.textContent); return n.length >= 1 && n.every(x => labels.includes(x)); }",
+                           arg=list(LABELS), timeout=10_000)
     names = page.locator("#legend .legend-name").all_inner_texts()
     assert set(names) <= set(LABELS) and re.search(r"\?color=label$", page.url)
     page.locator("#color-by").select_option("folder")
