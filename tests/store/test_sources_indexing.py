@@ -23,6 +23,7 @@ from lookalike.sources import folder as folder_mod
 from lookalike.sources import webdataset as wds
 from lookalike.store import plan
 from lookalike.store.collection import Collection
+from lookalike.store.item_meta import ItemMeta
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -231,7 +232,8 @@ def test_failures_are_recorded_per_item_and_retried_on_request(coll: Collection,
 
 # --------------------------------------------------------------------------- tables
 def test_a_csv_table_stores_captions_and_columns_and_follows_their_changes(coll: Collection, tmp_path: Path,
-                                                                          reads: list[str]) -> None:
+                                                                          reads: list[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     imgs = [make_image(tmp_path / "imgs" / f"i{i}.png", seed=i) for i in range(3)]
     table = tmp_path / "t.csv"
 
@@ -255,8 +257,12 @@ def test_a_csv_table_stores_captions_and_columns_and_follows_their_changes(coll:
     assert isinstance(meta_of(coll, imgs[1])["score"], int)  # stored as a number, compared as one
 
     reads.clear()
+    written: list[str] = []
+    real_set = ItemMeta.set
+    monkeypatch.setattr(ItemMeta, "set", lambda self, rows_: real_set(self, [written.append(r[0]) or r for r in rows_]))
     again = coll.add(TableSource(str(table), caption_column="caption"))
     assert (again.added, again.unchanged, again.embedded, reads) == (0, 3, 0, [])
+    assert written == []  # an unchanged table rewrites no metadata
 
     write(["imgs/i0.png,a kite,cc-by-sa,9,00123\r\n",  # caption and license changed, image not
            "imgs/i1.png,two herons,cc0,10,\r\n",  # a value gone

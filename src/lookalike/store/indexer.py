@@ -243,6 +243,20 @@ def pending_jobs(storage: "Storage", source: Source, batch: CommitBatch, retry_f
             yield from jobs
 
 
+def _refresh_meta(storage: "Storage", items: list[SourceItem], rows: dict[str, ItemRow], pending: set[str],
+                  batch: CommitBatch) -> None:
+    """Store the metadata of unchanged items whose table row changed (a rerun over an
+    unchanged table reads the stored metadata, one query a part, and writes nothing)."""
+    unchanged = [(item, rows[item.path]) for item in items
+                 if item.meta is not None and item.path not in pending and item.path in rows]
+    if not unchanged:
+        return
+    stored = storage.db.meta.get([row.id for _, row in unchanged])
+    for item, row in unchanged:
+        if stored.get(row.id, {}) != dict(item.meta):  # type: ignore[arg-type]
+            batch.add_meta(item.path, item.meta)  # type: ignore[arg-type]
+
+
 def part_jobs(storage: "Storage", part: Part, batch: CommitBatch, retry_failed: bool,
               on_skip: SkipCallback, known: dict[str, ItemRow] | None = None) -> list[Job] | None:
     """The jobs of one part (None: skipped whole); the Ray runner plans parts with it too.
@@ -266,10 +280,7 @@ def part_jobs(storage: "Storage", part: Part, batch: CommitBatch, retry_failed: 
     rows = known if known is not None else storage.db.rows_for_paths([i.path for i in items])
     jobs, unchanged = changed_files(items, rows, retry_failed)
     batch.report.unchanged += unchanged
-    pending = {job.file.path for job in jobs}
-    for item in items:
-        if item.meta is not None and item.path not in pending:
-            batch.add_meta(item.path, item.meta)
+    _refresh_meta(storage, items, rows, {job.file.path for job in jobs}, batch)
     if key is None or cut_short:
         return jobs
     held = {item.path for item in items}
