@@ -18,9 +18,9 @@ from ..images.decode import ImageSource, decode_image
 from ..images.traits import ImageTraits, image_traits
 from ..images.transforms import PreprocessConfig
 from ..progress import ProgressCallback, ProgressEvent
-from .loader import ordered_map
+from .loader import PinnedBatches, ordered_map, pinned_memory_available
 
-__all__ = ["Prepared", "PixelModel", "prepare_image", "embed_prepared", "embed_sources"]
+__all__ = ["Prepared", "PixelModel", "prepare_image", "embed_prepared", "embed_sources", "wants_pinned_batches"]
 
 T = TypeVar("T")
 
@@ -79,45 +79,64 @@ def prepare_image(item: T, source: ImageSource, transform: Callable[[Any], np.nd
                     traits=image_traits(decoded) if traits else None)
 
 
-def embed_prepared(
-    embed: Callable[[np.ndarray], np.ndarray],
-    prepared: Iterable[Prepared[T]],
-    *,
-    batch_size: int = 32,
-) -> Iterator[tuple[Prepared[T], np.ndarray | None]]:
-    """Yield ``(prepared, vector)`` in input order; ``vector`` is ``None`` where there were no pixels.
-
-    ``embed`` maps a ``(B, 3, H, W)`` batch to ``(B, dim)`` vectors (e.g. ``model.embed_pixels``);
-    it runs in the calling thread while the workers behind ``prepared`` decode ahead.
-    """
+def _batches(prepared: Iterable[Prepared[T]], batch_size: int) -> Iterator[list[Prepared[T]]]:
+    """Group items so each group holds ``batch_size`` items with pixels (the last fewer)."""
     buffer: list[Prepared[T]] = []
     n_pixels = 0
     # Items without pixels (failures, reused vectors) still wait for the batch before them
     # so order is kept; cap the wait so a long run of them does not pile up.
     max_buffer = batch_size * 4
-
-    def flush() -> Iterator[tuple[Prepared[T], np.ndarray | None]]:
-        with_pixels = [p for p in buffer if p.pixels is not None]
-        vectors = iter(
-            embed(np.stack([p.pixels for p in with_pixels]))
-            if with_pixels
-            else ()
-        )
-        for p in buffer:
-            if p.pixels is None:
-                yield p, None
-            else:
-                p.pixels = None  # free the pixels as soon as they are used
-                yield p, next(vectors)
-
     for p in prepared:
         buffer.append(p)
         n_pixels += p.pixels is not None
         if n_pixels >= batch_size or len(buffer) >= max_buffer:
-            yield from flush()
+            yield buffer
             buffer, n_pixels = [], 0
     if buffer:
-        yield from flush()
+        yield buffer
+
+
+def embed_prepared(
+    embed: Callable[[Any], np.ndarray],
+    prepared: Iterable[Prepared[T]],
+    *,
+    batch_size: int = 32,
+    pin_memory: bool = False,
+) -> Iterator[tuple[Prepared[T], np.ndarray | None]]:
+    """Yield ``(prepared, vector)`` in input order; ``vector`` is ``None`` where there were no pixels.
+
+    ``embed`` maps a ``(B, 3, H, W)`` batch to ``(B, dim)`` vectors (e.g. ``model.embed_pixels``);
+    it runs in the calling thread while the workers behind ``prepared`` decode ahead.
+    With ``pin_memory`` (a CUDA model on torch), a worker thread stacks each batch into a
+    pinned buffer (:class:`.loader.PinnedBatches`) while the model runs the one before, and
+    ``embed`` gets that pinned tensor; where pinned memory is unavailable it is ignored.
+    """
+    pinned = PinnedBatches() if pin_memory and pinned_memory_available() else None
+    yield from _embed_batches(embed, _batches(prepared, batch_size), batch_size, pinned)
+
+
+def _embed_batches(embed: Callable[[Any], np.ndarray], batches: Iterable[list[Prepared[T]]], batch_size: int,
+                   pinned: PinnedBatches | None) -> Iterator[tuple[Prepared[T], np.ndarray | None]]:
+    """The loop of :func:`embed_prepared`: collate (in a thread when pinning), embed, hand back."""
+
+    def collate(batch: list[Prepared[T]]) -> tuple[list[Prepared[T]], list[bool], Any]:
+        has = [p.pixels is not None for p in batch]
+        arrays = [p.pixels for p in batch if p.pixels is not None]
+        if not arrays:
+            return batch, has, None
+        pixels = pinned.stack(arrays, batch_size) if pinned is not None else np.stack(arrays)
+        for p in batch:
+            p.pixels = None  # free each image's pixels as soon as the batch holds them
+        return batch, has, pixels
+
+    # One collating thread is enough: a copy into pinned memory runs at memory speed.
+    collated = ordered_map(collate, batches, workers=1, prefetch=2) if pinned is not None else map(collate, batches)
+    for batch, has, pixels in collated:
+        vectors = iter(embed(pixels) if pixels is not None else ())
+        if pixels is not None and pinned is not None:
+            pinned.release(pixels)  # embed returned host vectors: the copy from it is done
+        for p, with_pixels in zip(batch, has):
+            yield p, next(vectors) if with_pixels else None
 
 
 def embed_sources(
@@ -128,20 +147,38 @@ def embed_sources(
     normalize: bool = True,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    gpu_decode: bool = False,
 ) -> np.ndarray:
-    """Implementation of :meth:`EmbeddingModel.encode_images`: all or nothing."""
+    """Implementation of :meth:`EmbeddingModel.encode_images`: all or nothing.
+
+    ``gpu_decode`` decodes JPEGs on the model's device (:mod:`.gpu_decode`); other images
+    and any the device cannot decode take the CPU path. On a CUDA model running on torch,
+    batches reach the device from pinned memory either way.
+    """
+    if gpu_decode:
+        from .gpu_decode import embed_sources_gpu  # torchvision's decoders load only when asked for
+
+        return embed_sources_gpu(model, images, batch_size=batch_size, normalize=normalize, workers=workers,
+                                 progress=progress)
     out = np.empty((len(images), model.dim), dtype=np.float32)
     transform, min_side = model.image_transform, model.preprocess.min_decode_side
     prepared = ordered_map(lambda src: prepare_image(src, src, transform, min_side=min_side), images,
                            workers=workers, prefetch=batch_size * 2)
 
-    def embed(pixels: np.ndarray) -> np.ndarray:
+    def embed(pixels: Any) -> np.ndarray:
         return model.embed_pixels(pixels, normalize=normalize)
 
-    for i, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size)):
+    pin = wants_pinned_batches(model)
+    for i, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size, pin_memory=pin)):
         if p.error is not None:
             raise p.error
         out[i] = vec
         if progress is not None:
             progress(ProgressEvent("embed", done=i + 1, total=len(images)))
     return out
+
+
+def wants_pinned_batches(model: Any) -> bool:
+    """Pinned batches pay where torch copies them to a CUDA device; other runtimes take numpy."""
+    device = getattr(model, "device", None)
+    return getattr(device, "type", None) == "cuda" and getattr(model, "runtime", "torch") == "torch"
