@@ -118,11 +118,19 @@ __all__ = [
 ]
 
 
-def load_model(name: str = "lite", *, device: str | None = None) -> "EmbeddingModel":
-    """Load an embedding model by name; see :func:`lookalike.models.registry.parse_model_name`."""
+def load_model(name: str = "lite", *, device: str | None = None, runtime: str | None = None,
+               precision: str | None = None, calibration: Any = None, compile: bool = False) -> "EmbeddingModel":
+    """Load an embedding model by name; see :func:`lookalike.models.registry.parse_model_name`.
+
+    ``runtime`` is torch, onnx, openvino or auto (default ``$LOOKALIKE_RUNTIME``, else auto:
+    the fastest measured on this machine); ``precision`` fp32 (default) or int8, which needs
+    ``calibration`` images or an int8 .onnx; ``compile`` torch.compiles the torch runtime.
+    See :func:`lookalike.models.registry.load_model`.
+    """
     from .models.registry import load_model as _load
 
-    return _load(name, device=device)
+    return _load(name, device=device, runtime=runtime, precision=precision, calibration=calibration,
+                 compile=compile)
 
 
 def list_models() -> "list[ModelInfo]":

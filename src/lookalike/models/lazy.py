@@ -6,11 +6,13 @@ torch, and a search by item id never loads weights. Importing this module is che
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import CollectionMismatch
 
 if TYPE_CHECKING:
+    from ..images.decode import ImageSource
     from .base import EmbeddingModel
 
 __all__ = ["LazyModel"]
@@ -19,15 +21,24 @@ __all__ = ["LazyModel"]
 class LazyModel:
     """The model named ``model_id``, loaded by :meth:`get` the first time it is needed.
 
-    ``fingerprint`` is what the model must still have (its weights and preprocessing);
-    ``owner`` names what holds the vectors (a collection's path), for error messages.
+    ``fingerprint`` is what the model must still have (its weights and preprocessing, and for
+    int8 the precision, runtime and calibration); ``owner`` names what holds the vectors (a
+    collection's path), for error messages. ``runtime``, ``precision``, ``calibration`` and
+    ``compile`` are passed to :func:`~lookalike.models.registry.load_model`.
     """
 
-    def __init__(self, model_id: str, fingerprint: str, *, owner: str, device: str | None = None) -> None:
+    def __init__(self, model_id: str, fingerprint: str, *, owner: str, device: str | None = None,
+                 runtime: str | None = None, precision: str = "fp32",
+                 calibration: "Sequence[ImageSource] | str | os.PathLike[str] | None" = None,
+                 compile: bool = False) -> None:
         self.model_id = model_id
         self.fingerprint = fingerprint
         self.owner = owner
         self.device = device
+        self.runtime = runtime
+        self.precision = precision or "fp32"
+        self.calibration = calibration
+        self.compile = compile
         self.loaded: EmbeddingModel | None = None
 
     def get(self) -> "EmbeddingModel":
@@ -35,13 +46,14 @@ class LazyModel:
 
         Raises:
             CollectionMismatch: the weights or preprocessing changed since the vectors were made.
-            ModelLoadError, MissingExtra: as :func:`~lookalike.models.registry.load_model`.
+            ModelLoadError, MissingExtra, InvalidArgument: as :func:`~lookalike.models.registry.load_model`.
         """
         if self.loaded is None:
             # Imported here: it imports torch, which holding a LazyModel must not.
             from .registry import load_model
 
-            self.use(load_model(self.model_id, device=self.device))
+            self.use(load_model(self.model_id, device=self.device, runtime=self.runtime, precision=self.precision,
+                                calibration=self.calibration, compile=self.compile))
         assert self.loaded is not None
         return self.loaded
 
@@ -49,17 +61,31 @@ class LazyModel:
         """Take an already loaded model, after checking that it is the right one.
 
         Raises:
-            CollectionMismatch: another model, or the same one with other weights.
+            CollectionMismatch: another model, the same one with other weights, or another
+                precision, runtime or calibration (int8).
         """
         if model.model_id != self.model_id:
             raise self.mismatch(model.model_id)
         if model.fingerprint() != self.fingerprint:
-            raise CollectionMismatch(
-                f"{self.owner}: model '{model.model_id}' now has fingerprint {model.fingerprint()}, but the "
-                f"collection was built with {self.fingerprint}: its weights or preprocessing changed. "
-                "Rebuild into a new collection: lookalike index FOLDER --collection NEW.lkl"
-            )
+            raise CollectionMismatch(self._difference(model))
         self.loaded = model
+
+    def _difference(self, model: "EmbeddingModel") -> str:
+        """What differs between ``model`` and what the vectors were made with, and the fix."""
+        got = _settings(getattr(model, "precision", "fp32"), getattr(model, "runtime", None),
+                        getattr(model, "calibration", None))
+        if self.precision == "int8" or getattr(model, "precision", "fp32") != "fp32":
+            want = _settings(self.precision, self.runtime, _digest_of(self.calibration))
+            if self.precision != "int8" and model.fp32_fingerprint() == self.fingerprint:
+                return (f"{self.owner} was built at precision fp32; the model given runs {got}, whose vectors "
+                        f"differ. Load it at fp32 (precision='fp32', or drop --precision int8), or index into a "
+                        f"new collection: lookalike index FOLDER --collection NEW.lkl --precision int8")
+            return (f"{self.owner} was built at {want} (fingerprint {self.fingerprint}); the model given runs {got} "
+                    f"(fingerprint {model.fingerprint()}). Load the model the collection names (open it without "
+                    f"giving a model), or index into a new collection: lookalike index FOLDER --collection NEW.lkl")
+        return (f"{self.owner}: model '{model.model_id}' now has fingerprint {model.fingerprint()}, but the "
+                f"collection was built with {self.fingerprint}: its weights or preprocessing changed. "
+                "Rebuild into a new collection: lookalike index FOLDER --collection NEW.lkl")
 
     def mismatch(self, requested: str) -> CollectionMismatch:
         """The error for vectors that cannot be mixed with model ``requested``."""
@@ -68,3 +94,25 @@ class LazyModel:
             f"cannot be mixed with '{requested}'. Index into a new collection instead: "
             f"lookalike index FOLDER --collection NEW.lkl --model {requested}"
         )
+
+
+def _settings(precision: str, runtime: str | None, calibration: str | None) -> str:
+    """``precision int8 with runtime openvino, calibration ab12``; fp32 names no calibration."""
+    text = f"precision {precision}"
+    if runtime and runtime != "auto":
+        text += f" with runtime {runtime}"
+    if precision == "int8" and calibration:
+        text += f", calibration {calibration}"
+    return text
+
+
+def _digest_of(calibration: Any) -> str | None:
+    """A short name for the calibration a LazyModel was given: the digest in an int8 graph's
+    file name, or the path itself."""
+    if calibration is None:
+        return None
+    if isinstance(calibration, (str, os.PathLike)):
+        name = os.path.basename(os.fspath(calibration))
+        parts = name.rsplit(".", 1)[0].split("-")
+        return parts[-1] if name.startswith("image-int8-") and len(parts) >= 4 else os.fspath(calibration)
+    return f"{len(calibration)} images"

@@ -182,3 +182,29 @@ class LiteModel(EmbeddingModel):
         emb = self.text_encoder.encode(texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
         return emb.to(self.device).float() @ self.bridge
 
+    def text_module(self) -> torch.nn.Module:
+        """MiniLM, mean pooling, normalisation and the bridge as one module (for ONNX export)."""
+        return _LiteTextTower(self.text_encoder[0].auto_model, self.bridge).eval()
+
+    def tokenize_text(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """MiniLM's tokens, padded to the longest text and cut where sentence-transformers cuts."""
+        encoder = self.text_encoder
+        enc = encoder.tokenizer(texts, padding=True, truncation="longest_first", max_length=encoder.max_seq_length,
+                                return_tensors="np")
+        return {name: np.asarray(enc[name], dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+class _LiteTextTower(torch.nn.Module):
+    """What ``SentenceTransformer.encode(normalize_embeddings=True) @ bridge`` computes, on token arrays."""
+
+    def __init__(self, bert: torch.nn.Module, bridge: torch.Tensor) -> None:
+        super().__init__()
+        self.bert = bert
+        self.register_buffer("bridge", bridge.detach().clone())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1) @ self.bridge
+

@@ -14,11 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import MissingExtra, ModelLoadError, UnknownModel
 from ..images.transforms import PreprocessConfig
-from .base import EmbeddingModel, load_failure, local_folder_identity
+from .base import EmbeddingModel, ForwardModule, load_failure, local_folder_identity
 from .names import ModelSpec
 
 __all__ = ["OpenClipModel", "preprocess_from_openclip", "save_local"]
@@ -117,6 +118,20 @@ class OpenClipModel(EmbeddingModel):
     def _forward_text(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts).to(self.device)
         return self.net.encode_text(tokens)
+
+    #: open_clip's tokenizers pad every text to the model's context length.
+    text_dynamic_length = False
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net.encode_text(tokens)
+
+    def text_module(self) -> torch.nn.Module:
+        """``encode_text`` on token ids (tokenisation stays in Python), for ONNX export."""
+        return ForwardModule(self._encode_tokens, self.net)
+
+    def tokenize_text(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """open_clip's token ids for ``texts``, as int64 ``(B, context_length)``."""
+        return {"tokens": self.tokenizer(texts).cpu().numpy().astype(np.int64)}
 
 
 #: Every file open_clip's local-dir loader may take its weights from (it prefers

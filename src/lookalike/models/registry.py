@@ -1,14 +1,20 @@
 """Loading a model by name: the name is parsed by :mod:`.names` (no torch), then the
-backend module is imported and builds the model."""
+backend module is imported and builds the model, which :mod:`.runtime_setup` puts on its
+runtime and precision."""
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from .base import EmbeddingModel
 from .names import DEFAULT_MODEL, ModelSpec, parse_model_name
+from .runtime_setup import check_settings, configure
+
+if TYPE_CHECKING:
+    from ..images.decode import ImageSource
 
 __all__ = ["load_model", "parse_model_name"]
 
@@ -27,13 +33,30 @@ def _loader(backend: str) -> Callable[[ModelSpec, str | torch.device | None], Em
     return TimmModel.from_spec
 
 
-def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None) -> EmbeddingModel:
+def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None, runtime: str | None = None,
+               precision: str | None = None,
+               calibration: "Sequence[ImageSource] | str | os.PathLike[str] | None" = None,
+               compile: bool = False) -> EmbeddingModel:
     """Load a model by name (see :func:`parse_model_name`) onto ``device`` (default: best available).
+
+    Args:
+        runtime: ``torch``, ``onnx``, ``openvino`` or ``auto`` (measure once on this machine, keep
+            the fastest); None means ``$LOOKALIKE_RUNTIME``, else ``auto``.
+        precision: ``fp32`` (default; the same vectors on every runtime) or ``int8`` (a quantized
+            image tower, onnx or openvino only; its vectors, and fingerprint, are its own).
+        calibration: for int8, the calibration images (a list, or a folder), or the path of an
+            int8 ``.onnx`` quantized before (what a collection keeps).
+        compile: ``torch.compile`` the torch runtime's forward pass.
 
     Raises:
         UnknownModel: the name does not parse or does not exist.
-        MissingExtra: the backend's optional package is not installed.
-        ModelLoadError: the weights could not be loaded (e.g. not downloaded and offline).
+        InvalidArgument: an unknown runtime or precision, or settings that do not go together.
+        MissingExtra: the backend's or runtime's optional package is not installed.
+        ModelLoadError: the weights could not be loaded (e.g. not downloaded and offline), or the
+            ONNX export does not reproduce torch's vectors.
     """
+    # Checked before loading: a typo must not cost a model load.
+    check_settings(runtime, precision, calibration, compile)
     spec = parse_model_name(name)
-    return _loader(spec.backend)(spec, device)
+    model = _loader(spec.backend)(spec, device)
+    return configure(model, runtime=runtime, precision=precision, calibration=calibration, compile=compile)

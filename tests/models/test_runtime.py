@@ -1,0 +1,239 @@
+"""Runtimes: ONNX export against torch (lite, tiny open_clip, tiny timm; image and text towers)
+on ONNX Runtime and OpenVINO, the export cache, ``auto``'s cached measurement, the runtime
+and precision vocabulary, the fingerprint rules and a collection refusing another precision.
+
+Cheap by design: lite is the session's model (its towers are exported once into the user
+cache and reused); the tiny models export into a temporary cache in well under a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lookalike
+from lookalike import CollectionMismatch, InvalidArgument, UnsupportedModality
+from lookalike.models import autotune, export
+from lookalike.models.engine import build_image_engine, build_text_engine
+from lookalike.models.export import MIN_COSINE, image_probe
+from lookalike.models.lazy import LazyModel
+from lookalike.models.runtime import check_precision, check_runtime, default_runtime
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+RUNTIMES = ["onnx", "openvino"]
+TEXTS = ["a photo of a cat", "a small red bicycle leaning on a brick wall", "tree"]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def tmp_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One temporary cache for the module's tiny models (exports shared between tests)."""
+    return tmp_path_factory.mktemp("runtime-cache")
+
+
+@pytest.fixture
+def cache(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_cache))
+    return tmp_cache
+
+
+# --------------------------------------------------------------------------- vocabulary
+def test_runtime_and_precision_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the strict vocabulary: spellings, defaults, $LOOKALIKE_RUNTIME, and errors naming the fix."""
+    monkeypatch.delenv("LOOKALIKE_RUNTIME", raising=False)
+    assert default_runtime() == "auto" and check_runtime(None) == "auto"
+    assert check_runtime(" ONNX ") == "onnx" and check_precision(None) == "fp32" and check_precision("INT8") == "int8"
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "openvino")
+    assert check_runtime(None) == "openvino"
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "onxx")
+    with pytest.raises(InvalidArgument, match=r"\$LOOKALIKE_RUNTIME.*Did you mean 'onnx'"):
+        check_runtime(None)
+    with pytest.raises(InvalidArgument, match="use one of: torch, onnx, openvino, auto. Did you mean 'openvino'"):
+        check_runtime("openvno")
+    with pytest.raises(InvalidArgument, match="unknown precision 'fp16'.*fp32, int8"):
+        check_precision("fp16")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"runtime": "tensorrt"}, "unknown runtime"),
+    ({"precision": "int4"}, "unknown precision"),
+    ({"precision": "int8", "runtime": "torch", "calibration": ["a.jpg"]}, "int8 runs on the onnx or openvino"),
+    ({"precision": "int8", "runtime": "onnx"}, "int8 needs calibration images"),
+    ({"precision": "int8", "runtime": "onnx", "calibration": []}, "int8 needs calibration images"),
+    ({"runtime": "onnx", "compile": True}, "compile applies to the torch runtime"),
+    ({"runtime": "onnx", "calibration": ["a.jpg"]}, "only apply to precision int8"),
+])
+def test_bad_settings_refused_before_loading(kwargs: dict, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards that settings that do not go together are InvalidArgument, raised before any weights load."""
+    from lookalike.models import registry
+
+    monkeypatch.setattr(registry, "_loader", lambda backend: pytest.fail("loaded weights before checking"))
+    with pytest.raises(InvalidArgument, match=message):
+        lookalike.load_model("lite", device="cpu", **kwargs)
+
+
+# --------------------------------------------------------------------------- export against torch
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_lite_towers_match_torch(lite_model, runtime: str) -> None:
+    """Guards lite's exported image tower and text tower (MiniLM + pooling + bridge) on each runtime:
+    every vector within cosine 0.9999 of torch's."""
+    pixels = image_probe(lite_model, 3, seed=7).numpy()
+    torch_feats = lite_model.engine.run(pixels) if lite_model.runtime == "torch" else None
+    if torch_feats is None:
+        torch_feats = build_image_engine(lite_model, "torch").run(pixels)
+    got = build_image_engine(lite_model, runtime).run(pixels)
+    assert got.shape == torch_feats.shape and np.all(_cos(got, torch_feats) >= MIN_COSINE)
+    want = lite_model._forward_text(TEXTS).numpy()
+    text = build_text_engine(lite_model, runtime).run_inputs(lite_model.tokenize_text(TEXTS))
+    assert np.all(_cos(text, want) >= MIN_COSINE)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_tiny_clip_towers_match_torch(tiny_clip_dir: Path, cache: Path, runtime: str) -> None:
+    """Guards open_clip's exported image tower and encode_text through load_model(runtime=...):
+    encode_images and encode_text agree with torch, and the fp32 fingerprint is torch's."""
+    name = f"openclip:{tiny_clip_dir}"
+    ref = lookalike.load_model(name, device="cpu", runtime="torch")
+    model = lookalike.load_model(name, device="cpu", runtime=runtime)
+    assert (model.runtime, model.precision) == (runtime, "fp32")
+    pixels = image_probe(ref, 5, seed=3).numpy()
+    assert np.all(_cos(model.embed_pixels(pixels), ref.embed_pixels(pixels)) >= MIN_COSINE)
+    assert np.all(_cos(model.encode_text(TEXTS), ref.encode_text(TEXTS)) >= MIN_COSINE)
+    assert model.fingerprint() == ref.fingerprint() == model.fp32_fingerprint()
+    info = model.info()
+    assert (info["runtime"], info["precision"], info["fingerprint"]) == (runtime, "fp32", ref.fingerprint())
+    assert (Path(cache) / "onnx" / ref.fingerprint() / "text-fp32.onnx").is_file()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_tiny_timm_matches_torch_and_has_no_text(tiny_timm_dir: Path, cache: Path, runtime: str,
+                                                 make_image, tmp_path: Path) -> None:
+    """Guards a timm conv net on each runtime: encode_images agrees with torch (real decode path),
+    and a text query still explains that the model is image-only."""
+    name = f"timm:{tiny_timm_dir}"
+    ref = lookalike.load_model(name, device="cpu", runtime="torch")
+    model = lookalike.load_model(name, device="cpu", runtime=runtime)
+    paths = [make_image(tmp_path / f"{i}.png", seed=i) for i in range(5)]
+    assert np.all(_cos(model.encode_images(paths, batch_size=2), ref.encode_images(paths)) >= MIN_COSINE)
+    assert model.fingerprint() == ref.fingerprint()
+    with pytest.raises(UnsupportedModality, match="images only"):
+        model.encode_text("a dog")
+
+
+def test_export_is_cached_and_a_bad_export_is_refused(tiny_timm_dir: Path, cache: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the export cache (a second load exports nothing) and the torch check: a graph whose
+    vectors differ is refused with the fix, and leaves no file behind."""
+    name = f"timm:{tiny_timm_dir}"
+    first = lookalike.load_model(name, device="cpu", runtime="onnx")
+    path = export.onnx_dir(first) / "image-fp32.onnx"
+    assert path.is_file()
+    calls = []
+    real = export._run_exporter
+    monkeypatch.setattr(export, "_run_exporter", lambda *a, **k: calls.append(a) or real(*a, **k))
+    lookalike.load_model(name, device="cpu", runtime="openvino")
+    assert calls == []
+    path.unlink()
+    monkeypatch.setattr(export, "_run_graph", lambda graph, inputs: np.ones((len(inputs["pixels"]), first.dim),
+                                                                            dtype=np.float32))
+    with pytest.raises(lookalike.ModelLoadError, match=r"does not reproduce torch.*--runtime torch"):
+        lookalike.load_model(name, device="cpu", runtime="onnx")
+    assert calls and not path.exists()
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------- auto
+def test_auto_measures_once_and_reuses_the_measurement(tiny_timm_dir: Path, cache: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards auto: it measures every runtime, picks the fastest, caches the JSON, and the next
+    load reuses it without measuring."""
+    monkeypatch.setattr(autotune, "MEASURE_SECONDS", 0.02)
+    fake = {"torch": 10.0, "onnx": 30.0, "openvino": 20.0}
+    timed = []
+
+    def rate(engine, pixels):
+        timed.append(engine.runtime)
+        return fake[engine.runtime]
+
+    monkeypatch.setattr(autotune, "_rate", rate)
+    model = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto")
+    assert sorted(timed) == ["onnx", "openvino", "torch"]
+    assert model.runtime == "onnx" and model.measurement.choice == "onnx" and model.measurement.rates == fake
+    assert model.info()["runtime"] == "onnx" and "onnx (torch 10, openvino 20, onnx 30 img/s)" == \
+        model.measurement.summary()
+    saved = autotune.cached_measurement(model.fp32_fingerprint(), "fp32")
+    assert saved is not None and saved.rates == fake and saved.machine == autotune.machine_name()
+    files = list((cache / "autotune").glob(f"{model.fp32_fingerprint()}-fp32-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["choice"] == "onnx"
+
+    timed.clear()
+    again = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto")
+    assert timed == [] and again.runtime == "onnx" and again.measurement == saved
+
+
+def test_auto_real_timing_is_short(tiny_timm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the real measuring loop on a tiny model: positive rates for every runtime, a choice among them."""
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
+    monkeypatch.setattr(autotune, "MEASURE_SECONDS", 0.05)
+    model = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="torch")
+    result = autotune.measure(model, "fp32")
+    assert set(result.rates) == {"torch", "onnx", "openvino"} and all(r > 0 for r in result.rates.values())
+    assert result.choice == max(result.rates, key=result.rates.get) and result.errors == {}
+
+
+# --------------------------------------------------------------------------- fingerprints and collections
+def _as_int8(model, runtime: str = "openvino", calibration: str = "abc123", recipe: int = 1):
+    """A copy of ``model`` that describes itself as an int8 model (what quantization sets)."""
+    other = copy.copy(model)
+    other.precision, other.runtime, other.calibration, other.recipe = "int8", runtime, calibration, recipe
+    return other
+
+
+def test_fingerprint_rules(lite_model) -> None:
+    """Guards the rules: fp32 is the same on every runtime (and unchanged from before runtimes
+    existed); int8 differs from fp32 and by runtime, calibration and recipe."""
+    fp32 = lite_model.fingerprint()
+    assert fp32 == lite_model.fp32_fingerprint()
+    for runtime in ("torch", "onnx", "openvino"):
+        other = copy.copy(lite_model)
+        other.runtime = runtime
+        assert other.fingerprint() == fp32
+    int8 = _as_int8(lite_model)
+    prints = {int8.fingerprint(), _as_int8(lite_model, runtime="onnx").fingerprint(),
+              _as_int8(lite_model, calibration="def456").fingerprint(), _as_int8(lite_model, recipe=2).fingerprint()}
+    assert len(prints) == 4 and fp32 not in prints
+    assert int8.fp32_fingerprint() == fp32
+    assert int8.info()["calibration"] == "abc123" and "calibration" not in lite_model.info()
+
+
+def test_lazy_model_refuses_another_precision_or_runtime(lite_model) -> None:
+    """Guards a collection's refusal of a model at another precision/runtime/calibration, saying
+    exactly what differs and how to fix it."""
+    int8 = _as_int8(lite_model)
+    built_int8 = LazyModel("lite", int8.fingerprint(), owner="/c.lkl", runtime="openvino", precision="int8",
+                           calibration="/c.lkl/image-int8-openvino-abc123.onnx")
+    with pytest.raises(CollectionMismatch) as info:
+        built_int8.use(lite_model)
+    message = str(info.value)
+    assert "built at precision int8 with runtime openvino, calibration abc123" in message
+    assert f"the model given runs precision fp32 with runtime {lite_model.runtime}" in message
+    assert "lookalike index FOLDER --collection NEW.lkl" in message
+    with pytest.raises(CollectionMismatch, match="runs precision int8 with runtime onnx, calibration abc123"):
+        built_int8.use(_as_int8(lite_model, runtime="onnx"))
+    built_int8.use(int8)
+    assert built_int8.loaded is int8
+
+    built_fp32 = LazyModel("lite", lite_model.fingerprint(), owner="/d.lkl")
+    with pytest.raises(CollectionMismatch, match=r"built at precision fp32; the model given runs precision int8 "
+                                                 r"with runtime openvino, calibration abc123.*precision='fp32'"):
+        built_fp32.use(int8)
+    built_fp32.use(lite_model)  # fp32 on any runtime is the same model
