@@ -1,0 +1,301 @@
+"""Static int8 quantization of a model's image tower, calibrated on real images, cached.
+
+The fp32 graph from :func:`.export.export_image_onnx` is quantized with ONNX Runtime's static
+quantizer in QDQ form (QuantizeLinear/DequantizeLinear pairs around each quantized operator),
+which both ONNX Runtime and OpenVINO compile into int8 kernels. The recipe (see :data:`RECIPE`
+and ``docs/benchmarks.md`` for the figures behind each choice):
+
+* activations uint8, asymmetric, ranges from the min/max over the calibration images;
+  weights int8, symmetric, **per output channel** (per-tensor weights wreck depthwise
+  convolutions after batch-norm folding: cosine to fp32 fell to 0.73 on ``lite``);
+* nodes that only compute shapes are left in float. TF-style "SAME" padding (``lite``'s
+  EfficientNet) computes its pad widths from the input shape with float arithmetic; quantized,
+  those widths come out wrong and the feature maps shift (cosine to fp32 0.92 instead of 0.98).
+
+The result is deterministic: the same fp32 graph, calibration images (by content, in order)
+and recipe give the same bytes. It is cached next to the fp32 export as
+``image-int8-<runtime>-<digest>.onnx`` and carries its provenance in the ONNX metadata
+(:func:`read_int8_metadata`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InvalidArgument, MissingExtra, ModelLoadError
+from ..fsutil import atomic_writer
+from ..images.decode import ImageSource
+from ..pipeline.embed import Prepared, prepare_image
+from ..pipeline.loader import ordered_map
+from ..progress import ProgressCallback, ProgressEvent
+
+if TYPE_CHECKING:
+    from .base import EmbeddingModel
+
+__all__ = ["RECIPE", "INT8_RUNTIMES", "MIN_CALIBRATION_IMAGES", "calibration_digest", "quantize_image_tower",
+           "read_int8_metadata", "int8_path"]
+
+#: Bump whenever the quantization recipe changes: it is part of an int8 model's fingerprint, and a
+#: cached graph made with another recipe is quantized again.
+RECIPE = 1
+INT8_RUNTIMES = ("onnx", "openvino")
+#: Fewer images than this give activation ranges too noisy to trust.
+MIN_CALIBRATION_IMAGES = 16
+#: Images per calibration batch: big enough to keep the CPU busy, small enough to stream.
+_BATCH = 16
+_META_PREFIX = "lookalike."
+_HOW = ("int8 needs calibration images: a few hundred typical images of the collection "
+        "(calibration=[paths], or --calibration FOLDER)")
+
+
+# --------------------------------------------------------------------------- digest
+def calibration_digest(images: Sequence[ImageSource]) -> str:
+    """A short digest of the calibration images' contents, in order.
+
+    Paths are hashed by their bytes, not their names, so a renamed or copied folder gives the
+    same digest; the order counts (it is the order the images are fed to the calibrator).
+
+    Raises:
+        InvalidArgument: an image file cannot be read, or an item is not an image source.
+    """
+    h = hashlib.sha256(b"lookalike-calibration-1")
+    for source in images:
+        h.update(_source_digest(source))
+    return h.hexdigest()[:16]
+
+
+def _source_digest(source: ImageSource) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(b"b" + bytes(source)).digest()
+    if isinstance(source, (str, os.PathLike)):
+        h = hashlib.sha256(b"b")  # a file hashes as its bytes would: same content, same digest
+        try:
+            with open(source, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as exc:
+            raise InvalidArgument(f"{os.fspath(source)}: calibration image cannot be read ({exc.strerror or exc}); "
+                                  "pass images that exist and are readable") from exc
+        return h.digest()
+    if hasattr(source, "tobytes") and hasattr(source, "mode"):  # a PIL image: its pixels
+        header = f"p{source.mode}:{source.size[0]}x{source.size[1]}:".encode()
+        return hashlib.sha256(header + source.tobytes()).digest()
+    raise InvalidArgument(f"calibration images must be paths, encoded bytes or PIL images, not "
+                          f"{type(source).__name__}")
+
+
+# --------------------------------------------------------------------------- cache
+def int8_path(model: "EmbeddingModel", runtime: str, digest: str) -> Path:
+    """Where the int8 graph of ``model`` for ``runtime`` and calibration ``digest`` is cached."""
+    from .export import onnx_dir
+
+    return onnx_dir(model) / f"image-int8-{runtime}-{digest}.onnx"
+
+
+def read_int8_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``lookalike.*`` metadata of an int8 graph: calibration, recipe, base, runtime.
+
+    A graph made elsewhere (no lookalike metadata) gives an empty dict.
+
+    Raises:
+        InvalidArgument: no such file.
+        ModelLoadError: the file is not an ONNX model.
+    """
+    onnx = _import("onnx")
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidArgument(f"{path}: no such int8 model file; {_HOW}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own decode errors
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc}); delete it and "
+                             "quantize again from calibration images") from exc
+    return {p.key: p.value for p in proto.metadata_props if p.key.startswith(_META_PREFIX)}
+
+
+def _cache_hit(path: Path, wanted: dict[str, str]) -> bool:
+    try:
+        meta = read_int8_metadata(path)
+    except (InvalidArgument, ModelLoadError):
+        return False
+    return all(meta.get(k) == v for k, v in wanted.items())
+
+
+# --------------------------------------------------------------------------- quantize
+def quantize_image_tower(model: "EmbeddingModel", images: Sequence[ImageSource], *, runtime: str,
+                         progress: ProgressCallback | None = None) -> Path:
+    """The int8 image tower of ``model`` for ``runtime``, calibrated on ``images``; quantized now
+    unless the cache already holds it.
+
+    ``images`` should be a few hundred typical images of the collection (paths, encoded bytes
+    or PIL images); they are decoded and preprocessed with the model's own transform, a batch
+    at a time. Images that cannot be decoded are skipped. ``progress`` receives ``"embed"``
+    events (``reason="int8 calibration"``) as the images are run.
+
+    Returns the path of the quantized ``.onnx`` (input ``pixels``, output ``features``).
+
+    Raises:
+        InvalidArgument: ``runtime`` is not onnx or openvino; fewer than
+            :data:`MIN_CALIBRATION_IMAGES` images, or fewer that decode.
+        ModelLoadError: the export or the quantization failed.
+        MissingExtra: onnxruntime or onnx is not installed.
+    """
+    if runtime not in INT8_RUNTIMES:
+        raise InvalidArgument(f"int8 graphs are made for the onnx or openvino runtime, not {runtime!r}: "
+                              "use runtime='onnx' or runtime='openvino'")
+    images = list(images)
+    if len(images) < MIN_CALIBRATION_IMAGES:
+        raise InvalidArgument(f"{len(images)} calibration images are too few for int8 (at least "
+                              f"{MIN_CALIBRATION_IMAGES}; a few hundred are best); {_HOW}")
+    from .export import export_image_onnx
+
+    digest = calibration_digest(images)
+    path = int8_path(model, runtime, digest)
+    meta = {"lookalike.calibration": digest, "lookalike.recipe": str(RECIPE),
+            "lookalike.base": model.fp32_fingerprint(), "lookalike.runtime": runtime}
+    if _cache_hit(path, meta):
+        return path
+    fp32 = export_image_onnx(model)
+    _import("onnxruntime")
+    onnx = _import("onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=".int8."))
+    try:
+        reader = _Calibration(model, images, _input_name(onnx, fp32), progress)
+        out = _quantize(fp32, work, reader, model.model_id)
+        proto = onnx.load(str(out))
+        del proto.metadata_props[:]
+        for key, value in sorted(meta.items()):
+            proto.metadata_props.add(key=key, value=value)
+        with atomic_writer(path, durable=False) as f:
+            f.write(proto.SerializeToString())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
+def _quantize(fp32: Path, work: Path, reader: "_Calibration", model_id: str) -> Path:
+    """Run ONNX Runtime's pre-processing and static quantizer in ``work``; returns the int8 graph."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared, out = work / "prepared.onnx", work / "int8.onnx"
+    try:
+        with _quiet():
+            # Folds constants and records shapes: the quantizer then sees the graph it expects.
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared), str(out), reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=False,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=shape_only_nodes(prepared),
+                extra_options={"CalibMaxIntermediateOutputs": 8},
+            )
+        if reader.used < MIN_CALIBRATION_IMAGES:
+            raise ValueError("too few images decoded")
+    except Exception as exc:  # noqa: BLE001 - the quantizer raises anything from any op
+        if reader.finished and reader.used < MIN_CALIBRATION_IMAGES:  # no data, or ranges from a handful
+            raise InvalidArgument(f"only {reader.used} of {len(reader.images)} calibration images could be "
+                                  f"decoded (at least {MIN_CALIBRATION_IMAGES} are needed); {_HOW}") from exc
+        raise ModelLoadError(f"model '{model_id}': int8 quantization failed ({type(exc).__name__}: "
+                             f"{str(exc).strip()[:300]}); use precision fp32 (--precision fp32)") from exc
+    return out
+
+
+def shape_only_nodes(graph: str | os.PathLike[str]) -> list[str]:
+    """Names of the nodes in ``graph`` whose outputs depend only on tensor shapes, never on pixel
+    values (``Shape`` and the arithmetic on its result): they must stay exact, so stay float."""
+    onnx = _import("onnx")
+    g = onnx.load(str(graph), load_external_data=False).graph
+    constant = {t.name for t in g.initializer}
+    from_shape: set[str] = set()
+    names = []
+    for node in g.node:  # ONNX graphs are stored in topological order
+        inputs = [i for i in node.input if i]
+        if node.op_type in ("Shape", "Size") or (
+            inputs and all(i in from_shape or i in constant for i in inputs) and any(i in from_shape for i in inputs)
+        ):
+            from_shape.update(node.output)
+            names.append(node.name)
+    return names
+
+
+class _Calibration:
+    """ONNX Runtime's CalibrationDataReader over images decoded a batch at a time, in order.
+
+    Decoding runs ahead in the pipeline's worker threads; only a bounded prefetch of
+    preprocessed images is held, never the whole set.
+    """
+
+    def __init__(self, model: "EmbeddingModel", images: list[ImageSource], input_name: str,
+                 progress: ProgressCallback | None):
+        self._model, self.images, self._input, self._progress = model, images, input_name, progress
+        self._batches: Iterator[np.ndarray] | None = None
+        self.used = 0
+        self.finished = False
+
+    def _iterate(self) -> Iterator[np.ndarray]:
+        transform, min_side = self._model.image_transform, self._model.preprocess.min_decode_side
+
+        def prepare(item: tuple[int, ImageSource]) -> Prepared[int]:
+            return prepare_image(item[0], item[1], transform, min_side=min_side, name=f"calibration image {item[0]}")
+
+        total, done, batch = len(self.images), 0, []
+        self.used = 0
+        for p in ordered_map(prepare, enumerate(self.images), prefetch=2 * _BATCH):
+            done += 1
+            if p.pixels is not None:
+                batch.append(p.pixels)
+            if len(batch) == _BATCH or (done == total and batch):
+                self.used += len(batch)
+                yield np.stack(batch).astype(np.float32, copy=False)
+                batch = []
+                if self._progress is not None:
+                    self._progress(ProgressEvent("embed", done=done, total=total, reason="int8 calibration"))
+        self.finished = True
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._batches is None:
+            self._batches = self._iterate()
+        batch = next(self._batches, None)
+        return None if batch is None else {self._input: batch}
+
+    def rewind(self) -> None:
+        self._batches = None
+
+    def set_range(self, start_index: int, end_index: int) -> None:  # the reader protocol's optional hook
+        pass
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The library never prints: the quantizer logs warnings to the root logger and may print."""
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _input_name(onnx: Any, graph: Path) -> str:
+    return onnx.load(str(graph), load_external_data=False).graph.input[0].name
+
+
+def _import(name: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError as exc:
+        raise MissingExtra(name, None, "int8 quantization (--precision int8)") from exc

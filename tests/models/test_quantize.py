@@ -1,0 +1,163 @@
+"""Static int8 quantization: the calibration digest, the int8 cache, determinism, metadata,
+typed errors, and int8 vectors of ``lite`` close to its fp32 ones on real clip art.
+
+Mechanics use the tiny random timm model (64 px: quantizing it takes well under a second);
+one test quantizes ``lite`` on a few real images.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lookalike
+from lookalike import InvalidArgument
+from lookalike.models import quantize
+from lookalike.models.quantize import (
+    MIN_CALIBRATION_IMAGES,
+    RECIPE,
+    calibration_digest,
+    quantize_image_tower,
+    read_int8_metadata,
+    shape_only_nodes,
+)
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def calib_images(tmp_path_factory: pytest.TempPathFactory, make_image) -> list[Path]:
+    folder = tmp_path_factory.mktemp("calib")
+    return [make_image(folder / f"img_{i:03d}.{'png' if i % 2 else 'jpg'}", seed=i)
+            for i in range(MIN_CALIBRATION_IMAGES)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_timm_dir: Path):
+    return lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="torch")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _run(path: Path, pixels: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: pixels})[0]
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- digest
+def test_digest_follows_content_and_order(calib_images: list[Path], tmp_path: Path) -> None:
+    """Guards the cache key: copies and renames keep the digest, bytes hash as their file would,
+    and a change of order or content gives another digest."""
+    copies = []
+    for i, p in enumerate(calib_images[:4]):
+        copies.append(tmp_path / f"renamed_{i}{p.suffix}")
+        shutil.copy(p, copies[-1])
+    four = calib_images[:4]
+    d = calibration_digest(four)
+    assert len(d) == 16 and d == calibration_digest(copies) == calibration_digest([p.read_bytes() for p in four])
+    assert calibration_digest(four[::-1]) != d
+    assert calibration_digest(calib_images[:3]) != d
+    img = Image.open(four[0]).convert("RGB")
+    assert calibration_digest([img]) == calibration_digest([img.copy()]) != calibration_digest([img.rotate(90)])
+
+
+def test_digest_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match=r"missing\.jpg.*cannot be read.*pass images that exist"):
+        calibration_digest([tmp_path / "missing.jpg"])
+    with pytest.raises(InvalidArgument, match="paths, encoded bytes or PIL images, not int"):
+        calibration_digest([3])  # type: ignore[list-item]
+
+
+# --------------------------------------------------------------------------- quantize + cache
+def test_quantize_caches_with_metadata(tiny, calib_images: list[Path], cache: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the int8 cache: named by fp32 fingerprint, runtime and digest, provenance in the
+    metadata, a second call reuses the file, and a new recipe quantizes again."""
+    events = []
+    path = quantize_image_tower(tiny, calib_images, runtime="onnx", progress=events.append)
+    digest = calibration_digest(calib_images)
+    assert path == cache / "onnx" / tiny.fp32_fingerprint() / f"image-int8-onnx-{digest}.onnx"
+    assert read_int8_metadata(path) == {"lookalike.calibration": digest, "lookalike.recipe": str(RECIPE),
+                                        "lookalike.base": tiny.fp32_fingerprint(), "lookalike.runtime": "onnx"}
+    assert events[-1].done == events[-1].total == len(calib_images) and events[-1].reason == "int8 calibration"
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+    def fail(*args, **kwargs):
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(quantize, "_quantize", fail)
+    assert quantize_image_tower(tiny, [str(p) for p in calib_images], runtime="onnx") == path
+    monkeypatch.setattr(quantize, "RECIPE", RECIPE + 1)
+    with pytest.raises(AssertionError, match="quantized again"):
+        quantize_image_tower(tiny, calib_images, runtime="onnx")
+
+
+def test_quantize_is_deterministic(tiny, calib_images: list[Path], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards reproducible int8 vectors: two caches, the same images, the same bytes; and the
+    int8 vectors stay near fp32 ones (random weights: a loose bound)."""
+    made = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / name))
+        made.append(quantize_image_tower(tiny, calib_images, runtime="openvino"))
+    assert made[0].name == made[1].name and made[0].read_bytes() == made[1].read_bytes()
+    pixels = np.stack([tiny.image_transform(Image.open(p).convert("RGB")) for p in calib_images[:4]])
+    cos = np.sum(_run(made[0], pixels) * tiny.embed_pixels(pixels), axis=1)
+    assert cos.min() > 0.9
+
+
+def test_quantize_errors(tiny, calib_images: list[Path], cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="onnx or openvino runtime, not 'torch'"):
+        quantize_image_tower(tiny, calib_images, runtime="torch")
+    with pytest.raises(InvalidArgument, match="3 calibration images are too few"):
+        quantize_image_tower(tiny, calib_images[:3], runtime="onnx")
+    junk = []
+    for i in range(MIN_CALIBRATION_IMAGES):
+        junk.append(tmp_path / f"junk_{i}.jpg")
+        junk[-1].write_bytes(b"not an image %d" % i)
+    with pytest.raises(InvalidArgument, match=f"only 1 of {MIN_CALIBRATION_IMAGES + 1} calibration images could be"):
+        quantize_image_tower(tiny, junk + calib_images[:1], runtime="onnx")
+    assert not list(cache.rglob("image-int8-*"))
+
+
+def test_read_int8_metadata_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="no such int8 model file"):
+        read_int8_metadata(tmp_path / "nope.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(lookalike.ModelLoadError, match="not a readable ONNX model.*quantize again"):
+        read_int8_metadata(tmp_path / "bad.onnx")
+
+
+# --------------------------------------------------------------------------- lite on real images
+def test_lite_int8_close_to_fp32(lite_model, clipart_labelled: dict[str, list[Path]], tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the recipe on the real model: lite's TF 'SAME' padding computes pad widths from
+    shapes, which must stay float (quantized, they shifted the feature maps: cosine 0.92)."""
+    # The fp32 export stays in the usual cache (test_runtime shares it); the int8 graph is new each run.
+    monkeypatch.setattr(quantize, "int8_path", lambda model, runtime, digest: tmp_path / f"{runtime}-{digest}.onnx")
+    paths = [p for ps in clipart_labelled.values() for p in ps]
+    path = quantize_image_tower(lite_model, paths[::20][:MIN_CALIBRATION_IMAGES], runtime="onnx")
+    graph = onnx.load(str(path)).graph
+    shape_math = set(shape_only_nodes(path))
+    assert shape_math and not [n.name for n in graph.node if n.name in shape_math and "Quantize" in n.op_type]
+    from lookalike.images.decode import decode_image
+
+    held_out = paths[1::25][:8]
+    pixels = np.stack([lite_model.image_transform(decode_image(p).image) for p in held_out])
+    cos = np.sum(_run(path, pixels) * lite_model.embed_pixels(pixels), axis=1)
+    assert cos.mean() > 0.96 and cos.min() > 0.9, cos
