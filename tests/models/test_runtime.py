@@ -154,40 +154,43 @@ def test_export_is_cached_and_a_bad_export_is_refused(tiny_timm_dir: Path, cache
 # --------------------------------------------------------------------------- auto
 def test_auto_measures_once_and_reuses_the_measurement(tiny_timm_dir: Path, cache: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards auto: it measures every runtime, picks the fastest, caches the JSON, and the next
-    load reuses it without measuring."""
+    """Guards auto: it times every runtime for real, picks the fastest, caches the JSON, and the
+    next load reuses it without measuring."""
     monkeypatch.setattr(autotune, "MEASURE_SECONDS", 0.02)
-    fake = {"torch": 10.0, "onnx": 30.0, "openvino": 20.0}
-    timed = []
-
-    def rate(engine, pixels):
-        timed.append(engine.runtime)
-        return fake[engine.runtime]
-
-    monkeypatch.setattr(autotune, "_rate", rate)
     model = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto")
-    assert sorted(timed) == ["onnx", "openvino", "torch"]
-    assert model.runtime == "onnx" and model.measurement.choice == "onnx" and model.measurement.rates == fake
-    assert model.info()["runtime"] == "onnx" and "onnx (torch 10, openvino 20, onnx 30 img/s)" == \
-        model.measurement.summary()
-    saved = autotune.cached_measurement(model.fp32_fingerprint(), "fp32")
-    assert saved is not None and saved.rates == fake and saved.machine == autotune.machine_name()
+    found = model.measurement
+    assert set(found.rates) == {"torch", "onnx", "openvino"} and all(r > 0 for r in found.rates.values())
+    assert found.errors == {} and found.batch == autotune.MEASURE_BATCH and found.machine == autotune.machine_name()
+    assert model.runtime == found.choice == max(found.rates, key=found.rates.get)
+    assert model.info()["runtime"] == found.choice and found.summary().startswith(f"{found.choice} (")
+    assert autotune.cached_measurement(model.fp32_fingerprint(), "fp32") == found
     files = list((cache / "autotune").glob(f"{model.fp32_fingerprint()}-fp32-*.json"))
-    assert len(files) == 1 and json.loads(files[0].read_text())["choice"] == "onnx"
+    assert len(files) == 1 and json.loads(files[0].read_text())["choice"] == found.choice
 
-    timed.clear()
+    monkeypatch.setattr(autotune, "_rate", lambda engine, pixels: pytest.fail("measured again"))
     again = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto")
-    assert timed == [] and again.runtime == "onnx" and again.measurement == saved
+    assert again.runtime == found.choice and again.measurement == found
+    files[0].write_text("{not json")  # a damaged cache is measured again, not an error
+    fake = {"torch": 10.0, "onnx": 30.0, "openvino": 20.0}
+    monkeypatch.setattr(autotune, "_rate", lambda engine, pixels: fake[engine.runtime])
+    third = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto")
+    assert third.runtime == "onnx" and third.measurement.summary() == "onnx (torch 10, openvino 20, onnx 30 img/s)"
 
 
-def test_auto_real_timing_is_short(tiny_timm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards the real measuring loop on a tiny model: positive rates for every runtime, a choice among them."""
-    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
-    monkeypatch.setattr(autotune, "MEASURE_SECONDS", 0.05)
-    model = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="torch")
-    result = autotune.measure(model, "fp32")
-    assert set(result.rates) == {"torch", "onnx", "openvino"} and all(r > 0 for r in result.rates.values())
-    assert result.choice == max(result.rates, key=result.rates.get) and result.errors == {}
+def test_lite_tokenizer_alone_matches_sentence_transformers(lite_model) -> None:
+    """Guards the lite text tower's tokenizer loaded without MiniLM's weights (what the onnx
+    runtime uses) against sentence-transformers' own: same ids, same cut at 256 tokens."""
+    from lookalike.models.lite_bridge import load_minilm_tokenizer
+
+    texts = ["Hello, World!", "a RED apple " * 200, "naïve café – ünïcode ☃", ""]
+    tokenizer, max_length = load_minilm_tokenizer()
+    alone = tokenizer(texts, padding=True, truncation="longest_first", max_length=max_length, return_tensors="np")
+    encoder = lite_model.text_encoder
+    st = encoder.tokenizer(texts, padding=True, truncation="longest_first", max_length=encoder.max_seq_length,
+                           return_tensors="np")
+    assert max_length == encoder.max_seq_length == alone["input_ids"].shape[1]
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert np.array_equal(alone[key], st[key]), key
 
 
 # --------------------------------------------------------------------------- fingerprints and collections

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,6 +36,10 @@ __all__ = ["EmbeddingModel", "ModelInfo", "Modality", "local_folder_identity", "
            "ForwardModule"]
 
 Modality = str  # "image" or "text"
+
+#: Held while an engine is built (an export may take seconds); reentrant, as building one
+#: tower's engine never waits for another's.
+_BUILD_LOCK = threading.RLock()
 
 
 class EmbeddingModel(ABC):
@@ -152,10 +157,12 @@ class EmbeddingModel(ABC):
     def engine(self) -> Any:
         """The :class:`~.engine.ImageEngine` running the image tower (built on first use)."""
         if self._engine is None:
-            from .engine import build_image_engine
+            with _BUILD_LOCK:  # two threads' first batches must not export twice
+                if self._engine is None:
+                    from .engine import build_image_engine
 
-            self._engine = build_image_engine(self, self.runtime, path=self.int8_path, precision=self.precision,
-                                              compile=self.compile)
+                    self._engine = build_image_engine(self, self.runtime, path=self.int8_path,
+                                                      precision=self.precision, compile=self.compile)
         return self._engine
 
     def embed_pixels(self, pixels: np.ndarray | torch.Tensor, *, normalize: bool = True) -> np.ndarray:
@@ -222,9 +229,11 @@ class EmbeddingModel(ABC):
     def text_engine(self) -> Any:
         """The exported text tower on :attr:`runtime` (onnx or openvino), built on first use."""
         if self._text_engine is None:
-            from .engine import build_text_engine
+            with _BUILD_LOCK:
+                if self._text_engine is None:
+                    from .engine import build_text_engine
 
-            self._text_engine = build_text_engine(self, self.runtime)
+                    self._text_engine = build_text_engine(self, self.runtime)
         return self._text_engine
 
     def info(self) -> dict[str, Any]:

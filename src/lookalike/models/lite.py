@@ -188,10 +188,19 @@ class LiteModel(EmbeddingModel):
 
     def tokenize_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         """MiniLM's tokens, padded to the longest text and cut where sentence-transformers cuts."""
-        encoder = self.text_encoder
-        enc = encoder.tokenizer(texts, padding=True, truncation="longest_first", max_length=encoder.max_seq_length,
-                                return_tensors="np")
+        tokenizer, max_length = self._tokenizer
+        enc = tokenizer(texts, padding=True, truncation="longest_first", max_length=max_length, return_tensors="np")
         return {name: np.asarray(enc[name], dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+
+    @cached_property
+    def _tokenizer(self) -> tuple[Any, int]:
+        """MiniLM's tokenizer and length cap. The exported text tower needs only these, not the
+        torch encoder (3 s and ~90 MB to load), unless the encoder is loaded already."""
+        if "text_encoder" in self.__dict__:
+            return self.text_encoder.tokenizer, int(self.text_encoder.max_seq_length)
+        from .lite_bridge import load_minilm_tokenizer
+
+        return load_minilm_tokenizer()
 
 
 class _LiteTextTower(torch.nn.Module):

