@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
-from .device import autocast_dtype
+from .device import autocast_dtype, tune_cuda
 
 __all__ = ["TorchEngine", "compile_problem"]
 
@@ -85,6 +85,8 @@ class TorchEngine:
         self._forward: Forward = forward
         self._compile_checked = False
         self._lock = threading.Lock()  # the first compiled call compiles; others wait for it
+        if self.device.type == "cuda":
+            tune_cuda()
         if compile:
             problem = compile_problem(self.device)
             if problem is not None:

@@ -45,7 +45,8 @@ from .embed import PixelModel, Prepared, prepare_image
 from .jpeg_header import JpegHeader, read_jpeg_header
 from .loader import ordered_map
 
-__all__ = ["DevicePreprocess", "DeviceDecoder", "gpu_decode_problem", "embed_sources_gpu", "GPU_MAX_PIXELS"]
+__all__ = ["DevicePreprocess", "DeviceDecoder", "gpu_decode_problem", "embed_sources_gpu", "device_batches",
+           "GPU_MAX_PIXELS"]
 
 #: JPEGs with more pixels than this decode on the CPU, which shrinks them on load (1/8 scale
 #: for a big photo) where the device would decode every pixel: cheaper, and bounded memory.
@@ -205,7 +206,7 @@ class DeviceDecoder:
         self.device = torch.device(device)
         self.pre = DevicePreprocess(cfg, self.device)
         self.transform, self.min_side, self.max_pixels = transform, min_side, max_pixels
-        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._local = threading.local()  # one CUDA stream per device thread
         self.on_device = 0  # images the device decoded; the rest took the CPU path
         self._count = threading.Lock()
 
@@ -227,7 +228,8 @@ class DeviceDecoder:
     def decode_batch(self, batch: list[Staged]) -> tuple[list[UnreadableImage | None], torch.Tensor | None]:
         """``(errors, pixels)``: one error slot per item (in order) and the ``(n_ok, 3, S, S)``
         float32 pixels on the device of the items without error, in order."""
-        ctx = torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
+        stream = self._thread_stream()
+        ctx = torch.cuda.stream(stream) if stream is not None else nullcontext()
         with torch.inference_mode(), ctx:
             decoded = self._decode([s for s in batch if s.data is not None])
             rows: list[torch.Tensor | np.ndarray | None] = []
@@ -241,11 +243,19 @@ class DeviceDecoder:
                 rows.append(s.prepared.pixels if s.prepared is not None else None)
             errors = [s.prepared.error if s.prepared is not None else None for s in batch]
             pixels = self._assemble([r for r in rows if r is not None])
-            if self._stream is not None:
-                self._stream.synchronize()  # the model's stream may use the pixels right away
+            if stream is not None:
+                stream.synchronize()  # the model's stream may use the pixels right away
                 if pixels is not None:
                     pixels.record_stream(torch.cuda.default_stream(self.device))
         return errors, pixels
+
+    def _thread_stream(self) -> "torch.cuda.Stream | None":
+        if self.device.type != "cuda":
+            return None
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        return stream
 
     def _decode(self, items: list[Staged]) -> list[torch.Tensor | None]:
         """Batched device decode in chunks bounded by pixels; one image alone where a batch fails."""
@@ -296,22 +306,22 @@ def embed_sources_gpu(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     device: torch.device | None = None,
+    device_threads: int = 2,
 ) -> np.ndarray:
     """:func:`.embed.embed_sources` with JPEGs decoded and preprocessed on ``device``
     (default: the model's). All or nothing: the first unreadable image raises.
+
+    ``device_threads`` threads (each with its own CUDA stream) decode and preprocess batches
+    while the calling thread runs the model: one preprocesses while another decodes.
 
     Raises:
         InvalidArgument: the device cannot decode JPEGs here (the reason and fix are given).
         UnreadableImage: an image neither the device nor the CPU path could decode.
     """
     device = torch.device(device if device is not None else getattr(model, "device", "cpu"))
-    problem = gpu_decode_problem(device)
-    if problem is not None:
-        raise InvalidArgument(f"cannot decode on the device: {problem}; run without gpu_decode")
-    decoder = DeviceDecoder(model.preprocess, device, model.image_transform, model.preprocess.min_decode_side)
     out = np.empty((len(images), model.dim), dtype=np.float32)
-    staged = ordered_map(decoder.stage, images, workers=workers, prefetch=batch_size * 2)
-    ready = ordered_map(decoder.decode_batch, _chunked(staged, batch_size), workers=1, prefetch=2)
+    ready = device_batches(model.preprocess, model.image_transform, images, device, batch_size=batch_size,
+                           workers=workers, device_threads=device_threads)
     done = 0
     for errors, pixels in ready:
         first = next((e for e in errors if e is not None), None)
@@ -323,6 +333,26 @@ def embed_sources_gpu(
         if progress is not None:
             progress(ProgressEvent("embed", done=done, total=len(images)))
     return out
+
+
+def device_batches(cfg: PreprocessConfig, transform: Callable[[Any], np.ndarray], images: Iterable[ImageSource],
+                   device: torch.device, *, batch_size: int = 32, workers: int | None = None,
+                   device_threads: int = 2, decoder: DeviceDecoder | None = None,
+                   ) -> Iterator[tuple[list[UnreadableImage | None], torch.Tensor | None]]:
+    """Stages 1 and 2 alone: ``(errors, pixels)`` per batch of ``batch_size`` inputs, in order
+    (see :meth:`DeviceDecoder.decode_batch`). What the model's forward passes consume; the
+    benchmark times it alone as the device's decode-only rate.
+
+    Raises:
+        InvalidArgument: the device cannot decode JPEGs here (the reason and fix are given).
+    """
+    problem = gpu_decode_problem(device)
+    if problem is not None:
+        raise InvalidArgument(f"cannot decode on the device: {problem}; run without gpu_decode")
+    decoder = decoder or DeviceDecoder(cfg, device, transform, cfg.min_decode_side)
+    staged = ordered_map(decoder.stage, images, workers=workers, prefetch=batch_size * 2)
+    threads = max(1, device_threads)
+    return ordered_map(decoder.decode_batch, _chunked(staged, batch_size), workers=threads, prefetch=threads + 1)
 
 
 # ------------------------------------------------------------------------------ helpers
