@@ -240,3 +240,44 @@ def test_lazy_model_refuses_another_precision_or_runtime(lite_model) -> None:
                                                  r"with runtime openvino, calibration abc123.*precision='fp32'"):
         built_fp32.use(int8)
     built_fp32.use(lite_model)  # fp32 on any runtime is the same model
+
+
+# --------------------------------------------------------------------------- int8 through load_model
+def test_int8_through_load_model(tiny_timm_dir: Path, cache: Path, make_image, tmp_path: Path) -> None:
+    """Guards int8 wiring: load_model quantizes from calibration images, the model says what it is
+    (runtime, calibration digest, graph, fingerprint unlike fp32's), reloads from the int8 graph a
+    collection keeps, refuses that graph on another runtime, and a LazyModel built from it loads."""
+    from lookalike.models import quantize
+
+    name = f"timm:{tiny_timm_dir}"
+    images = [make_image(tmp_path / f"c{i}.png", seed=100 + i) for i in range(quantize.MIN_CALIBRATION_IMAGES)]
+    model = lookalike.load_model(name, device="cpu", runtime="openvino", precision="int8", calibration=images)
+    digest = quantize.calibration_digest(images)
+    assert (model.runtime, model.precision, model.calibration, model.recipe) == \
+        ("openvino", "int8", digest, quantize.RECIPE)
+    assert model.int8_path.is_file() and model.int8_path.parent == export.onnx_dir(model)
+    assert model.fingerprint() != model.fp32_fingerprint()
+    assert model.info()["calibration"] == digest and model.info()["precision"] == "int8"
+    vectors = model.encode_images(images[:3])
+    fp32 = lookalike.load_model(name, device="cpu", runtime="torch").encode_images(images[:3])
+    assert np.all(np.sum(vectors * fp32, axis=1) > 0.95)
+
+    again = lookalike.load_model(name, device="cpu", runtime="auto", precision="int8", calibration=model.int8_path)
+    assert again.runtime == "openvino" and again.fingerprint() == model.fingerprint()
+    assert np.allclose(again.encode_images(images[:3]), vectors, atol=1e-5)
+    with pytest.raises(InvalidArgument, match="made for the openvino runtime.*--runtime openvino"):
+        lookalike.load_model(name, device="cpu", runtime="onnx", precision="int8", calibration=model.int8_path)
+    lazy = LazyModel(name, model.fingerprint(), owner="c.lkl", runtime="openvino", precision="int8",
+                     calibration=str(model.int8_path))
+    assert lazy.get().fingerprint() == model.fingerprint()
+
+    import onnx
+
+    proto = onnx.load(str(model.int8_path))
+    for prop in proto.metadata_props:
+        if prop.key == "lookalike.base":
+            prop.value = "0123456789abcdef"
+    foreign = tmp_path / "image-int8-openvino-x.onnx"
+    onnx.save(proto, str(foreign))
+    with pytest.raises(lookalike.ModelLoadError, match="quantized from another model"):
+        lookalike.load_model(name, device="cpu", precision="int8", calibration=foreign)

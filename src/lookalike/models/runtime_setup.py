@@ -38,8 +38,11 @@ def check_settings(runtime: str | None, precision: str | None, calibration: Any 
         InvalidArgument: an unknown runtime or precision, int8 on torch or without calibration,
             ``compile`` on a runtime other than torch, calibration given for fp32.
     """
+    explicit = runtime is not None
     runtime = check_runtime(runtime)
     precision = check_precision(precision)
+    if precision == "int8" and runtime == "torch" and not explicit:
+        runtime = "auto"  # $LOOKALIKE_RUNTIME=torch is a default; int8 cannot run there, so choose for it
     if compile and runtime in ("onnx", "openvino"):
         raise InvalidArgument(f"compile applies to the torch runtime, not {runtime}: drop --compile "
                               "(compile=False), or use --runtime torch")
