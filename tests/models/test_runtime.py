@@ -259,8 +259,8 @@ def test_int8_through_load_model(tiny_timm_dir: Path, cache: Path, make_image, t
     assert model.fingerprint() != model.fp32_fingerprint()
     assert model.info()["calibration"] == digest and model.info()["precision"] == "int8"
     vectors = model.encode_images(images[:3])
-    fp32 = lookalike.load_model(name, device="cpu", runtime="torch").encode_images(images[:3])
-    assert np.all(np.sum(vectors * fp32, axis=1) > 0.95)
+    fp32_model = lookalike.load_model(name, device="cpu", runtime="torch")
+    assert np.all(np.sum(vectors * fp32_model.encode_images(images[:3]), axis=1) > 0.95)
 
     again = lookalike.load_model(name, device="cpu", runtime="auto", precision="int8", calibration=model.int8_path)
     assert again.runtime == "openvino" and again.fingerprint() == model.fingerprint()
@@ -270,6 +270,12 @@ def test_int8_through_load_model(tiny_timm_dir: Path, cache: Path, make_image, t
     lazy = LazyModel(name, model.fingerprint(), owner="c.lkl", runtime="openvino", precision="int8",
                      calibration=str(model.int8_path))
     assert lazy.get().fingerprint() == model.fingerprint()
+    kept = tmp_path / "c.lkl" / "models" / "image-int8-kept.onnx"  # a collection's copy, named its own way
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(model.int8_path.read_bytes())
+    with pytest.raises(CollectionMismatch, match=f"built at precision int8 with runtime openvino, calibration {digest}"):
+        LazyModel(name, model.fingerprint(), owner="c.lkl", runtime="openvino", precision="int8",
+                  calibration=kept).use(fp32_model)
 
     import onnx
 

@@ -7,6 +7,7 @@ torch, and a search by item id never loads weights. Importing this module is che
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import CollectionMismatch
@@ -107,12 +108,21 @@ def _settings(precision: str, runtime: str | None, calibration: str | None) -> s
 
 
 def _digest_of(calibration: Any) -> str | None:
-    """A short name for the calibration a LazyModel was given: the digest in an int8 graph's
-    file name, or the path itself."""
+    """A short name for the calibration a LazyModel was given: the digest an int8 graph records
+    (read only here, on the error path: it imports onnx), or the path itself."""
     if calibration is None:
         return None
-    if isinstance(calibration, (str, os.PathLike)):
-        name = os.path.basename(os.fspath(calibration))
-        parts = name.rsplit(".", 1)[0].split("-")
-        return parts[-1] if name.startswith("image-int8-") and len(parts) >= 4 else os.fspath(calibration)
-    return f"{len(calibration)} images"
+    if not isinstance(calibration, (str, os.PathLike)):
+        return f"{len(calibration)} images"
+    path = os.fspath(calibration)
+    if not path.lower().endswith(".onnx"):
+        return path
+    try:
+        from .quantize import read_int8_metadata
+
+        recorded = read_int8_metadata(path).get("lookalike.calibration")
+    except Exception:  # noqa: BLE001 - a message helper must not replace the real error
+        recorded = None
+    # The cache names its graphs image-int8-<runtime>-<digest>.onnx.
+    named = re.match(r"image-int8-[a-z]+-([0-9a-f]+)\.onnx$", os.path.basename(path))
+    return recorded or (named.group(1) if named else path)
