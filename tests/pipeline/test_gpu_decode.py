@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 import lookalike
 from lookalike.errors import InvalidArgument, UnreadableImage
 from lookalike.images.transforms import PreprocessConfig, build_transform
+from lookalike.pipeline import gpu_decode
 from lookalike.pipeline.embed import embed_sources
 from lookalike.pipeline.gpu_decode import DeviceDecoder, DevicePreprocess, embed_sources_gpu, gpu_decode_problem, orient
 from lookalike.pipeline.jpeg_header import read_jpeg_header
@@ -108,7 +109,7 @@ def real_jpegs(photo_sources) -> list[Path]:
 
 def test_vectors_on_real_photos_match_the_cpu_path(lite_model, real_jpegs) -> None:
     cpu = lite_model.encode_images(real_jpegs, batch_size=4)
-    dev = lite_model.encode_images(real_jpegs, batch_size=4, gpu_decode=True)
+    dev = embed_sources(lite_model, real_jpegs, batch_size=4, gpu_decode=True)
     cos = np.sum(cpu * dev, axis=1)
     assert cos.min() >= 0.99 and cos.mean() >= 0.995, cos
     # and each vector is its own image's: order kept
@@ -140,6 +141,12 @@ def test_fallbacks_keep_order_and_match_the_cpu_path(tiny_model, tmp_path: Path)
     assert (cos[~np.array(jpeg)] > 0.99999).all(), cos  # the CPU path itself
     assert (cos > 0.99).all(), cos
     assert ((got @ want.T).argmax(axis=1) == np.arange(len(sources))).all()
+
+
+def test_encode_images_takes_the_option(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(gpu_decode, "embed_sources_gpu", lambda model, images, **kw: calls.append(kw) or "dev")
+    assert tiny_model.encode_images([tmp_path / "a.jpg"], gpu_decode=True) == "dev" and len(calls) == 1
 
 
 def test_device_failures_fall_back_per_item(tiny_model, tmp_path: Path, monkeypatch) -> None:

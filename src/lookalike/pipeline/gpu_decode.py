@@ -8,20 +8,19 @@ Three stages, each feeding the next with bounded prefetch:
    (not a JPEG, CMYK, 12-bit, arithmetic or lossless coding, cut short, larger than
    ``max_pixels``, a PIL image) goes down the ordinary CPU path
    (:func:`.embed.prepare_image`) right there, in parallel.
-2. One device thread (its own CUDA stream) decodes a batch with one batched
-   ``torchvision.io.decode_jpeg(device=...)`` call, applies the EXIF orientation, and
-   resizes/letterboxes/crops and normalises to the model's :class:`PreprocessConfig`, images
-   of the same size together. If the batched call fails, each image is decoded alone, and
+2. Device threads (two by default, each with its own CUDA stream) decode a batch with one
+   batched ``torchvision.io.decode_jpeg(device=...)`` call, apply the EXIF orientation, and
+   resize/letterbox/crop and normalise to the model's :class:`PreprocessConfig`
+   (:mod:`.device_preprocess`), images of the same size together. If the batched call fails, each image is decoded alone, and
    one that still fails takes the CPU path, which decodes it or reports why it cannot:
    an image is never replaced by another.
 3. The calling thread runs the model on the batch already on the device.
 
-How close it is to the CPU path: the same geometry (sizes, rounding, offsets of
-:func:`build_transform`), PIL-style antialiased bicubic/bilinear resampling (torch's
-``antialias=True`` uses PIL's kernels), pixels rounded to 8 bits before normalising, as PIL
-does. It differs in the decoder's IDCT/chroma upsampling and in decoding at full size where
-the CPU path shrinks large JPEGs on load (draft mode), and ``lanczos`` is done as bicubic.
-tests/pipeline/test_gpu_decode.py states the cosine to the CPU path's vectors.
+How close it is to the CPU path: the preprocessing is nearly exact on the same pixels
+(:mod:`.device_preprocess`); the vectors differ mostly because the CPU path shrinks large
+JPEGs on load (draft mode: 1/2..1/8-scale IDCT) where the device decodes them at full size,
+and in the decoders' IDCT/chroma upsampling. tests/pipeline/test_gpu_decode.py states the
+cosine to the CPU path's vectors (>= 0.99 each on real photos with ``lite``).
 On a CPU device the same code runs with torchvision's libjpeg decoder (tests, and a check).
 """
 
@@ -41,11 +40,12 @@ from ..errors import InvalidArgument, UnreadableImage
 from ..images.decode import ImageSource
 from ..images.transforms import PreprocessConfig
 from ..progress import ProgressCallback, ProgressEvent
+from .device_preprocess import DevicePreprocess, orient
 from .embed import PixelModel, Prepared, prepare_image
 from .jpeg_header import JpegHeader, read_jpeg_header
 from .loader import ordered_map
 
-__all__ = ["DevicePreprocess", "DeviceDecoder", "gpu_decode_problem", "embed_sources_gpu", "device_batches",
+__all__ = ["DevicePreprocess", "orient", "DeviceDecoder", "gpu_decode_problem", "embed_sources_gpu", "device_batches",
            "GPU_MAX_PIXELS"]
 
 #: JPEGs with more pixels than this decode on the CPU, which shrinks them on load (1/8 scale
@@ -55,7 +55,6 @@ GPU_MAX_PIXELS = 50_000_000
 _MAX_READ = 64 << 20
 #: Pixels (decoded, 3 bytes each) one batched decode call may hold on the device.
 _BATCH_PIXELS = 400_000_000
-_MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "lanczos": "bicubic", "nearest": "nearest-exact"}
 
 # torchvision 0.29 deprecates its image decoders in favour of TorchCodec with a warning on
 # every call; the decoder still works, and a library must not spam its callers.
@@ -79,106 +78,6 @@ def gpu_decode_problem(device: torch.device) -> str | None:
     if tuple(out.shape) != (3, 8, 8):
         return f"torchvision decoded a test JPEG to the wrong shape {tuple(out.shape)}"
     return None
-
-
-class DevicePreprocess:
-    """``PreprocessConfig`` applied to decoded ``(3, H, W)`` uint8 tensors on their device.
-
-    Mirrors :func:`lookalike.images.transforms.build_transform`: same output sizes, offsets,
-    fill and normalisation; resampled values are rounded and clipped to 0..255 as PIL's
-    8-bit output is.
-    """
-
-    def __init__(self, cfg: PreprocessConfig, device: torch.device) -> None:
-        self.cfg = cfg
-        self.device = device
-        self.mode = _MODES[cfg.interpolation]
-        fill = cfg.fill if cfg.fill is not None else tuple(int(round(m * 255)) for m in cfg.mean)
-        self.fill = torch.tensor(fill, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.mean = torch.tensor(cfg.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(cfg.std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0)
-
-    def _resize(self, x: torch.Tensor, h: int, w: int, scale: float | None = None) -> torch.Tensor:
-        """Resample float ``(n, 3, H, W)`` to ``(h, w)``; with ``scale``, map pixels at exactly that
-        scale (the output is then ``floor(side * scale)``), as PIL does inside a crop box.
-
-        Like PIL: horizontal pass, rounded to 8 bits, then vertical pass, rounded again. The
-        intermediate rounding is what brings the result from within 1 level to nearly exact.
-        """
-        if scale is None and (h, w) == tuple(x.shape[-2:]):
-            return x
-        interpolate = torch.nn.functional.interpolate
-        if self.mode == "nearest-exact":  # no filter, so no intermediate rounding to mimic
-            if scale is None:
-                return interpolate(x, size=(h, w), mode=self.mode)
-            return interpolate(x, scale_factor=(scale, scale), mode=self.mode, recompute_scale_factor=False)
-        kw: dict[str, Any] = {"mode": self.mode, "antialias": True, "align_corners": False}
-        if scale is None:
-            if w != x.shape[-1]:
-                x = interpolate(x, size=(x.shape[-2], w), **kw).round_().clamp_(0, 255)
-            if h != x.shape[-2]:
-                x = interpolate(x, size=(h, w), **kw).round_().clamp_(0, 255)
-            return x
-        x = interpolate(x, scale_factor=(1.0, scale), recompute_scale_factor=False, **kw).round_().clamp_(0, 255)
-        return interpolate(x, scale_factor=(scale, 1.0), recompute_scale_factor=False, **kw).round_().clamp_(0, 255)
-
-    def group(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, 3, H, W)`` uint8 images of one size -> ``(n, 3, size, size)`` float32, normalised."""
-        size, cfg = self.cfg.size, self.cfg
-        h, w = x.shape[-2:]
-        x = x.float()
-        if cfg.resize_mode == "squash":
-            out = self._resize(x, size, size)
-        elif cfg.resize_mode == "letterbox":
-            scale = size / max(w, h)
-            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-            out = self.fill.expand(x.shape[0], 3, size, size).clone()
-            top, left = (size - nh) // 2, (size - nw) // 2
-            out[:, :, top : top + nh, left : left + nw] = self._resize(x, nh, nw)
-        else:
-            # The CPU path resizes the crop box straight to size x size at this scale; resizing
-            # the whole image at exactly that scale and cutting the box out samples the same
-            # source positions (src = (dst + 0.5) / scale), with one kernel per group.
-            scale = size / cfg.crop_pct / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            left, top = (nw - size) // 2, (nh - size) // 2
-            out = self._resize(x, nh, nw, scale)[:, :, top : top + size, left : left + size]
-        return (out - self.mean) * self.inv_std
-
-    def __call__(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Decoded ``(3, H, W)`` uint8 images (any sizes) -> ``(n, 3, size, size)`` float32, in order."""
-        size = self.cfg.size
-        out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=self.device)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, img in enumerate(images):
-            groups.setdefault(tuple(img.shape[-2:]), []).append(i)
-        for idx in groups.values():
-            batch = torch.stack([images[i] for i in idx]) if len(idx) > 1 else images[idx[0]][None]
-            rows = self.group(batch)
-            if len(idx) == 1:
-                out[idx[0]] = rows[0]
-            else:
-                out.index_copy_(0, torch.tensor(idx, device=self.device), rows)
-        return out
-
-
-def orient(img: torch.Tensor, orientation: int) -> torch.Tensor:
-    """Apply an EXIF orientation (1-8) to a ``(C, H, W)`` tensor, as PIL's ``exif_transpose``."""
-    if orientation == 2:
-        return img.flip(2)
-    if orientation == 3:
-        return img.flip(1, 2)
-    if orientation == 4:
-        return img.flip(1)
-    if orientation == 5:
-        return img.transpose(1, 2)
-    if orientation == 6:
-        return img.rot90(-1, (1, 2))
-    if orientation == 7:
-        return img.transpose(1, 2).flip(1, 2)
-    if orientation == 8:
-        return img.rot90(1, (1, 2))
-    return img
 
 
 @dataclass
