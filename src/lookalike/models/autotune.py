@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import LookalikeError
 from ..fsutil import atomic_writer
 from .lite_bridge import cache_dir
-from .onnx_engine import cpu_cores
+from .onnx_engine import cpu_cores, model_threads
 
 if TYPE_CHECKING:
     from .base import EmbeddingModel
@@ -86,9 +86,11 @@ def machine_name() -> str:
 
 
 def machine_key() -> str:
-    """What makes a measurement valid: the CPU, the cores, the OS and the runtime libraries' versions."""
+    """What makes a measurement valid: the CPU, the cores and threads, the OS and the runtime libraries' versions."""
     versions = ",".join(f"{pkg}={_version(pkg)}" for pkg in ("torch", "onnxruntime", "openvino", "lookalike"))
-    return f"{machine_name()}|{platform.system()}-{platform.machine()}|{versions}|v{MEASURE_VERSION}"
+    # The threads too: a Ray actor limited to one thread ranks the runtimes differently.
+    return (f"{machine_name()}|threads={model_threads()}|{platform.system()}-{platform.machine()}|{versions}"
+            f"|v{MEASURE_VERSION}")
 
 
 def _cpu_model() -> str:
@@ -153,7 +155,7 @@ def measure(model: "EmbeddingModel", precision: str = "fp32", *, calibration: st
             errors[name] = f"{type(exc).__name__}: {exc}"
     if not rates:
         raise next(iter(_errors_as_exceptions(errors)))
-    result = RuntimeMeasurement(max(rates, key=rates.__getitem__), rates, MEASURE_BATCH, cpu_cores(),
+    result = RuntimeMeasurement(max(rates, key=rates.__getitem__), rates, MEASURE_BATCH, model_threads(),
                                 machine_name(), time.time(), precision, errors)
     _save(_path(fingerprint, precision, calibration), result)
     return result

@@ -7,6 +7,7 @@ with an install hint, so a broken install degrades to the torch runtime's error 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from ..errors import MissingExtra, ModelLoadError
 from .engine import as_numpy
 
-__all__ = ["OnnxEngine", "import_onnxruntime", "cpu_cores"]
+__all__ = ["OnnxEngine", "import_onnxruntime", "cpu_cores", "model_threads"]
 
 
 def import_onnxruntime() -> Any:
@@ -26,6 +27,15 @@ def import_onnxruntime() -> Any:
     except ImportError as exc:
         raise MissingExtra("onnxruntime", None, "the onnx runtime (--runtime onnx)") from exc
     return onnxruntime
+
+
+def model_threads() -> int:
+    """The threads a model's forward pass may use: torch's setting when torch is loaded (the
+    pipeline and the Ray actors set it to share the CPUs with decoding), else the CPUs."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, int(torch.get_num_threads()))
+    return cpu_cores()
 
 
 def cpu_cores() -> int:
@@ -50,7 +60,7 @@ class OnnxEngine:
         self.path = Path(path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or cpu_cores()
+        options.intra_op_num_threads = threads or model_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: the library never prints
         # Idle threads must sleep, not spin: the decode workers need those cores between batches.

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import MissingExtra, ModelLoadError
 from .engine import as_numpy
-from .onnx_engine import cpu_cores
+from .onnx_engine import model_threads
 
 __all__ = ["OpenVinoEngine", "import_openvino"]
 
@@ -42,7 +42,7 @@ class OpenVinoEngine:
         self.path = Path(path)
         config = {
             "INFERENCE_PRECISION_HINT": "f32",
-            "INFERENCE_NUM_THREADS": int(threads or cpu_cores()),
+            "INFERENCE_NUM_THREADS": int(threads or model_threads()),
             "PERFORMANCE_HINT": "LATENCY",  # one request uses every core: batches come one at a time
         }
         try:
