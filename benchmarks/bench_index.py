@@ -188,7 +188,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--device", default="cpu")
     data.add_argument("--batch-size", type=int, default=32)
     data.add_argument("--workers", type=int, default=default_workers(), help="decoding threads")
-    data.add_argument("--threads", type=int, default=2, help="torch threads")
+    data.add_argument("--threads", type=int, default=2,
+                      help="torch threads (ONNX Runtime and OpenVINO: the library's default, one per core)")
     data.add_argument("--data", type=Path, default=samples.cache_dir() / "bench")
     data.add_argument("--json", type=Path, default=None, help="also merge the figures into this JSON file")
     legacy = parser.add_argument_group("pipeline")

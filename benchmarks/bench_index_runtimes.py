@@ -115,7 +115,8 @@ def run_runtimes(args: Any, loaded: dict[Variant, Loaded], missing: dict[Variant
     rows, result = [], {}
     for v, lv in loaded.items():
         fp32 = rate.get(Variant(v.runtime, "fp32")) if v.precision == "int8" else None
-        rows.append([v.label, lv.runtime, f"{rate[v]:.1f}", f"{rate[v] / base:.2f}x", fmt(ratio(rate[v], fp32), ".2f", "x"),
+        rows.append([v.label, lv.runtime, f"{rate[v]:.1f}", f"{rate[v] / base:.2f}x",
+                     fmt(ratio(rate[v], fp32), ".2f", "x"),
                      f"{cos[v].mean():.5f} / {cos[v].min():.5f}",
                      " ".join(f"{args.model_images / s:.0f}" for s in seconds[v])])
         result[v.label] = {"runtime": lv.runtime, "img_s": rate[v], "x_torch": rate[v] / base,
@@ -131,10 +132,24 @@ def run_runtimes(args: Any, loaded: dict[Variant, Loaded], missing: dict[Variant
     for v in rate:
         if v.precision == "int8":
             same = ratio(rate[v], rate.get(Variant(v.runtime, "fp32")))
-            print(f"{v.label} / {v.runtime} fp32: {fmt(same, '.2f', 'x')} (default only if >= 1.3x: {verdict(same, 1.3)}); "
+            print(f"{v.label} / {v.runtime} fp32: {fmt(same, '.2f', 'x')} (default only if >= 1.3x: "
+                  f"{verdict(same, 1.3)}); "
                   f"/ fastest fp32: {fmt(ratio(rate[v], fp32_best), '.2f', 'x')}")
     result["unavailable"] = {v.label: r for v, r in missing.items()}
     return result
+
+
+def _top1_flips(vectors: np.ndarray, fp32: np.ndarray, labels: list) -> tuple[int, int]:
+    """Queries whose nearest neighbour became right (gained) or wrong (lost) against fp32: the
+    paired view of a kNN@1 difference, which on a few hundred queries is within sampling noise."""
+    def right(v: np.ndarray) -> np.ndarray:
+        sims = v @ v.T
+        np.fill_diagonal(sims, -np.inf)
+        lab = np.asarray(labels)
+        return lab[np.argmax(sims, axis=1)] == lab
+
+    a, b = right(vectors), right(fp32)
+    return int(np.sum(a & ~b)), int(np.sum(b & ~a))
 
 
 def run_quality(args: Any, loaded: dict[Variant, Loaded], missing: dict[Variant, str],
@@ -154,22 +169,28 @@ def run_quality(args: Any, loaded: dict[Variant, Loaded], missing: dict[Variant,
         drop = None if same is None else 100 * (same.knn1 - s.knn1)
         cos_fp32 = cosines(vectors[v], vectors[fp32]) if v.precision == "int8" and fp32 in vectors else None
         cos_torch = cosines(vectors[v], vectors[BASELINE])
+        flips = _top1_flips(vectors[v], vectors[fp32], labels) if v.precision == "int8" and fp32 in vectors else None
         rows.append([v.label, f"{s.knn1:.3f}", f"{s.recall_at[5]:.3f}", f"{s.recall_at[10]:.3f}", f"{s.map:.3f}",
                      fmt(drop, "+.1f"), f"{100 * (ref.knn1 - s.knn1):+.1f}",
+                     "" if flips is None else f"+{flips[0]} / -{flips[1]}",
                      "" if cos_fp32 is None else f"{cos_fp32.mean():.4f} / {cos_fp32.min():.4f}",
                      f"{cos_torch.mean():.5f} / {cos_torch.min():.5f}"])
         result[v.label] = {"knn1": s.knn1, "recall_at": s.recall_at, "map": s.map, "knn1_drop_points": drop,
                            "knn1_drop_vs_torch_points": 100 * (ref.knn1 - s.knn1),
                            "cos_to_fp32_mean": None if cos_fp32 is None else float(cos_fp32.mean()),
+                           "top1_gained_lost_vs_fp32": flips,
                            "cos_to_torch_mean": float(cos_torch.mean()), "cos_to_torch_min": float(cos_torch.min())}
-    rows += [[v.label, "unavailable: " + reason[:80]] + [""] * 7 for v, reason in missing.items()]
+    rows += [[v.label, "unavailable: " + reason[:80]] + [""] * 8 for v, reason in missing.items()]
     print()
     print(table(["variant", "kNN@1", "R@5", "R@10", "mAP", "kNN@1 drop vs same-runtime fp32 (points)",
-                 "drop vs torch fp32", "cos to fp32 (mean / min)", "cos to torch fp32 (mean / min)"], rows))
+                 "drop vs torch fp32", "top-1 gained / lost vs fp32", "cos to fp32 (mean / min)",
+                 "cos to torch fp32 (mean / min)"], rows))
     for label, r in result.items():
         if r["knn1_drop_points"] is not None:
-            print(f"{label}: kNN@1 drop {r['knn1_drop_points']:+.1f} points "
-                  f"(target <= 1: {verdict(r['knn1_drop_points'], 1.0, at_most=True)})")
+            gained, lost = r["top1_gained_lost_vs_fp32"] or (0, 0)
+            print(f"{label}: kNN@1 drop {r['knn1_drop_points']:+.1f} points (target <= 1: "
+                  f"{verdict(r['knn1_drop_points'], 1.0, at_most=True)}); {gained} queries gained, {lost} lost "
+                  f"their right nearest neighbour")
     result["unavailable"] = {v.label: r for v, r in missing.items()}
     result["calibration"] = {"set": args.calibration, "images": len(calibration), "sample": digest(calibration)}
     return result
