@@ -25,6 +25,7 @@ from ..images.transforms import PreprocessConfig, build_transform
 from ..pipeline.embed import embed_prepared
 from ..pipeline.loader import default_workers, ordered_map
 from ..progress import ProgressCallback, ProgressEvent
+from ..models.device import resolve_device
 from ..models.lazy import LazyModel
 from ..sources.base import MEMBER_SEPARATOR, Part, SkipCallback, Source, SourceItem
 from ..sources.folder import FolderSource
@@ -170,7 +171,9 @@ def _index(storage: "Storage", source: Source, *, model: LazyModel, batch_size: 
             return model.get().embed_pixels(pixels)
 
         total = folder_total(source, known, retry_failed)
-        for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size), start=1):
+        pin = resolve_device(model.device).type == "cuda"  # batches reach a GPU from pinned memory
+        for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size, pin_memory=pin),
+                                        start=1):
             batch.apply(p, vec, emit)
             emit(ProgressEvent("embed", done=done, total=total, path=p.item.job.file.path))
             batch.commit_if_due()
