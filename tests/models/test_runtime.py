@@ -151,6 +151,28 @@ def test_export_is_cached_and_a_bad_export_is_refused(tiny_timm_dir: Path, cache
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
 
 
+def test_commit_gathers_a_large_exports_tensor_files(tiny_timm_dir: Path, cache: Path, tmp_path: Path) -> None:
+    """Guards the path for graphs over 2 GB, where the exporter writes one file per tensor: they
+    are gathered into one data file next to the graph, which still runs and gives the same features."""
+    import onnx
+
+    model = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="onnx")
+    source = export.onnx_dir(model) / "image-fp32.onnx"
+    work = tmp_path / "work"
+    work.mkdir()
+    onnx.save_model(onnx.load(str(source)), str(work / "image-fp32.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)
+    assert len(list(work.iterdir())) > 3
+    final = tmp_path / "out" / "image-fp32.onnx"
+    final.parent.mkdir()
+    export._commit(work, final)
+    assert sorted(p.name for p in final.parent.iterdir()) == ["image-fp32.onnx", "image-fp32.onnx.data"]
+    from lookalike.models.onnx_engine import OnnxEngine
+
+    pixels = image_probe(model, 2, seed=4).numpy()
+    assert np.allclose(OnnxEngine(final, "cpu").run(pixels), OnnxEngine(source, "cpu").run(pixels), atol=1e-5)
+
+
 # --------------------------------------------------------------------------- auto
 def test_auto_measures_once_and_reuses_the_measurement(tiny_timm_dir: Path, cache: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
