@@ -23,6 +23,11 @@ import pytest
 from support import make_image, save_tiny_clip, save_tiny_timm
 from tools import samples
 
+#: The suite runs models on torch unless a test asks for another runtime: the default, `auto`,
+#: exports and times every new model once, seconds for each of the many tiny random models
+#: the tests make. tests/models/test_runtime*.py cover `auto` and the other runtimes.
+os.environ.setdefault("LOOKALIKE_RUNTIME", "torch")
+
 
 # --------------------------------------------------------------------------- no silent skips under CI
 #: Skips for a package that is not installed (``pytest.importorskip``), seen while $CI is set.

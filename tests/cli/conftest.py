@@ -16,10 +16,13 @@ def patched_models(lite_model: Any) -> Iterator[None]:
     """Make the CLI's load_model("lite") return the session's loaded model instead of loading another."""
     real = registry.load_model
 
-    def load_model(name: str = "lite", *, device: Any = None) -> Any:
-        if registry.parse_model_name(name).canonical == "lite":
+    def load_model(name: str = "lite", *, device: Any = None, **how: Any) -> Any:
+        # The session's model runs torch fp32: anything else asked for loads for real.
+        plain = how.get("runtime") in (None, "torch") and how.get("precision") in (None, "fp32") and not any(
+            how.get(k) for k in ("calibration", "compile"))
+        if registry.parse_model_name(name).canonical == "lite" and plain:
             return lite_model
-        return real(name, device=device)
+        return real(name, device=device, **how)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(registry, "load_model", load_model)

@@ -256,7 +256,7 @@ def test_urls_are_fetched_by_the_workers_as_by_the_local_indexer(ray_cluster, tm
 # --------------------------------------------------------------------------- without Ray
 def _local_executor(coll: lookalike.Collection, log: list[str] | None = None) -> remote.LocalExecutor:
     m = coll.manifest
-    executor = remote.LocalExecutor(remote.PartEmbedder(m.model_id, m.fingerprint, owner="test", device="cpu"),
+    executor = remote.LocalExecutor(remote.PartEmbedder(m.model, owner="test", device="cpu"),
                                     m.model["preprocess"])
     if log is not None:
         submit = executor.submit

@@ -46,6 +46,7 @@ def _print_info(summary: CollectionInfo) -> None:
         ("model", summary.model_id),
         ("fingerprint", summary.fingerprint),
         ("dimensions", str(summary.dim)),
+        ("runtime", describe_collection_runtime(summary)),
         ("images", f"{summary.items:,}"),
         ("failed", f"{summary.failed:,}"),
         ("vector rows", f"{summary.vector_rows:,}"),
@@ -58,6 +59,17 @@ def _print_info(summary: CollectionInfo) -> None:
         out.print(f"\n[bold]failed files[/] (first {len(summary.errors)} of {summary.failed}):")
         for path, reason in summary.errors:
             out.print(Text.assemble("  ", path, ": ", (reason, "red")), highlight=False)
+
+
+def describe_collection_runtime(summary: CollectionInfo) -> str:
+    """What built the collection, and what ``auto`` measured for its model on this machine."""
+    line = f"built with {summary.runtime}, {summary.precision}"
+    if summary.precision == "fp32":
+        line += " (fp32 runs on any runtime)"
+    from ..models.autotune import cached_measurement
+
+    measured = cached_measurement(summary.fp32_fingerprint, summary.precision, summary.calibration)
+    return line + (f"; auto on this machine: {measured.summary()}" if measured else "; auto not measured here yet")
 
 
 def describe_index(settings: IndexSettings, state: IndexState | None) -> str:

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 import typer
 from rich.console import Console
@@ -86,3 +86,10 @@ def spell_negative_weights(args: Sequence[str]) -> list[str]:
         else:
             out_args += ["-", m.group(1)]
     return out_args
+
+
+
+def describe_runtime(model: Any) -> str:
+    """How a loaded model runs: ``openvino, fp32 (auto: openvino (torch 41, onnx 128, openvino 180 img/s))``."""
+    line = f"{model.runtime}, {model.precision}"
+    return f"{line} (auto: {model.measurement.summary()})" if model.measurement is not None else line

@@ -15,7 +15,7 @@ from ..sources.download import DownloadSettings
 from ..store.ann import IndexSettings
 from ..store.collection import Collection
 from ..store.indexer import AddReport, require_roots
-from .common import CollectionOpt, DeviceOpt, default_collection, err, fail, parse_bytes
+from .common import CollectionOpt, DeviceOpt, default_collection, describe_runtime, err, fail, parse_bytes
 from .progress import IndexProgress
 
 __all__ = ["index"]
@@ -45,6 +45,17 @@ def index(
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding (and download) threads."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try items that failed before, even if unchanged."),
     device: str = DeviceOpt,
+    runtime: Optional[str] = typer.Option(
+        None, "--runtime", help="torch, onnx, openvino or auto (default, or $LOOKALIKE_RUNTIME): auto runs the "
+        "fastest this machine measured for the model. fp32 vectors are the same on every runtime."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="fp32 (default) or int8 for a new collection: faster on CPUs, calibrated on a "
+        "few hundred of the images being indexed (or --calibration)."),
+    calibration: Optional[Path] = typer.Option(
+        None, "--calibration", help="Folder of typical images to calibrate int8 on (default: a sample of the "
+        "images being indexed)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (torch runtime; pays on "
+                                       "GPUs for long runs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or skip messages."),
     index_mode: Optional[str] = typer.Option(
         None, "--index", help="auto (default: exact below 50,000 images, else tuned ANN), exact, flat, hnsw, ivf, "
@@ -62,11 +73,16 @@ def index(
         # Every source is opened first: a mistyped folder, table or column creates nothing.
         sources = _sources(paths or [], files_from, table, url_col, caption_col, exclude)
         settings = _index_settings(target, exists, index_mode, recall, memory, latency_ms)
+        how = dict(device=device, runtime=runtime, precision=precision, compile=compile_model)
         if exists:
-            coll = Collection.open(target, model=model, device=device)
+            if calibration is not None:
+                raise InvalidArgument(f"--calibration applies when an int8 collection is created; {target} exists "
+                                      "already (its model stays as it was built)")
+            coll = Collection.open(target, model=model, **how)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            coll = Collection.create(target, model=model or "lite", device=device)
+            images = _calibration(sources, calibration) if precision == "int8" else None
+            coll = Collection.create(target, model=model or "lite", calibration=images, **how)
         download = DownloadSettings(cache_dir=download_dir or coll.path / "downloads", max_side=max_side)
         with coll, IndexProgress(err, quiet=quiet) as progress, _ray_session(ray):
             reports = []
@@ -82,6 +98,9 @@ def index(
     except LookalikeError as exc:
         fail(exc)
     if not quiet:
+        loaded = coll.loaded_model
+        if loaded is not None:
+            err.print(f"[dim]model {escape(loaded.model_id)}: {escape(describe_runtime(loaded))}[/]", highlight=False)
         for source, report in zip(sources, reports):
             where = f" from {escape(source.label)}" if len(sources) > 1 else ""
             err.print(f"[bold green]done[/]{where} in {report.seconds:.1f}s{_rate(report)}: {_summary(report)} -> "
@@ -102,6 +121,15 @@ def _ray_session(address: Optional[str]) -> Iterator[None]:
     finally:
         if connected:
             disconnect()
+
+
+def _calibration(sources: list[Source], folder: Optional[Path]) -> list:
+    """The images an int8 collection is calibrated on: a sample of ``folder`` or of the sources."""
+    from ..store.calibration import calibration_sample
+
+    if folder is None:
+        return calibration_sample(sources)
+    return calibration_sample([FolderSource(require_roots([str(folder)]))])
 
 
 def _sources(paths: List[str], files_from: Optional[str], table: Optional[Path], url_col: Optional[str],

@@ -224,8 +224,7 @@ def index_with_ray(collection: "Collection", source: "Source | Sequence[str]", *
         batch_size = batch_size or (128 if gpus else 32)
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         manifest = collection.manifest
-        embedder = {"model_id": manifest.model_id, "fingerprint": manifest.fingerprint,
-                    "owner": str(collection.path), "device": "cuda" if gpus else "cpu",
+        embedder = {"model": manifest.model, "owner": str(collection.path), "device": "cuda" if gpus else "cpu",
                     "threads": None if gpus else _threads(ray, n_actors)}
         executor = RayExecutor(ray, embedder, manifest.model["preprocess"], actors=n_actors, gpus_per_actor=gpus,
                                cpus_per_actor=cpus, batch_size=batch_size,

@@ -11,12 +11,14 @@ turns rows into :class:`~lookalike.store.items.Hit`\\ s.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import (CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound, ItemNotFound)
+from ..errors import (CollectionCorrupt, CollectionError, CollectionExists, CollectionMismatch, CollectionNotFound,
+                      ItemNotFound)
 from ..fsutil import user_path
 from ..index.rank import rank
 from ..index.tune import DEFAULT_LATENCY_MS
@@ -35,10 +37,12 @@ from .info import CollectionInfo
 from .item_access import ItemAccess
 from .items import Hit, Item, StoredItem
 from .manifest import Manifest
+from .model_files import MODELS_DIR, check_request, keep_int8_model, lazy_model
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
 
 if TYPE_CHECKING:
     from ..index.faiss_index import AnnIndex
+    from ..images.decode import ImageSource
     from ..index.ondisk import MapFn
     from ..models.base import EmbeddingModel
     from ..progress import ProgressCallback
@@ -48,7 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["Collection", "CollectionInfo"]
 
 #: What :meth:`Collection.create` writes before the manifest that makes a folder a collection.
-_CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCKFILE})
+_CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", LOCKFILE,
+                               MODELS_DIR})
 
 
 class Collection(Exploring, Deduplicating, ItemAccess):
@@ -59,27 +64,37 @@ class Collection(Exploring, Deduplicating, ItemAccess):
     scanned folders are removed. Opening never loads the model (nor imports torch); it loads on
     the first embedding. Clusters, labels and the map are :class:`.exploring.Exploring`'s."""
 
-    def __init__(self, storage: Storage, model: "EmbeddingModel | None" = None, device: str | None = None) -> None:
+    def __init__(self, storage: Storage, model: "EmbeddingModel | None" = None, device: str | None = None, *,
+                 runtime: str | None = None, compile: bool = False) -> None:
         self._storage = storage
-        manifest = storage.manifest
-        self._model = LazyModel(manifest.model_id, manifest.fingerprint, owner=str(storage.path), device=device)
+        self._model = lazy_model(storage.path, storage.manifest.model, device=device, runtime=runtime, compile=compile)
         if model is not None:
             self._model.use(model)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def create(cls, path: str | os.PathLike[str], model: "str | EmbeddingModel" = "lite", *,
-               device: str | None = None, exist_ok: bool = False) -> "Collection":
+               device: str | None = None, exist_ok: bool = False, runtime: str | None = None,
+               precision: str | None = None, calibration: "Sequence[ImageSource] | None" = None,
+               compile: bool = False) -> "Collection":
         """Create an empty collection at ``path`` for ``model`` (a name or a loaded model).
+
+        ``runtime`` (torch, onnx, openvino; default ``auto``: the fastest this machine measured)
+        and ``precision`` (fp32, or int8 calibrated on ``calibration`` images, a few hundred of
+        the collection's own) say how a model given by name runs; see
+        :func:`lookalike.load_model`. An int8 collection keeps its quantized model and is tied to
+        its runtime; an fp32 one runs on any runtime, since their vectors agree.
 
         Raises:
             CollectionExists: ``path`` already holds a collection (unless ``exist_ok``, which
                 opens it instead and checks that the model matches).
+            InvalidArgument: an unknown runtime or precision, or int8 without calibration images.
         """
         root = Path(user_path(path))
         if (root / MANIFEST).exists():
             if exist_ok:
-                return cls.open(root, model=model, device=device)
+                return cls.open(root, model=model, device=device, runtime=runtime, precision=precision,
+                                compile=compile)
             raise CollectionExists(f"{root}: a collection already exists here; open it, or pick another path")
         if root.exists() and not root.is_dir():
             raise CollectionError(f"{root}: exists and is not a directory; pick another path")
@@ -89,19 +104,30 @@ class Collection(Exploring, Deduplicating, ItemAccess):
                 raise CollectionError(f"{root}: directory is not empty and is not a collection; pick another path")
             # Only files a create interrupted before its manifest was written: start over.
             for name in names:
-                (root / name).unlink()
-        loaded = _load(model, device)
-        manifest = Manifest(model=loaded.info(), lookalike_version=__version__)
-        return cls(Storage.initialise(root, manifest), loaded, device)
+                if name == MODELS_DIR:
+                    shutil.rmtree(root / name)
+                else:
+                    (root / name).unlink()
+        loaded = _load(model, device, runtime=runtime, precision=precision, calibration=calibration,
+                       compile=compile)
+        root.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest(model=keep_int8_model(root, loaded), lookalike_version=__version__)
+        return cls(Storage.initialise(root, manifest), loaded, device, runtime=runtime, compile=compile)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, model: "str | EmbeddingModel | None" = None,
-             device: str | None = None) -> "Collection":
+             device: str | None = None, runtime: str | None = None, precision: str | None = None,
+             compile: bool = False) -> "Collection":
         """Open an existing collection. If ``model`` is given it must match the one that built it.
+
+        ``runtime`` picks how an fp32 model runs in this process (default ``auto``); an int8
+        collection always runs the runtime it was built with, and ``precision``, when given,
+        must be the collection's.
 
         Raises:
             CollectionNotFound: nothing at ``path``.
-            CollectionMismatch: ``model`` differs from the collection's model.
+            CollectionMismatch: ``model`` differs from the collection's model, or ``precision``
+                (or, for int8, ``runtime``) from what built it.
         """
         root = Path(user_path(path))
         if not (root / MANIFEST).is_file():
@@ -114,8 +140,10 @@ class Collection(Exploring, Deduplicating, ItemAccess):
             storage.close()
             raise LazyModel(storage.manifest.model_id, storage.manifest.fingerprint, owner=str(root)).mismatch(model)
         try:
-            return cls(storage, model if not isinstance(model, str) else None, device)
-        except CollectionMismatch:
+            check_request(str(root), storage.manifest, runtime, precision)
+            return cls(storage, model if not isinstance(model, str) else None, device, runtime=runtime,
+                       compile=compile)
+        except (CollectionMismatch, CollectionCorrupt):
             storage.close()
             raise
 
@@ -153,6 +181,11 @@ class Collection(Exploring, Deduplicating, ItemAccess):
             CollectionMismatch: its weights or preprocessing changed since the collection was built.
         """
         return self._model.get()
+
+    @property
+    def loaded_model(self) -> "EmbeddingModel | None":
+        """The model if this collection has loaded it (it loads on the first embedding), else None."""
+        return self._model.loaded
 
     # ------------------------------------------------------------------ add
     def add(self, paths: "Sequence[str | os.PathLike[str]] | Source", *, exclude: Sequence[str] = (),
@@ -367,10 +400,11 @@ class Collection(Exploring, Deduplicating, ItemAccess):
         return CollectionInfo.of(self._storage, max_errors)
 
 
-def _load(model: "str | EmbeddingModel", device: str | None) -> "EmbeddingModel":
+def _load(model: "str | EmbeddingModel", device: str | None, **how: Any) -> "EmbeddingModel":
+    """``model`` loaded by name with ``how`` (runtime, precision...), or the loaded model as given."""
     if isinstance(model, str):
         # Imported here, not at the top: it imports torch, which opening a collection never needs.
         from ..models.registry import load_model
 
-        return load_model(model, device=device)
+        return load_model(model, device=device, **how)
     return model

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .ann import IndexSettings, IndexState
+from .model_files import precision_of
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -18,8 +19,13 @@ class CollectionInfo:
 
     def __init__(self, *, path: str, model_id: str, fingerprint: str, dim: int, items: int, failed: int,
                  vector_rows: int, bytes_on_disk: int, created: float, errors: list[tuple[str, str]],
-                 index_settings: IndexSettings, index: IndexState | None) -> None:
+                 index_settings: IndexSettings, index: IndexState | None, runtime: str = "torch",
+                 precision: str = "fp32", fp32_fingerprint: str | None = None, calibration: str | None = None) -> None:
         self.path, self.model_id, self.fingerprint, self.dim = path, model_id, fingerprint, dim
+        #: The runtime that built the collection and its precision; fp32 collections run on any
+        #: runtime (``fp32_fingerprint`` keys this machine's ``auto`` measurement of the model).
+        self.runtime, self.precision = runtime, precision
+        self.fp32_fingerprint, self.calibration = fp32_fingerprint or fingerprint, calibration
         self.items, self.failed, self.vector_rows, self.bytes_on_disk = items, failed, vector_rows, bytes_on_disk
         self.created, self.errors = created, errors
         #: What was asked for (the defaults when never configured) and what is built (None: exact).
@@ -42,4 +48,6 @@ class CollectionInfo:
             bytes_on_disk=sum(f.stat().st_size for f in storage.path.iterdir() if f.is_file()),
             created=manifest.created, errors=[(r.path, r.error or "") for r in storage.db.failures(limit=max_errors)],
             index_settings=storage.index_settings(), index=storage.index_state(),
+            runtime=str(manifest.model.get("runtime") or "torch"), precision=precision_of(manifest.model),
+            fp32_fingerprint=manifest.model.get("fp32_fingerprint"), calibration=manifest.model.get("calibration"),
         )

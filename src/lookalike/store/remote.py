@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
@@ -34,10 +35,10 @@ from ..images.transforms import PreprocessConfig, build_transform
 from ..pipeline.embed import Prepared
 from ..pipeline.loader import ordered_map
 from ..progress import ProgressCallback, ProgressEvent
-from ..models.lazy import LazyModel
 from ..sources.base import Source
 from ..sources.folder import FolderSource
 from .batch import CommitBatch
+from .model_files import lazy_model
 from .indexer import (AddReport, LazyFetch, finish_add, folder_total, part_jobs, record_download, scan_folders,
                       skip_recorder)
 from .plan import Action, Job, KnownVector, Planned, Planner
@@ -97,15 +98,17 @@ class PartEmbedder:
         CollectionMismatch: the model's weights or preprocessing differ from the collection's.
     """
 
-    def __init__(self, model_id: str, fingerprint: str, *, owner: str, device: str | None = None,
-                 batch_size: int = 32, threads: int | None = None) -> None:
+    def __init__(self, model: dict[str, Any], *, owner: str, device: str | None = None,
+                 batch_size: int = 32, threads: int | None = None, runtime: str | None = None) -> None:
         if threads is not None:
             import torch  # already imported by any model; set before the model loads
 
             # A Ray worker starts with one thread per CPU it reserved; a CPU actor shares its
             # node with the decode tasks the way the local pipeline's threads share a machine.
             torch.set_num_threads(threads)
-        self.model = LazyModel(model_id, fingerprint, owner=owner, device=device).get()
+        # ``model`` is the manifest's model entry: it says how an int8 model must run, and
+        # where the collection keeps it (a worker reads it there, as it reads the images).
+        self.model = lazy_model(Path(owner), model, device=device, runtime=runtime).get()
         self.batch_size = batch_size
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,51 @@
+"""`lookalike index --runtime/--precision/--calibration` and what `info` shows of them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from lookalike.cli.app import app
+from support import make_image
+
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+
+def run(*args: str | Path) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("runtime-cli") / "pics"
+    for i in range(16):
+        make_image(base / f"p{i:02d}.png", seed=700 + i)
+    return base
+
+
+def test_index_int8_end_to_end_then_refuse_fp32(tmp_path: Path, folder: Path, tiny_timm_dir: Path) -> None:
+    coll = tmp_path / "c.lkl"
+    result = run("index", folder, "-c", coll, "--model", f"timm:{tiny_timm_dir}", "--runtime", "onnx",
+                 "--precision", "int8")
+    assert result.exit_code == 0, result.output
+    assert "onnx, int8" in result.stderr and "16 added" in result.stderr.replace("\n", " ")
+    info = run("info", "-c", coll).stdout
+    assert re.search(r"runtime\s+built with onnx, int8", info), info
+    search = run("search", folder / "p03.png", "-c", coll, "-k", "1", "--json")
+    assert search.exit_code == 0 and "p03.png" in search.stdout
+
+    refused = run("index", folder, "-c", coll, "--precision", "fp32")
+    assert refused.exit_code != 0 and "precision int8" in refused.stderr
+    again = run("index", folder, "-c", coll, "--calibration", folder)
+    assert again.exit_code != 0 and "--calibration applies when an int8 collection is created" in again.stderr
+
+
+def test_unknown_runtime_names_the_choices(tmp_path: Path, folder: Path) -> None:
+    result = run("index", folder, "-c", tmp_path / "c.lkl", "--runtime", "tensorrt")
+    assert result.exit_code == 2, result.output
+    assert "tensorrt" in result.stderr and "openvino" in result.stderr
+    assert not (tmp_path / "c.lkl" / "manifest.json").exists()
