@@ -54,19 +54,28 @@ def test_forward_runs_under_inference_mode() -> None:
 def test_compile_flag_wraps_the_forward_once(monkeypatch) -> None:
     calls = []
 
-    def fake_compile(fn):
-        calls.append(fn)
-        return lambda batch: fn(batch) * 2  # visibly "compiled"
+    shapes = []
+
+    def fake_compile(fn, dynamic=None):
+        calls.append((fn, dynamic))
+
+        def compiled(batch):
+            shapes.append(batch.shape[0])
+            return fn(batch) * 2  # visibly "compiled"
+        return compiled
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     net = _net()
     engine = TorchEngine(net, torch.device("cpu"), channels_last=False, compile=True)
-    assert calls == [net] and engine.compiled
+    assert calls == [(net, False)] and engine.compiled
     pixels = _pixels()
-    np.testing.assert_allclose(engine.run(pixels), 2 * TorchEngine(net, torch.device("cpu"),
-                                                                   channels_last=False).run(pixels), rtol=1e-5)
-    engine.run(pixels)
-    assert len(calls) == 1
+    eager = TorchEngine(net, torch.device("cpu"), channels_last=False)
+    np.testing.assert_allclose(engine.run(pixels), 2 * eager.run(pixels), rtol=1e-5)
+    # A short (last) batch is padded to the compiled shape and cut back: same vectors, no new shape.
+    short = engine.run(pixels[:3])
+    assert short.shape == (3, 8)
+    np.testing.assert_allclose(short, 2 * eager.run(pixels[:3]), rtol=1e-5, atol=1e-6)
+    assert len(calls) == 1 and shapes == [4, 4]
     assert not TorchEngine(net, torch.device("cpu"), channels_last=False).compiled
 
 
@@ -82,7 +91,7 @@ def test_a_compilation_that_fails_on_the_first_batch_names_the_fix(monkeypatch) 
     def broken(batch: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("inductor exploded\nlong trace")
 
-    monkeypatch.setattr(torch, "compile", lambda fn: broken)
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic=None: broken)
     engine = TorchEngine(_net(), torch.device("cpu"), channels_last=False, compile=True)
     with pytest.raises(ModelLoadError, match="torch.compile failed.*inductor exploded.*compile=False"):
         engine.run(_pixels())

@@ -14,6 +14,9 @@ What it does with a batch, and why:
 * Optional ``torch.compile``: checked up front for what it needs (a C++ compiler on the
   CPU, Triton on CUDA), and a compilation that fails on the first batch is reported as a
   :class:`~lookalike.errors.ModelLoadError` naming the fix, never silently run eagerly.
+  Graphs are compiled for static shapes; a batch shorter than the largest seen is padded
+  to it, so a run's short last batch costs no second compilation.
+* cuDNN autotuning (``cudnn.benchmark``) on CUDA, where batch shapes repeat.
 """
 
 from __future__ import annotations
@@ -91,7 +94,10 @@ class TorchEngine:
             problem = compile_problem(self.device)
             if problem is not None:
                 raise ModelLoadError(f"cannot compile the model: {problem}; {_COMPILE_FIX}")
-            self._forward = torch.compile(forward)
+            # Static shapes: a graph specialised to the batch shape runs fastest, and _pad keeps
+            # the shapes few (a short last batch is padded to the full one, not recompiled).
+            self._forward = torch.compile(forward, dynamic=False)
+        self._rows = 0  # compiled: the largest batch seen, which shorter ones are padded to
 
     def autocast(self) -> ContextManager[Any]:
         """Reduced precision where :func:`autocast_dtype` chose one (CUDA), else a no-op."""
@@ -119,10 +125,27 @@ class TorchEngine:
         """Like :meth:`run` but the features stay on the device, in the forward's dtype."""
         with torch.inference_mode():
             batch = self.to_device(pixels)
-            if not self.compiled or self._compile_checked:
+            if not self.compiled:
                 return self._call(batch)
+            n = batch.shape[0]
+            batch = self._pad(batch)
+            if self._compile_checked:
+                return self._call(batch)[:n]
             with self._lock:
-                return self._first_compiled_call(batch)
+                return self._first_compiled_call(batch)[:n]
+
+    def _pad(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch shorter than the largest seen, padded with zeros to its size: a compiled graph
+        is specialised to its shape, and the rows are independent, so padding changes no vector."""
+        n = batch.shape[0]
+        if n > self._rows:
+            self._rows = n
+            return batch
+        if n == self._rows:
+            return batch
+        pad = batch.new_zeros((self._rows - n, *batch.shape[1:]))
+        out = torch.cat([batch, pad])
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def run(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
         """``(B, 3, H, W)`` float32 preprocessed -> ``(B, dim)`` float32 features, not normalised, in order."""
