@@ -34,9 +34,11 @@ class DevicePreprocess:
         self.device = device
         self.mode = _MODES[cfg.interpolation]
         fill = cfg.fill if cfg.fill is not None else tuple(int(round(m * 255)) for m in cfg.mean)
-        self.fill = torch.tensor(fill, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.mean = torch.tensor(cfg.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
+        mean = torch.tensor(cfg.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
+        # (x - mean) / std as one multiply-add: x * inv_std + bias
         self.inv_std = 1.0 / (torch.tensor(cfg.std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0)
+        self.bias = -mean * self.inv_std
+        self.fill_norm = (torch.tensor(fill, dtype=torch.float32, device=device).view(1, 3, 1, 1) - mean) * self.inv_std
 
     def _resize(self, x: torch.Tensor, h: int, w: int, scale: float | None = None) -> torch.Tensor:
         """Resample float ``(n, 3, H, W)`` to ``(h, w)``; with ``scale``, map pixels at exactly that
@@ -62,43 +64,48 @@ class DevicePreprocess:
         x = interpolate(x, scale_factor=(1.0, scale), recompute_scale_factor=False, **kw).round_().clamp_(0, 255)
         return interpolate(x, scale_factor=(scale, 1.0), recompute_scale_factor=False, **kw).round_().clamp_(0, 255)
 
-    def group(self, x: torch.Tensor) -> torch.Tensor:
-        """``(n, 3, H, W)`` uint8 images of one size -> ``(n, 3, size, size)`` float32, normalised."""
+    def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Float ``(n, 3, H, W)`` images of one size -> the resampled 0..255 pixels and the
+        ``(top, left)`` where they go in the ``size x size`` input."""
         size, cfg = self.cfg.size, self.cfg
         h, w = x.shape[-2:]
-        x = x.float()
         if cfg.resize_mode == "squash":
-            out = self._resize(x, size, size)
-        elif cfg.resize_mode == "letterbox":
+            return self._resize(x, size, size), 0, 0
+        if cfg.resize_mode == "letterbox":
             scale = size / max(w, h)
             nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-            out = self.fill.expand(x.shape[0], 3, size, size).clone()
-            top, left = (size - nh) // 2, (size - nw) // 2
-            out[:, :, top : top + nh, left : left + nw] = self._resize(x, nh, nw)
-        else:
-            # The CPU path resizes the crop box straight to size x size at this scale; resizing
-            # the whole image at exactly that scale and cutting the box out samples the same
-            # source positions (src = (dst + 0.5) / scale), with one kernel per group.
-            scale = size / cfg.crop_pct / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            left, top = (nw - size) // 2, (nh - size) // 2
-            out = self._resize(x, nh, nw, scale)[:, :, top : top + size, left : left + size]
-        return (out - self.mean) * self.inv_std
+            return self._resize(x, nh, nw), (size - nh) // 2, (size - nw) // 2
+        # The CPU path resizes the crop box straight to size x size at this scale; resizing the
+        # whole image at exactly that scale and cutting the box out samples the same source
+        # positions (src = (dst + 0.5) / scale).
+        scale = size / cfg.crop_pct / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return self._resize(x, nh, nw, scale)[:, :, top : top + size, left : left + size], 0, 0
 
     def __call__(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Decoded ``(3, H, W)`` uint8 images (any sizes) -> ``(n, 3, size, size)`` float32, in order."""
+        """Decoded ``(3, H, W)`` uint8 images (any sizes) -> ``(n, 3, size, size)`` float32, in order.
+
+        Images of one size are resampled together; each result is normalised straight into its
+        place in the output (one fused multiply-add), so an image costs a handful of kernels.
+        """
         size = self.cfg.size
         out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=self.device)
+        if self.cfg.resize_mode == "letterbox":
+            out.copy_(self.fill_norm.expand_as(out))
         groups: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
             groups.setdefault(tuple(img.shape[-2:]), []).append(i)
         for idx in groups.values():
             batch = torch.stack([images[i] for i in idx]) if len(idx) > 1 else images[idx[0]][None]
-            rows = self.group(batch)
+            pixels, top, left = self._geometry(batch.float())
+            h, w = pixels.shape[-2:]
             if len(idx) == 1:
-                out[idx[0]] = rows[0]
+                i = idx[0]
+                torch.addcmul(self.bias, pixels, self.inv_std, out=out[i : i + 1, :, top : top + h, left : left + w])
             else:
-                out.index_copy_(0, torch.tensor(idx, device=self.device), rows)
+                rows = torch.tensor(idx, device=self.device)
+                out[rows, :, top : top + h, left : left + w] = torch.addcmul(self.bias, pixels, self.inv_std)
         return out
 
 
