@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,6 @@ class OnnxEngine:
             ) from exc
         self.providers = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self._lock = threading.Lock()
 
     def run(self, pixels: Any) -> np.ndarray:
         """(B,3,H,W) float32 preprocessed -> (B, dim) float32 features, not normalised, in order."""
