@@ -67,13 +67,6 @@ def test_torch_engine_on_cuda_uses_reduced_precision_and_matches_cpu() -> None:
         assert (cos > 0.999).all(), cos
 
 
-def test_compiled_model_on_cuda_matches_eager(tmp_path, make_image) -> None:
-    paths = [make_image(tmp_path / f"{i}.png", seed=i, size=(120, 90)) for i in range(8)]
-    eager = lookalike.load_model("lite", device="cuda").encode_images(paths)
-    compiled = lookalike.load_model("lite", device="cuda", compile=True).encode_images(paths)
-    assert np.all(np.sum(eager * compiled, axis=1) > 0.999)
-
-
 def test_cuda_batches_come_from_pinned_memory(tmp_path, make_image, monkeypatch) -> None:
     model = lookalike.load_model("lite", device="cuda")
     seen = []
@@ -109,3 +102,11 @@ def test_gpu_decode_on_cuda_matches_the_cpu_path(tmp_path) -> None:
     decoder = DeviceDecoder(model.preprocess, model.device, model.image_transform, 0)
     errors, pixels = decoder.decode_batch([decoder.stage(p) for p in paths])
     assert decoder.on_device == len(paths) and pixels.device.type == "cuda" and errors == [None] * len(paths)
+
+
+def test_compiled_model_on_cuda_matches_eager(tmp_path, make_image) -> None:
+    """Last in the file: compiling takes a minute."""
+    paths = [make_image(tmp_path / f"{i}.png", seed=i, size=(120, 90)) for i in range(8)]
+    eager = lookalike.load_model("lite", device="cuda").encode_images(paths)
+    compiled = lookalike.load_model("lite", device="cuda", compile=True).encode_images(paths)
+    assert np.all(np.sum(eager * compiled, axis=1) > 0.999)
