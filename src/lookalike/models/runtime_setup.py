@@ -97,15 +97,17 @@ def _configure_int8(model: "EmbeddingModel", runtime: str, calibration: Any) -> 
     else:
         images = _calibration_images(calibration)
         candidates = list(_INT8_RUNTIMES) if runtime == "auto" else [runtime]
-        paths = {}
+        paths: dict[str, Path] = {}
+        failures: list[Exception] = []
         for name in candidates:
             try:
                 paths[name] = quantize.quantize_image_tower(model, images, runtime=name)
-            except MissingExtra:
+            except (MissingExtra, ModelLoadError) as exc:  # auto: the other runtime may still do
                 if runtime != "auto":
                     raise
+                failures.append(exc)
         if not paths:
-            raise MissingExtra("onnxruntime", None, "precision int8")
+            raise failures[0]
         chosen = next(iter(paths))
         if runtime == "auto" and len(paths) > 1 and model.device.type == "cpu":
             chosen = _measure_int8(model, paths, quantize)
