@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..images.decode import ImageSource
     from .base import EmbeddingModel
 
-__all__ = ["configure", "check_settings", "describe"]
+__all__ = ["configure", "check_settings"]
 
 _INT8_RUNTIMES = ("onnx", "openvino")
 _INT8_HOW = ("int8 needs calibration images: calibration=[image paths] (or a folder of images; "
@@ -191,9 +191,3 @@ def _import_quantize() -> Any:
             raise
         raise ModelLoadError(f"precision int8 is not available: {exc}; use --precision fp32") from exc
     return quantize
-
-
-def describe(model: "EmbeddingModel") -> str:
-    """``onnx fp32`` / ``openvino int8 (calibration ab12...)``: the runtime line for messages."""
-    text = f"{model.runtime} {model.precision}"
-    return text + (f" (calibration {model.calibration})" if model.precision == "int8" else "")
