@@ -8,6 +8,7 @@ workers are already decoding the next batches.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, Sequence, TypeVar
 
@@ -101,7 +102,7 @@ def embed_prepared(
     prepared: Iterable[Prepared[T]],
     *,
     batch_size: int = 32,
-    pin_memory: bool = False,
+    pin_memory: bool | Callable[[], bool] = False,
 ) -> Iterator[tuple[Prepared[T], np.ndarray | None]]:
     """Yield ``(prepared, vector)`` in input order; ``vector`` is ``None`` where there were no pixels.
 
@@ -110,9 +111,22 @@ def embed_prepared(
     With ``pin_memory`` (a CUDA model on torch), a worker thread stacks each batch into a
     pinned buffer (:class:`.loader.PinnedBatches`) while the model runs the one before, and
     ``embed`` gets that pinned tensor; where pinned memory is unavailable it is ignored.
+    ``pin_memory`` may be a function, asked when the first pixels are ready: whether the
+    model sits on a GPU may only be known by loading it, which a run with nothing to embed
+    must not do.
     """
-    pinned = PinnedBatches() if pin_memory and pinned_memory_available() else None
-    yield from _embed_batches(embed, _batches(prepared, batch_size), batch_size, pinned)
+    batches: Iterator[list[Prepared[T]]] = iter(_batches(prepared, batch_size))
+    wanted = pin_memory
+    if callable(pin_memory):
+        for batch in batches:
+            if any(p.pixels is not None for p in batch):
+                wanted, batches = pin_memory(), itertools.chain([batch], batches)
+                break
+            yield from ((p, None) for p in batch)
+        else:
+            return
+    pinned = PinnedBatches() if wanted and pinned_memory_available() else None
+    yield from _embed_batches(embed, batches, batch_size, pinned)
 
 
 def _embed_batches(embed: Callable[[Any], np.ndarray], batches: Iterable[list[Prepared[T]]], batch_size: int,

@@ -25,7 +25,6 @@ from ..images.transforms import PreprocessConfig, build_transform
 from ..pipeline.embed import embed_prepared
 from ..pipeline.loader import default_workers, ordered_map
 from ..progress import ProgressCallback, ProgressEvent
-from ..models.device import resolve_device
 from ..models.lazy import LazyModel
 from ..sources.base import MEMBER_SEPARATOR, Part, SkipCallback, Source, SourceItem
 from ..sources.folder import FolderSource
@@ -171,8 +170,10 @@ def _index(storage: "Storage", source: Source, *, model: LazyModel, batch_size: 
             return model.get().embed_pixels(pixels)
 
         total = folder_total(source, known, retry_failed)
-        pin = resolve_device(model.device).type == "cuda"  # batches reach a GPU from pinned memory
-        for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size, pin_memory=pin),
+        def on_gpu() -> bool:  # batches reach a GPU from pinned memory; asked once there is a batch
+            return model.get().device.type == "cuda"
+
+        for done, (p, vec) in enumerate(embed_prepared(embed, prepared, batch_size=batch_size, pin_memory=on_gpu),
                                         start=1):
             batch.apply(p, vec, emit)
             emit(ProgressEvent("embed", done=done, total=total, path=p.item.job.file.path))
