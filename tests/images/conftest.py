@@ -1,8 +1,9 @@
-"""Builders for hostile and awkward image files, and a peak-memory probe.
+"""Builders for hostile and awkward image files, a peak-memory probe, and the decoder switch.
 
 Everything is generated in memory in milliseconds: no sample downloads. The builders live
 on the ``hostile`` fixture (a namespace) so test modules can share them without importing
-a conftest.
+a conftest. The ``decoder`` fixture runs a test once per decoder (libvips and Pillow) by
+making it the default through ``$LOOKALIKE_DECODER``, so indexing threads use it too.
 """
 
 from __future__ import annotations
@@ -248,3 +249,21 @@ def peak_rss() -> Iterator[type[PeakRSS]]:
         pytest.skip("needs /proc/self/statm to sample memory")
     yield PeakRSS
 
+
+
+#: Both decoders; a test that holds for one only overrides the fixture with
+#: ``@pytest.mark.parametrize("decoder", ["pillow"], indirect=True)``.
+DECODER_NAMES = ("pillow", "vips")
+
+
+@pytest.fixture(params=DECODER_NAMES)
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The decoder this run of the test uses, made the default for the whole process."""
+    if request.param == "vips":
+        pytest.importorskip("pyvips")
+        from lookalike.images.vips_decode import vips_available
+
+        if not vips_available():
+            pytest.skip("pyvips imports but its libvips does not load")
+    monkeypatch.setenv("LOOKALIKE_DECODER", request.param)
+    return request.param

@@ -3,6 +3,11 @@
 Each test pins the precise outcome: either the exact pixels/size that come back, or an
 UnreadableImage whose reason says what went wrong. Nothing may crash, hang, exhaust memory
 or quietly substitute other pixels.
+
+Every test runs against both decoders (the ``decoder`` fixture, libvips and Pillow), except
+the few that test Pillow's own machinery (``pillow_only``); those have a libvips counterpart
+here or in test_vips_decode.py. Where the decoders legitimately differ (libvips shrinks
+every format to exactly ``min_side``, Pillow drafts JPEGs by powers of two) the test says so.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from lookalike.images.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_ima
 from lookalike.images.discover import discover
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+pytestmark = pytest.mark.usefixtures("decoder")
+#: For tests of Pillow's own machinery (its plugins, globals and lazy loading).
+pillow_only = pytest.mark.parametrize("decoder", ["pillow"], indirect=True)
 
 
 def pixel(decoded: DecodedImage, x: int, y: int) -> tuple[int, ...]:
@@ -138,12 +147,33 @@ def test_png_bomb_refused_before_decoding(tmp_path: Path, png_bomb_bytes: bytes,
     assert mem.growth < 200 * 2**20, f"grew {mem.growth / 2**20:.0f} MB"
 
 
-@pytest.mark.parametrize(
+def test_png_bomb_refused_when_the_decoder_may_shrink(png_bomb_bytes: bytes, peak_rss: Any) -> None:
+    """Indexing asks for a small image (min_side), which lets libvips stream a PNG instead of
+    holding it; a tiny file claiming 900 MP is still refused from its header, at once."""
+    t0 = time.perf_counter()
+    with peak_rss() as mem:
+        err = refused(png_bomb_bytes, min_side=224, name="bomb.png")
+    assert "30000x30000" in err.reason and "decompression bomb" in err.reason, err.reason
+    assert time.perf_counter() - t0 < 2.0
+    assert mem.growth < 200 * 2**20, f"grew {mem.growth / 2**20:.0f} MB"
+
+
+_FORMATS = pytest.mark.parametrize(
     ("fmt", "params"),
     [("PNG", {}), ("JPEG", {}), ("TIFF", {}), ("GIF", {"save_all": True}), ("WEBP", {"save_all": True}),
      ("PNG", {"save_all": True})],
     ids=["png", "jpeg", "tiff", "animated-gif", "animated-webp", "apng"],
 )
+
+
+def _encoded_pair(hostile: Any, fmt: str, params: dict[str, Any]) -> bytes:
+    frames = [hostile.blocks(3, (100, 100)), hostile.blocks(4, (100, 100))]
+    extra = {"append_images": frames[1:]} if params else {}
+    return hostile.encode(frames[0], fmt, **params, **extra)
+
+
+@pillow_only
+@_FORMATS
 def test_cap_is_checked_before_any_pixel_is_loaded(
     hostile: Any, monkeypatch: pytest.MonkeyPatch, fmt: str, params: dict[str, Any]
 ) -> None:
@@ -160,9 +190,7 @@ def test_cap_is_checked_before_any_pixel_is_loaded(
             return _original(self)
 
         monkeypatch.setattr(cls, "load", spy)
-    frames = [hostile.blocks(3, (100, 100)), hostile.blocks(4, (100, 100))]
-    extra = {"append_images": frames[1:]} if params else {}
-    data = hostile.encode(frames[0], fmt, **params, **extra)
+    data = _encoded_pair(hostile, fmt, params)
     err = refused(data, max_pixels=5000)
     assert "100x100 = 10,000 pixels exceeds the cap of 5,000" in err.reason
     assert loads == []
@@ -170,6 +198,34 @@ def test_cap_is_checked_before_any_pixel_is_loaded(
     assert loads
 
 
+@_FORMATS
+@pytest.mark.parametrize("decoder", ["vips"], indirect=True)
+def test_vips_checks_the_cap_before_any_pixel_is_decoded(
+    hostile: Any, monkeypatch: pytest.MonkeyPatch, fmt: str, params: dict[str, Any]
+) -> None:
+    """The libvips counterpart: over the cap, neither libvips nor Pillow computes a pixel."""
+    import pyvips
+
+    computed: list[str] = []
+    for cls, method in ((pyvips.Image, "write_to_memory"), (ImageFile.ImageFile, "load"),
+                        (PngImagePlugin.PngImageFile, "load"), (GifImagePlugin.GifImageFile, "load"),
+                        (WebPImagePlugin.WebPImageFile, "load"), (TiffImagePlugin.TiffImageFile, "load")):
+        original = getattr(cls, method)
+
+        def spy(self: Any, *args: Any, _original: Any = original, _name: str = method, **kwargs: Any) -> Any:
+            computed.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, spy)
+    data = _encoded_pair(hostile, fmt, params)
+    err = refused(data, max_pixels=5000)
+    assert "100x100 = 10,000 pixels exceeds the cap of 5,000" in err.reason
+    assert computed == []
+    decode_image(data)
+    assert computed == ["write_to_memory"]  # libvips, not Pillow, decoded it
+
+
+@pillow_only
 def test_pillow_global_limit_does_not_override_max_pixels(hostile: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: Pillow's own open-time limit (2 x MAX_IMAGE_PIXELS, ~179 MP) refused images
     that ``max_pixels`` allows, so raising max_pixels (as the error advises) did nothing."""
@@ -188,7 +244,7 @@ def test_huge_jpeg_is_drafted_below_the_cap_instead_of_refused(hostile: Any) -> 
     data = hostile.uniform_grey_jpeg(13504, 13504)
     assert len(data) < 3_000_000
     decoded = decode_image(data, min_side=224, max_pixels=100_000_000)
-    assert decoded.image.size == (1688, 1688)
+    assert decoded.image.size == (1688, 1688)  # libvips shrinks on load exactly as Pillow's draft
     assert (decoded.width, decoded.height) == (13504, 13504)
     assert pixel(decoded, 800, 800) == (128, 128, 128)
     err = refused(data, max_pixels=100_000_000)  # no draft: the full size counts
@@ -394,15 +450,31 @@ def test_jpeg_draft_for_model_input_is_much_smaller(big_jpeg: bytes) -> None:
     assert decode_image(big_jpeg, min_side=224).image.size == (500, 375)
 
 
+def test_scaled_jpeg_size_is_rounded_up_by_both_decoders(hostile: Any) -> None:
+    """Regression (libvips): libjpeg's scaled size rounds up (Pillow's draft keeps the partial
+    edge block) while libvips rounded down, which moved a letterboxed picture by a pixel and
+    the lite model's vector by 0.006 in cosine."""
+    data = hostile.encode(hostile.blocks(4, (1600, 1203)), "JPEG", quality=90)
+    decoded = decode_image(data, min_side=224)
+    assert decoded.image.size == (400, 301)
+    assert_close(pixel(decoded, 200, 300), pixel(decoded, 200, 299), tol=40)
+
+
 def test_jpeg_without_min_side_is_full_size(big_jpeg: bytes) -> None:
     """min_side=0 (the default) never drafts."""
     assert decode_image(big_jpeg).image.size == (4000, 3000)
 
 
-def test_draft_never_applies_to_png(hostile: Any) -> None:
-    """Draft is JPEG-only; other formats come back at full size."""
-    data = hostile.encode(hostile.blocks(2, (1200, 900)), "PNG")
-    assert decode_image(data, min_side=100).image.size == (1200, 900)
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF", "GIF"])
+def test_other_formats_shrink_with_libvips_only(hostile: Any, decoder: str, fmt: str) -> None:
+    """Pillow's draft is JPEG-only, so other formats come back at full size; libvips shrinks
+    every format it reads, keeping 4x min_side (the model's resize does the rest, as on
+    Pillow's image) and the exact aspect ratio; the reported size stays the original."""
+    data = hostile.encode(hostile.blocks(2, (1200, 900)), fmt)
+    decoded = decode_image(data, min_side=50)
+    assert decoded.image.size == ((1200, 900) if decoder == "pillow" else (268, 201))
+    assert (decoded.width, decoded.height) == (1200, 900)
+    assert decode_image(data, min_side=150).image.size == (1200, 900)  # under 8x: not worth it
 
 
 def test_callers_image_is_not_modified(big_jpeg: bytes, hostile: Any) -> None:
@@ -424,14 +496,15 @@ def test_callers_image_is_not_modified(big_jpeg: bytes, hostile: Any) -> None:
 
 
 def test_truncated_file_refused_even_if_load_truncated_images_is_set(
-    hostile: Any, monkeypatch: pytest.MonkeyPatch
+    hostile: Any, monkeypatch: pytest.MonkeyPatch, decoder: str
 ) -> None:
     """Another library turning on LOAD_TRUNCATED_IMAGES must not make us index grey-padded
-    half images: the file is refused, the reason names the flag, and the flag is left alone."""
+    half images: the file is refused, the reason names the flag (Pillow) or the truncation
+    (libvips, which never reads the flag), and the flag is left alone."""
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     for data in (hostile.truncated_jpeg(), hostile.truncated_png()):
         err = refused(data)
-        assert "LOAD_TRUNCATED_IMAGES" in err.reason
+        assert ("LOAD_TRUNCATED_IMAGES" if decoder == "pillow" else "truncated") in err.reason
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True
 
 
@@ -471,7 +544,7 @@ def test_bytes_errors_use_the_given_name(hostile: Any) -> None:
 # ----------------------------------------------------------------- robustness
 
 
-def test_truncated_animated_gif_never_escapes_as_another_exception(hostile: Any) -> None:
+def test_truncated_animated_gif_never_escapes_as_another_exception(hostile: Any, decoder: str) -> None:
     """Regression: an animated GIF cut short after its first frame made Pillow raise a bare
     IndexError (from the is_animated probe), which escaped decode_image and would abort a
     whole indexing run. Every cut must give the first frame or UnreadableImage."""
@@ -484,9 +557,12 @@ def test_truncated_animated_gif_never_escapes_as_another_exception(hostile: Any)
             reasons.append(err.reason)
         else:
             assert_close(pixel(decoded, 15, 15), RED, tol=2)
-    assert any(r.startswith("truncated or corrupt file (index out of range") for r in reasons)
+    if decoder == "pillow":
+        assert any(r.startswith("truncated or corrupt file (index out of range") for r in reasons)
+    assert sum("truncated" in r for r in reasons) > len(reasons) // 2, reasons
 
 
+@pillow_only
 @pytest.mark.parametrize(("stage", "error"), [("_open", RuntimeError), ("load", KeyError)])
 def test_unexpected_plugin_error_becomes_unreadable(
     hostile: Any, monkeypatch: pytest.MonkeyPatch, stage: str, error: type[Exception]
@@ -502,6 +578,27 @@ def test_unexpected_plugin_error_becomes_unreadable(
     assert error.__name__ in err.reason and "unexpected tag" in err.reason
 
 
+@pytest.mark.parametrize("decoder", ["vips"], indirect=True)
+@pytest.mark.parametrize("stage", ["header", "pixels"])
+def test_unexpected_libvips_error_never_escapes(hostile: Any, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    """The libvips counterpart: an unexpected exception while reading the header hands the
+    file to Pillow (which decodes this good one); while decoding pixels it becomes
+    UnreadableImage naming the exception type."""
+    import pyvips
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("unexpected tag")
+
+    data = hostile.encode(hostile.blocks(1), "PNG")
+    if stage == "header":
+        monkeypatch.setattr(pyvips.Image, "new_from_source", broken)
+        assert decode_image(data).image.size == (160, 120)
+    else:
+        monkeypatch.setattr(pyvips.Image, "write_to_memory", broken)
+        err = refused(data)
+        assert "RuntimeError" in err.reason and "unexpected tag" in err.reason
+
+
 def _open_fds_to(path: Path) -> list[str]:
     fd_dir = Path("/proc/self/fd")
     found = []
@@ -514,6 +611,7 @@ def _open_fds_to(path: Path) -> list[str]:
     return found
 
 
+@pillow_only
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 def test_failed_decode_releases_file_and_pixels(tmp_path: Path, hostile: Any) -> None:
     """Regression: a failed decode's traceback kept the opened image alive (its open file and
@@ -541,6 +639,22 @@ def _walk_tb(tb: Any) -> list[Any]:
         out.append(tb)
         tb = tb.tb_next
     return out
+
+
+@pytest.mark.parametrize("decoder", ["vips"], indirect=True)
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_vips_releases_the_file_whatever_the_outcome(tmp_path: Path, hostile: Any, png_bomb_bytes: bytes) -> None:
+    """The libvips counterpart: the open file is closed after a success, a pixel failure and a
+    refusal from the header, even while the caller holds the error and its traceback."""
+    good, cut, bomb = tmp_path / "good.png", tmp_path / "cut.png", tmp_path / "bomb.png"
+    good.write_bytes(hostile.encode(hostile.blocks(2, (600, 400)), "PNG"))
+    cut.write_bytes(hostile.truncated_png())
+    bomb.write_bytes(png_bomb_bytes)
+    assert decode_image(good, min_side=25).image.size == (150, 100)
+    assert _open_fds_to(good) == []
+    held = [refused(cut), refused(bomb, min_side=224)]
+    assert "truncated" in held[0].reason and "decompression bomb" in held[1].reason
+    assert _open_fds_to(cut) == [] and _open_fds_to(bomb) == []
 
 
 def test_decoded_multi_frame_file_is_closed(tmp_path: Path, hostile: Any) -> None:

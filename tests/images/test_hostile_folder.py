@@ -81,12 +81,12 @@ def folder(tmp_path: Path, hostile: Any, png_bomb_bytes: bytes) -> HostileFolder
 
 
 def test_hostile_folder_is_indexed_safely(
-    tmp_path: Path, folder: HostileFolder, lite_model: Any, peak_rss: Any
+    tmp_path: Path, folder: HostileFolder, lite_model: Any, peak_rss: Any, decoder: str
 ) -> None:
-    """Guards the whole decode path in production use: the run completes; bad files are
-    failures with reasons and no vectors; every readable file (CMYK, 16-bit, animated,
-    rotated, unicode, mis-named, 182 MP) is indexed; the loop and broken link are skipped;
-    memory stays bounded."""
+    """Guards the whole decode path in production use, with each decoder (libvips and
+    Pillow): the run completes; bad files are failures with reasons and no vectors; every
+    readable file (CMYK, 16-bit, animated, rotated, unicode, mis-named, 182 MP) is indexed;
+    the loop and broken link are skipped; memory stays bounded."""
     coll = lookalike.Collection.create(tmp_path / "c.lkl", model=lite_model)
     with peak_rss() as mem:
         report = coll.add([folder.root])
@@ -138,7 +138,8 @@ def test_rescan_of_hostile_folder_does_no_work(
     tmp_path: Path, folder: HostileFolder, lite_model: Any, hostile: Any
 ) -> None:
     """A second add of the unchanged folder embeds nothing and does not retry the failures;
-    after a bad file is fixed, only that file is read again."""
+    after a bad file is fixed, only that file is read again. (Indexer bookkeeping, so it runs
+    with the default decoder only; the decoding itself is tested with both above.)"""
     coll = lookalike.Collection.create(tmp_path / "c.lkl", model=lite_model)
     first = coll.add([folder.root])
     assert len(first.failed) == len(folder.bad)

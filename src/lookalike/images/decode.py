@@ -1,7 +1,16 @@
-"""Decoding one image into RGB pixels, safely.
+"""Decoding one image into RGB pixels, safely: the entry point, the decoder choice, the Pillow path.
 
 Every failure becomes an :class:`~lookalike.errors.UnreadableImage` with a short reason;
-nothing here ever substitutes another image for one that failed. What it handles:
+nothing here ever substitutes another image for one that failed.
+
+Two decoders give the same :class:`DecodedImage` (see :func:`default_decoder`):
+
+* ``"vips"`` (:mod:`.vips_decode`, the default where pyvips works): shrinks on load for every
+  format libvips reads and streams huge PNGs and JPEGs in rows, under a per-image memory
+  bound. Files it does not take (CMYK, float, BMP...) go to Pillow.
+* ``"pillow"``, the fallback, described below.
+
+What the Pillow path handles:
 
 * JPEG draft mode: a camera photo is decoded at 1/2, 1/4 or 1/8 scale when the model
   input is small, which is most of the cost of reading a large JPEG.
@@ -14,7 +23,8 @@ nothing here ever substitutes another image for one that failed. What it handles
   decompression bombs from exhausting memory. It replaces Pillow's own open-time check
   (``Image.MAX_IMAGE_PIXELS``), which looks at the full size before JPEG draft reduction
   and would otherwise refuse images that ``max_pixels`` allows.
-* A PIL image passed in by the caller is never modified (no draft, no seek).
+* A PIL image passed in by the caller is never modified (no draft, no seek); it always
+  takes this path.
 """
 
 from __future__ import annotations
@@ -24,35 +34,28 @@ import os
 import struct
 import threading
 import warnings
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import UnreadableImage
+from ..errors import InvalidArgument, MissingExtra, UnreadableImage
+from . import vips_decode
+from .decoded import DEFAULT_MAX_PIXELS, ORIENTATION, DecodedImage, ImageSource, cap_reason, describe, exif_facts
 
-__all__ = ["DecodedImage", "ImageSource", "decode_image", "DEFAULT_MAX_PIXELS", "heif_available"]
+__all__ = ["DecodedImage", "ImageSource", "decode_image", "DEFAULT_MAX_PIXELS", "heif_available",
+           "DECODERS", "default_decoder", "check_decoder"]
 
 # Our own cap (below) replaces Pillow's global bomb check, which would otherwise warn or
 # raise with a message that names no file.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-#: Images with more pixels than this (after JPEG draft reduction) are refused before decoding.
-#: Real clip art reaches 170 MP (openclipart has 10561x16000 PNGs); bombs are made of
-#: gigapixels. 200 MP bounds one decode to ~800 MB of RGBA.
-DEFAULT_MAX_PIXELS = 200_000_000
-
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+#: The decoders :func:`decode_image` can use.
+DECODERS = ("vips", "pillow")
+_DECODER_ENV = "LOOKALIKE_DECODER"
 
 _heif_state: bool | None = None
-_ORIENTATION = 0x0112  # EXIF tags
-_DATE_TIME = 0x0132
-_EXIF_IFD = 0x8769
-_DATE_TIME_ORIGINAL = 0x9003
-_SUBSEC_TIME_ORIGINAL = 0x9291
 _PILLOW_CAP_LOCK = threading.Lock()
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG", "PNG"),
@@ -63,6 +66,39 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "TIFF"),
 )
 _MODES_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def check_decoder(decoder: str | None) -> str:
+    """``decoder`` checked (``None``: :func:`default_decoder`).
+
+    Raises:
+        InvalidArgument: not one of :data:`DECODERS`.
+        MissingExtra: ``"vips"`` asked for where pyvips or its libvips does not load.
+    """
+    if decoder is None:
+        return default_decoder()
+    if decoder not in DECODERS:
+        raise InvalidArgument(f"decoder must be one of {', '.join(DECODERS)}, not {decoder!r}")
+    if decoder == "vips" and not vips_decode.vips_available():
+        raise MissingExtra("pyvips-binary", None, "libvips decoding (decoder='vips')")
+    return decoder
+
+
+def default_decoder() -> str:
+    """``$LOOKALIKE_DECODER`` ("vips" or "pillow") if set, else "vips" where pyvips imports and
+    its libvips loads, else "pillow".
+
+    Raises:
+        InvalidArgument: ``$LOOKALIKE_DECODER`` holds something else.
+        MissingExtra: it says "vips" and libvips does not load.
+    """
+    env = os.environ.get(_DECODER_ENV, "").strip().lower()
+    if env:
+        if env not in DECODERS:
+            raise InvalidArgument(f"${_DECODER_ENV} must be one of {', '.join(DECODERS)}, not {env!r} "
+                                  f"(unset it to let lookalike choose)")
+        return check_decoder(env)
+    return "vips" if vips_decode.vips_available() else "pillow"
 
 
 def heif_available() -> bool:
@@ -77,30 +113,6 @@ def heif_available() -> bool:
         except ImportError:
             _heif_state = False
     return _heif_state
-
-
-@dataclass
-class DecodedImage:
-    """An 8-bit RGB image plus what the file says about itself.
-
-    ``width`` and ``height`` are the original size (after EXIF rotation); ``taken`` is the
-    EXIF capture time as POSIX seconds (``DateTimeOriginal`` with its sub-seconds, read as
-    UTC since EXIF carries no zone), and ``exif_tags`` counts the EXIF tags present.
-    """
-
-    image: Image.Image
-    width: int
-    height: int
-    taken: float | None = None
-    exif_tags: int = 0
-
-
-def _describe(source: ImageSource) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    if isinstance(source, bytes):
-        return f"<{len(source)} bytes>"
-    return f"<PIL.Image {getattr(source, 'mode', '?')} {getattr(source, 'size', '?')}>"
 
 
 def _is_empty(source: bytes | str) -> bool:
@@ -198,27 +210,6 @@ def _apply_draft(img: Image.Image, min_side: int) -> None:
         img.draft("RGB", (int(np.ceil(w / scale)), int(np.ceil(h / scale))))
 
 
-def _exif_facts(exif: Image.Exif) -> tuple[float | None, int]:
-    """``(capture time, tag count)`` from EXIF; a malformed date is simply no date."""
-    try:
-        sub = exif.get_ifd(_EXIF_IFD)
-    except Exception:  # noqa: BLE001 - a broken sub-IFD only means fewer facts
-        sub = {}
-    count = len(exif) + len(sub)
-    raw = sub.get(_DATE_TIME_ORIGINAL) or exif.get(_DATE_TIME)
-    if not isinstance(raw, str):
-        return None, count
-    try:
-        when = datetime.strptime(raw.strip().rstrip("\x00"), "%Y:%m:%d %H:%M:%S").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None, count
-    fraction = str(sub.get(_SUBSEC_TIME_ORIGINAL) or "").strip().rstrip("\x00")
-    seconds = when.timestamp()
-    if fraction.isdigit():
-        seconds += int(fraction) / 10 ** len(fraction)
-    return seconds, count
-
-
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode in ("L", "RGB", "P") and "transparency" in img.info:
@@ -254,21 +245,32 @@ def decode_image(
     min_side: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
+    decoder: str | None = None,
 ) -> DecodedImage:
     """Decode ``source`` (a path, encoded bytes, or a PIL image) into 8-bit RGB.
 
     Args:
         source: what to decode.
         min_side: the decoder may shrink the image while its short side stays >= this
-            (JPEG files and bytes only; 0 disables it). A PIL image passed in is used as it
-            is, current frame included, and never modified.
-        max_pixels: refuse images with more pixels than this, before decoding them.
+            (0 disables it): libvips for every format it reads, Pillow for JPEG only. A PIL
+            image passed in is used as it is, current frame included, and never modified.
+        max_pixels: refuse images with more pixels than this, before decoding them; with
+            libvips, formats it streams are bounded by their rows instead (see
+            :mod:`.vips_decode`), and what comes back always stays under it.
         name: how to refer to the image in errors (defaults to the path).
+        decoder: ``"vips"``, ``"pillow"``, or ``None`` for :func:`default_decoder`.
 
     Raises:
-        UnreadableImage: with a reason, whatever went wrong.
+        UnreadableImage: with a reason, whatever went wrong with the image.
+        InvalidArgument, MissingExtra: ``decoder`` (or ``$LOOKALIKE_DECODER``) is unusable.
     """
-    label = name or _describe(source)
+    label = name or describe(source)
+    chosen = check_decoder(decoder)
+    if chosen == "vips" and isinstance(source, (bytes, str, os.PathLike)):
+        path_or_bytes = source if isinstance(source, bytes) else os.fspath(source)
+        decoded = vips_decode.decode_vips(path_or_bytes, label, min_side=min_side, max_pixels=max_pixels)
+        if decoded is not None:
+            return decoded
     owned = not isinstance(source, Image.Image)  # the caller's image is never modified
     img = _open(source, label)
     try:
@@ -294,11 +296,7 @@ def _decode(img: Image.Image, label: str, *, owned: bool, min_side: int, max_pix
         w, h = img.size
         # Nothing before this check may touch pixels (PNG's getexif() decodes the whole image).
         if w * h > max_pixels:
-            raise UnreadableImage(
-                label,
-                f"{w}x{h} = {w * h:,} pixels exceeds the cap of {max_pixels:,} "
-                "(possible decompression bomb; raise max_pixels if the image is genuine)",
-            )
+            raise UnreadableImage(label, cap_reason(w, h, max_pixels))
         # Pillow refuses truncated files unless this global is set; we want the refusal,
         # so make sure nobody turned it on in-process. (An image with nothing left to
         # decode, such as one built in memory, has nothing to guess.)
@@ -306,8 +304,8 @@ def _decode(img: Image.Image, label: str, *, owned: bool, min_side: int, max_pix
             raise UnreadableImage(label, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; refusing to guess pixels")
         img.load()
         exif = img.getexif()
-        orientation = exif.get(_ORIENTATION, 1)
-        taken, exif_tags = _exif_facts(exif)
+        orientation = exif.get(ORIENTATION, 1)
+        taken, exif_tags = exif_facts(exif)
         if orientation in (5, 6, 7, 8):
             width, height = height, width
         if orientation in (2, 3, 4, 5, 6, 7, 8):
