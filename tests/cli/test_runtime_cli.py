@@ -49,3 +49,25 @@ def test_unknown_runtime_names_the_choices(tmp_path: Path, folder: Path) -> None
     assert result.exit_code == 2, result.output
     assert "tensorrt" in result.stderr and "openvino" in result.stderr
     assert not (tmp_path / "c.lkl" / "manifest.json").exists()
+
+
+def test_models_shows_what_auto_measured_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`models` reads this machine's measurements from the cache, without loading a model; one
+    made under another machine key (another CPU, other library versions) is not shown."""
+    import json
+    import time
+
+    from lookalike.models.autotune import RuntimeMeasurement, machine_key
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
+    (tmp_path / "autotune").mkdir()
+    here = RuntimeMeasurement("openvino", {"torch": 41.0, "onnx": 128.0, "openvino": 180.0}, 16, 2, "cpu",
+                              time.time(), "fp32", {}, "lite", machine_key())
+    elsewhere = RuntimeMeasurement("onnx", {"onnx": 999.0}, 16, 2, "cpu", time.time(), "int8", {}, "lite", "other")
+    for name, m in (("a", here), ("b", elsewhere)):
+        (tmp_path / "autotune" / f"{name}.json").write_text(json.dumps(m.to_dict()))
+    result = run("models")
+    lite_line = next(ln for ln in result.stdout.splitlines() if ln.split()[:1] == ["lite"])
+    assert "fp32: openvino (torch 41, onnx 128, openvino 180 img/s)" in lite_line and "999" not in result.stdout
+    data = json.loads(run("models", "--json").stdout)
+    assert [m["choice"] for m in next(d for d in data if d["name"] == "lite")["measured"]] == ["openvino"]

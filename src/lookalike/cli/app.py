@@ -105,21 +105,28 @@ def serve(
 
 @app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List tested models: name, modalities, dimension, and whether they work offline now."""
+    """List tested models: name, modalities, dimension, whether they work offline now, and the
+    runtime `auto` picked for them on this machine (measured on first use)."""
+    from ..models.autotune import measurements_for
+
     infos = list_models()
+    measured = {i.name: measurements_for(i.name) for i in infos}
     if as_json:
-        sys.stdout.write(json.dumps([i.__dict__ for i in infos], indent=2) + "\n")
+        rows = [{**i.__dict__, "measured": [m.to_dict() for m in measured[i.name]]} for i in infos]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     table = Table(header_style="bold", box=None)
     table.add_column("name", no_wrap=True)
-    for col in ("modalities", "dim", "offline", "description"):
+    for col in ("modalities", "dim", "offline", "auto here", "description"):
         table.add_column(col, overflow="fold")
     for i in infos:
-        table.add_row(i.name, "+".join(i.modalities), str(i.dim), "yes" if i.offline else "download",
+        auto = "; ".join(f"{m.precision}: {m.summary()}" for m in measured[i.name]) or "not measured yet"
+        table.add_row(i.name, "+".join(i.modalities), str(i.dim), "yes" if i.offline else "download", auto,
                       i.description)
     out.print(table)
     out.print("\nAlso: openclip:hf-hub:ORG/REPO, timm:NAME, or a local model folder. "
-              "Weights download on first use unless offline.", style="dim")
+              "Weights download on first use unless offline. `auto` (the default runtime) times torch, "
+              "ONNX Runtime and OpenVINO once per model on this machine and keeps the fastest.", style="dim")
 
 
 def _version(value: bool) -> None:

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import LookalikeError
 from ..fsutil import atomic_writer
-from .lite_bridge import cache_dir
+from .cache import cache_dir
 from .onnx_engine import cpu_cores, model_threads
 
 if TYPE_CHECKING:
     from .base import EmbeddingModel
     from .engine import ImageEngine
 
-__all__ = ["RuntimeMeasurement", "measure", "cached_measurement", "machine_key", "machine_name",
+__all__ = ["RuntimeMeasurement", "measure", "cached_measurement", "measurements_for", "machine_key", "machine_name",
            "MEASURE_BATCH", "MEASURE_SECONDS"]
 
 log = logging.getLogger("lookalike")
@@ -63,6 +63,10 @@ class RuntimeMeasurement:
     measured_at: float
     precision: str = "fp32"
     errors: dict[str, str] = field(default_factory=dict)
+    #: The model measured and the :func:`machine_key` it was measured under, so that
+    #: ``lookalike models`` can list this machine's measurements without loading any model.
+    model_id: str = ""
+    key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +76,8 @@ class RuntimeMeasurement:
         return cls(choice=str(data["choice"]), rates={str(k): float(v) for k, v in data["rates"].items()},
                    batch=int(data["batch"]), threads=int(data["threads"]), machine=str(data["machine"]),
                    measured_at=float(data["measured_at"]), precision=str(data.get("precision", "fp32")),
-                   errors={str(k): str(v) for k, v in (data.get("errors") or {}).items()})
+                   errors={str(k): str(v) for k, v in (data.get("errors") or {}).items()},
+                   model_id=str(data.get("model_id", "")), key=str(data.get("key", "")))
 
     def summary(self) -> str:
         """One line for ``lookalike models`` and ``info``: ``openvino (torch 41, onnx 128, openvino 180 img/s)``."""
@@ -126,6 +131,21 @@ def cached_measurement(fingerprint: str, precision: str = "fp32",
         return None
 
 
+def measurements_for(model_id: str) -> list[RuntimeMeasurement]:
+    """This machine's cached measurements of the model named ``model_id`` (any weights,
+    precision or calibration), newest first."""
+    key = machine_key()
+    found = []
+    for path in (cache_dir() / "autotune").glob("*.json"):
+        try:
+            m = RuntimeMeasurement.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if m.model_id == model_id and m.key == key:
+            found.append(m)
+    return sorted(found, key=lambda m: -m.measured_at)
+
+
 def measure(model: "EmbeddingModel", precision: str = "fp32", *, calibration: str | None = None,
             factories: dict[str, EngineFactory] | None = None, refresh: bool = False) -> RuntimeMeasurement:
     """Time every runtime in ``factories`` (default: torch, onnx, openvino at fp32) on ``model``'s
@@ -156,7 +176,7 @@ def measure(model: "EmbeddingModel", precision: str = "fp32", *, calibration: st
     if not rates:
         raise next(iter(_errors_as_exceptions(errors)))
     result = RuntimeMeasurement(max(rates, key=rates.__getitem__), rates, MEASURE_BATCH, model_threads(),
-                                machine_name(), time.time(), precision, errors)
+                                machine_name(), time.time(), precision, errors, model.model_id, machine_key())
     _save(_path(fingerprint, precision, calibration), result)
     return result
 

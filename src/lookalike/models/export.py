@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingExtra, ModelLoadError
-from .lite_bridge import cache_dir
+from .cache import cache_dir
 
 if TYPE_CHECKING:
     from .base import EmbeddingModel

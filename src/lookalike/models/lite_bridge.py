@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 
 from ..errors import MissingExtra, ModelLoadError
 from ..fsutil import atomic_writer
+from .cache import cache_dir
 
 __all__ = ["load_minilm", "load_minilm_tokenizer", "load_or_fit_bridge", "fit_bridge", "class_prompts", "cache_dir", "BRIDGE_VERSION"]
 
@@ -37,11 +37,6 @@ log = logging.getLogger("lookalike")
 BRIDGE_VERSION = 1
 #: Ridge strength, relative to the mean eigenvalue of X^T X.
 RIDGE = 0.1
-
-
-def cache_dir() -> Path:
-    """lookalike's cache folder: ``$LOOKALIKE_CACHE`` or ``~/.cache/lookalike``."""
-    return Path(os.environ.get("LOOKALIKE_CACHE") or Path.home() / ".cache" / "lookalike")
 
 
 def load_minilm(device: torch.device) -> Any:
