@@ -166,26 +166,32 @@ def test_streamed_png_over_the_pixel_cap_is_decoded_not_refused() -> None:
 
 
 def test_rows_too_wide_for_the_memory_bound_are_refused() -> None:
-    """Streaming holds rows, so a canvas whose rows alone exceed the bound is refused."""
+    """Streaming holds rows, so a canvas whose rows alone exceed the bound is refused; and a
+    streamed canvas may exceed max_pixels only so far (time is its cost)."""
     data = grey_png(4000, 3000)
+    with pytest.raises(UnreadableImage, match=r"exceeds 16 x max_pixels = 8,000,000, the most that is streamed"):
+        decode_image(data, min_side=100, max_pixels=500_000, decoder="vips")
     with pytest.raises(UnreadableImage, match=r"rows alone need about 9 MB, over the per-image bound of 4 MB"):
         decode_image(data, min_side=100, max_pixels=1_000_000, decoder="vips")
 
 
 def test_canvases_decoded_whole_keep_the_pixel_cap(hostile: Any) -> None:
-    """Interlaced PNGs (and GIF, TIFF, HEIF, progressive JPEG) are held whole: the cap stays."""
+    """Interlaced PNGs, progressive JPEGs, WebP, GIF, TIFF (and HEIF) are held whole: the cap stays."""
     img = pyvips.Image.new_from_buffer(grey_png(400, 300), "")
     interlaced = img.pngsave_buffer(interlace=True)
     with pytest.raises(UnreadableImage, match="400x300 = 120,000 pixels exceeds the cap of 100,000"):
         decode_image(interlaced, min_side=50, max_pixels=100_000, decoder="vips")
     assert decode_image(interlaced, min_side=25, decoder="vips").image.size == (136, 102)
-    progressive = hostile.encode(hostile.blocks(1, (400, 300)), "JPEG", progressive=True)
-    with pytest.raises(UnreadableImage, match="exceeds the cap of 100,000"):
-        decode_image(progressive, min_side=50, max_pixels=100_000, decoder="vips")
+    for fmt, params in (("JPEG", {"progressive": True}), ("WEBP", {}), ("GIF", {}), ("TIFF", {})):
+        data = hostile.encode(hostile.blocks(1, (400, 300)), fmt, **params)
+        with pytest.raises(UnreadableImage, match="400x300 = 120,000 pixels exceeds the cap of 100,000"):
+            decode_image(data, min_side=25, max_pixels=100_000, decoder="vips")
 
 
+@pytest.mark.slow
 def test_huge_real_png_is_refused_by_pillow_and_indexed_by_vips(peak_rss: Any) -> None:
-    """The real 10562x16000 openclipart PNG (169 MP; the 623 MP ones are in the slow test)."""
+    """The real 10562x16000 openclipart PNG (169 MP): about 2 s. (The default suite streams a
+    synthetic PNG over the cap instead, above.)"""
     try:
         path = samples.clipart_root() / "food/meats_and_eggs/salami_mateya_01.png"
     except samples.SamplesUnavailable as exc:
@@ -283,7 +289,8 @@ def test_vectors_agree_with_pillows_on_real_images(
 ) -> None:
     """Issue 12: on real photos (JPEG, PNG with alpha, grey+alpha, WebP), real clip art with
     alpha and a rotated photo, the lite model's vectors from either decoder agree within
-    cosine 0.995, and the perceptual hashes stay within a few bits."""
+    cosine 0.995, and the traits computed from the (differently shrunk) images agree: hashes
+    within a few bits, sharpness within 20%."""
     images = _real_images(photo_sources, clipart_labelled, tmp_path)
     with Image.open(images[-9]) as im:
         assert im.mode in ("RGBA", "LA", "P"), "the clip art sample should carry alpha"
@@ -295,4 +302,5 @@ def test_vectors_agree_with_pillows_on_real_images(
     for v, p in zip(decoded["vips"], decoded["pillow"]):
         assert (v.width, v.height, v.exif_tags) == (p.width, p.height, p.exif_tags)
         tv, tp = image_traits(v), image_traits(p)
-        assert hamming(tv.phash, tp.phash) <= 8 and hamming(tv.dhash, tp.dhash) <= 8
+        assert hamming(tv.phash, tp.phash) <= 10 and hamming(tv.dhash, tp.dhash) <= 10
+        assert tv.sharpness == pytest.approx(tp.sharpness, rel=0.2, abs=1.0)
