@@ -224,7 +224,10 @@ def _render_photos(dest: Path, n: int, plan: Callable[[int, int], PhotoPlan], wo
     attempts = dict.fromkeys(range(1, n + 1), 0)
     digests: dict[int, str] = {}
     pending = list(attempts)
-    context = multiprocessing.get_context("fork")  # no re-import: works however we were loaded
+    # spawn, not fork: the caller may hold threads (libvips, ONNX Runtime, OpenVINO pools), and a
+    # child forked from a threaded process crashed at exit. Spawned children get this sys.path,
+    # so they import tools.bench_data as the caller did.
+    context = multiprocessing.get_context("spawn")
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(context.Pool(workers)) if workers > 1 else None
         while pending:
