@@ -222,7 +222,11 @@ def test_vips_checks_the_cap_before_any_pixel_is_decoded(
     assert "100x100 = 10,000 pixels exceeds the cap of 5,000" in err.reason
     assert computed == []
     decode_image(data)
-    assert computed == ["write_to_memory"]  # libvips, not Pillow, decoded it
+    # libvips, not Pillow, decoded it; WebP goes to Pillow (see vips_decode's docstring).
+    if fmt == "WEBP":
+        assert computed and "write_to_memory" not in computed
+    else:
+        assert computed == ["write_to_memory"]
 
 
 @pillow_only
@@ -465,7 +469,7 @@ def test_jpeg_without_min_side_is_full_size(big_jpeg: bytes) -> None:
     assert decode_image(big_jpeg).image.size == (4000, 3000)
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF", "GIF"])
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "GIF"])
 def test_other_formats_shrink_with_libvips_only(hostile: Any, decoder: str, fmt: str) -> None:
     """Pillow's draft is JPEG-only, so other formats come back at full size; libvips shrinks
     every format it reads, keeping 4x min_side (the model's resize does the rest, as on

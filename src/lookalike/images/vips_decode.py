@@ -4,11 +4,13 @@ Why: Pillow decodes a PNG whole, so a real 20990x29700 clip-art poster needs 2.5
 can be shrunk, and is refused by the pixel cap. libvips reads such a file row by row and
 shrinks as it reads: ~4 s and ~150 MB here, whatever the canvas.
 
-What goes through libvips: JPEG, PNG, WebP, GIF, TIFF and HEIF/AVIF (when this libvips build
-has the file's codec), 8 or 16 bits, grey or RGB, with or without alpha. Everything else
-(CMYK, Lab, float or 32-bit samples, BMP and the formats this libvips does not read, a HEIC
-without an HEVC decoder, a header libvips cannot parse) gets ``None`` back and
-:func:`.decode.decode_image` uses Pillow, so those files look and fail exactly as before.
+What goes through libvips: JPEG, PNG, GIF, TIFF and HEIF/AVIF (when this libvips build has
+the file's codec), 8 or 16 bits, grey or RGB, with or without alpha. Everything else gets
+``None`` back and :func:`.decode.decode_image` uses Pillow, so those files look and fail
+exactly as before: CMYK, Lab, float or 32-bit samples, BMP and the formats this libvips does
+not read, a HEIC without an HEVC decoder, a header libvips cannot parse, and WebP. (libwebp
+decodes a whole frame for either binding, Pillow's took 25% less time here, and libvips'
+WebP shrink-on-load, libwebp's own scaler, moved the lite model's vectors by up to 0.013.)
 
 The look is Pillow's, down to what the model's vectors can tell (cosine >= 0.995 on real
 photos and clip art; tests/images/test_vips_decode.py):
@@ -29,14 +31,14 @@ Memory, per image (``max_pixels`` x 4 bytes, the RGBA the pixel cap allows):
   indexed. A canvas over ``max_pixels`` must still come from a file of at least one byte per
   :data:`BOMB_PIXELS_PER_BYTE` pixels: a tiny file claiming a huge canvas is a decompression
   bomb, refused from its header before any pixel is decoded;
-* what is decoded whole (interlaced PNG, progressive JPEG, WebP, GIF, TIFF, HEIF) keeps the
-  pixel cap, as with Pillow;
+* what is decoded whole (interlaced PNG, progressive JPEG, GIF, TIFF, HEIF) keeps the pixel
+  cap, as with Pillow;
 * what is handed back (the shrunk image) is always under the pixel cap.
 
 The libvips operation cache is off (every file is opened once; a cache would only hold
 memory and file handles in a long run), and nothing here has state besides the one-time
-import, so decoding from a thread pool is safe. libvips' own worker threads per image follow
-``$VIPS_CONCURRENCY`` (default: one per core).
+import, so decoding from a thread pool is safe. The pool gives the parallelism: libvips runs
+one worker per image unless ``$VIPS_CONCURRENCY`` is set.
 """
 
 from __future__ import annotations
@@ -63,14 +65,13 @@ BOMB_PIXELS_PER_BYTE = 1000
 STREAM_ROWS = 2048
 #: libvips shrinks a non-JPEG canvas only down to this many times ``min_side`` (see _shrunk_size).
 HEADROOM = 4
-#: Canvases up to this many pixels are composited and shrunk in float, rounded like Pillow;
-#: larger ones in 8 bits (see _to_rgb8): float there cost 2.5x the CPU time and 3x the memory.
-EXACT_PIXELS = 32_000_000
+#: Canvases up to this many pixels are composited and shrunk in float; larger ones in 8 bits.
+EXACT_PIXELS = 64_000_000
 #: A streamed canvas may exceed ``max_pixels`` by at most this factor (time, not memory, is
 #: what such a canvas costs: about 7 ms per megapixel here).
 STREAM_FACTOR = 16
 #: libvips loaders this module uses (the ``vips-loader`` field without its _file/_source suffix).
-_LOADERS = frozenset({"jpegload", "pngload", "webpload", "gifload", "tiffload", "heifload"})
+_LOADERS = frozenset({"jpegload", "pngload", "gifload", "tiffload", "heifload"})
 _INTERPRETATIONS = frozenset({"srgb", "b-w", "rgb16", "grey16"})
 _HEIF_NO_CODEC = ("not been built in", "unsupported compression", "no decoding plugin")
 _TRUNCATED = ("premature end", "truncat", "read error", "unexpected end", "out of data", "short read",
@@ -84,7 +85,8 @@ _state: bool | None = None
 def vips_available() -> bool:
     """True when ``pyvips`` imports and its libvips loads (checked once, thread-safe).
 
-    The first successful call also turns libvips' operation cache off for this process.
+    The first successful call also turns libvips' operation cache off for this process, and
+    runs one libvips worker per image unless ``$VIPS_CONCURRENCY`` says otherwise.
     """
     global _pyvips, _state
     if _state is not None:
@@ -98,6 +100,12 @@ def vips_available() -> bool:
                 pyvips.cache_set_max(0)
                 pyvips.cache_set_max_mem(0)
                 pyvips.cache_set_max_files(0)
+                if not os.environ.get("VIPS_CONCURRENCY"):
+                    # Images are decoded in parallel by the caller's thread pool; libvips'
+                    # own workers per image only added threads and held more rows (the 10
+                    # largest openclipart PNGs, 2 decoding threads: 207 MB and 20.5 s with
+                    # one worker each, 286 MB and 23.5 s with one per core).
+                    pyvips.concurrency_set(1)
                 _pyvips, _state = pyvips, True
             except Exception:  # noqa: BLE001 - ImportError, OSError, a cffi error: all mean "no libvips"
                 _state = False
@@ -132,7 +140,7 @@ def _streams(loader: str, header: Any) -> bool:
         return not _field(header, "interlaced", 0)  # Adam7 needs every pass before any row
     if loader == "jpegload":
         return not _field(header, "jpeg-multiscan", 0)  # progressive: all coefficients at once
-    return False  # libwebp, libnsgif, libheif and striped TIFFs decode whole frames or strips
+    return False  # libnsgif and libheif decode whole frames, libtiff whole strips
 
 
 def _check_budget(label: str, loader: str, header: Any, file_bytes: int, out: tuple[int, int],
@@ -200,27 +208,25 @@ def _shrunk_size(w: int, h: int, min_side: int) -> tuple[int, int] | None:
 def _to_rgb8(img: Any, size: tuple[int, int] | None) -> Any:
     """8-bit RGB at ``size``, as the Pillow path draws it: 16-bit scaled by its range, alpha
     composited on white *before* shrinking (so transparent pixels' hidden colours never
-    bleed in), grey copied to RGB.
+    bleed in), grey copied to RGB, rounded once at the end.
 
-    Up to :data:`EXACT_PIXELS` the arithmetic is in float and rounded, like Pillow's. Past it
-    (posters of hundreds of megapixels) the full-size steps stay in 8 bits, where libvips
-    runs them several times faster: compositing then truncates semi-transparent edge pixels
-    by under one level, and an integer box shrink runs before the exact fractional one.
+    Up to :data:`EXACT_PIXELS` every step is in float: rounding the 8-bit box averages of
+    dithered wallpapers moved the lite model's vectors by 0.01 in cosine. Past it (posters of
+    hundreds of megapixels, shrunk 10x or more) the full-size steps stay in 8 bits, where
+    libvips takes 2.5x less CPU time and 3x less memory; compositing then truncates
+    semi-transparent pixels by under one level, and the shrink averages that away.
     """
     alpha = img.bands in (2, 4)
-    if img.format == "uchar" and not alpha and size is None:
-        return img if img.bands == 3 else img.bandjoin([img, img])  # nothing to compute
     if img.format == "ushort":
         img = (img.cast("float") * (255.0 / 65535.0) + 0.5).cast("uchar")
-    exact = img.width * img.height <= EXACT_PIXELS
-    if exact:
+    if img.width * img.height <= EXACT_PIXELS and (alpha or size is not None):
         img = img.cast("float")
     if alpha:
         img = img.flatten(background=[255] * (img.bands - 1), max_alpha=255)
     if size is not None:
         whole = min(img.width // size[0], img.height // size[1])
-        if not exact and whole >= 2:
-            img = img.shrink(whole, whole)  # streams rows; may drop up to whole - 1 edge pixels
+        if whole >= 2:
+            img = img.shrink(whole, whole)  # streams rows; drops at most whole - 1 edge pixels
         if (img.width, img.height) != size:
             # A box filter over exact fractional factors: the canvas maps onto the whole result.
             img = img.cast("float").shrink(img.width / size[0], img.height / size[1])
