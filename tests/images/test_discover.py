@@ -280,15 +280,23 @@ def test_unreadable_folder_is_reported(tree: Path, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("available", [True, False])
-def test_heic_extensions_only_with_pillow_heif(tree: Path, monkeypatch: pytest.MonkeyPatch, available: bool) -> None:
-    """.heic/.heif/.avif are scanned only when pillow-heif can read them."""
+@pytest.mark.parametrize("libvips_avif", [True, False])
+def test_heic_extensions_only_with_pillow_heif(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, available: bool, libvips_avif: bool
+) -> None:
+    """.heic/.heif/.avif are scanned only when pillow-heif can read them, except .avif when
+    libvips (the default decoder) reads it."""
     monkeypatch.setattr(discover_mod, "heif_available", lambda: available)
+    monkeypatch.setattr(discover_mod, "avif_via_libvips", lambda: libvips_avif)
     touch(tree / "IMG_1.HEIC")
     touch(tree / "IMG_2.avif")
     found, _ = scan(tree)
     heif_found = [p for p in found if p.lower().endswith((".heic", ".avif"))]
-    assert heif_found == ([str(tree / "IMG_1.HEIC"), str(tree / "IMG_2.avif")] if available else [])
+    expected = [str(tree / "IMG_1.HEIC")] if available else []
+    expected += [str(tree / "IMG_2.avif")] if available or libvips_avif else []
+    assert heif_found == expected
     assert is_image_name("x.heic") is available
+    assert is_image_name("x.avif") is (available or libvips_avif)
 
 
 def test_extension_sets() -> None:

@@ -240,6 +240,27 @@ def test_avif_is_decoded_by_libvips(hostile: Any) -> None:
     assert decoded.image.size == (108, 81) and (decoded.width, decoded.height) == (320, 240)
 
 
+def test_avif_files_are_discovered_without_pillow_heif(
+    tmp_path: Path, hostile: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folder indexing lists .avif files when libvips reads them, pillow-heif or not; with the
+    Pillow decoder and no pillow-heif they are not listed (nothing could read them)."""
+    import lookalike.images.discover as discover_mod
+
+    if not vips_mod.avif_available():
+        pytest.skip("this libvips cannot read AVIF")
+    img = pyvips.Image.new_from_buffer(hostile.encode(hostile.blocks(3, (64, 48)), "PNG"), "")
+    (tmp_path / "a.avif").write_bytes(img.heifsave_buffer(compression="av1"))
+    (tmp_path / "b.heic").write_bytes(b"not read: HEIC needs pillow-heif")
+    monkeypatch.setattr(discover_mod, "heif_available", lambda: False)
+    monkeypatch.delenv("LOOKALIKE_DECODER", raising=False)
+    found = [Path(f.path).name for f in discover_mod.discover([tmp_path])]
+    assert found == ["a.avif"]
+    assert decode_image(tmp_path / "a.avif").image.size == (64, 48)
+    monkeypatch.setenv("LOOKALIKE_DECODER", "pillow")
+    assert [f.path for f in discover_mod.discover([tmp_path])] == []
+
+
 def test_heic_libvips_cannot_decode_goes_to_pillow_heif() -> None:
     """pyvips-binary has no HEVC decoder: HEIC falls back to pillow-heif, when installed."""
     pillow_heif = pytest.importorskip("pillow_heif")

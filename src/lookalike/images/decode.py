@@ -45,7 +45,7 @@ from . import vips_decode
 from .decoded import DEFAULT_MAX_PIXELS, ORIENTATION, DecodedImage, ImageSource, cap_reason, describe, exif_facts
 
 __all__ = ["DecodedImage", "ImageSource", "decode_image", "DEFAULT_MAX_PIXELS", "heif_available",
-           "DECODERS", "default_decoder", "check_decoder"]
+           "avif_via_libvips", "DECODERS", "default_decoder", "check_decoder"]
 
 # Our own cap (below) replaces Pillow's global bomb check, which would otherwise warn or
 # raise with a message that names no file.
@@ -113,6 +113,15 @@ def heif_available() -> bool:
         except ImportError:
             _heif_state = False
     return _heif_state
+
+
+def avif_via_libvips() -> bool:
+    """True when AVIF files decode here without pillow-heif: libvips is the default decoder and
+    its build reads AV1 (folder discovery then lists ``.avif`` files)."""
+    try:
+        return default_decoder() == "vips" and vips_decode.avif_available()
+    except (InvalidArgument, MissingExtra):
+        return False
 
 
 def _is_empty(source: bytes | str) -> bool:

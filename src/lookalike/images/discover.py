@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..fsutil import user_path
-from .decode import heif_available
+from .decode import avif_via_libvips, heif_available
 
 __all__ = [
     "FoundFile",
@@ -64,7 +64,10 @@ def is_image_name(name: str, extensions: frozenset[str] | None = None) -> bool:
 
 
 def _default_extensions() -> frozenset[str]:
-    return IMAGE_EXTENSIONS | HEIF_EXTENSIONS if heif_available() else IMAGE_EXTENSIONS
+    if heif_available():
+        return IMAGE_EXTENSIONS | HEIF_EXTENSIONS
+    # Without pillow-heif, libvips may still read AVIF (not HEIC: the wheel has no HEVC decoder).
+    return IMAGE_EXTENSIONS | {".avif"} if avif_via_libvips() else IMAGE_EXTENSIONS
 
 
 def discover(

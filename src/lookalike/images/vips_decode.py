@@ -54,7 +54,7 @@ from PIL import Image
 from ..errors import UnreadableImage
 from .decoded import ORIENTATION, DecodedImage, cap_reason, exif_facts, upright
 
-__all__ = ["vips_available", "decode_vips", "BOMB_PIXELS_PER_BYTE", "STREAM_ROWS"]
+__all__ = ["vips_available", "avif_available", "decode_vips", "BOMB_PIXELS_PER_BYTE", "STREAM_ROWS"]
 
 #: A canvas over ``max_pixels`` read from a file with more pixels than this per byte is a bomb.
 #: Real posters are far below it (the 623 MP openclipart stop sign: 219 per byte; zlib cannot
@@ -80,6 +80,7 @@ _TRUNCATED = ("premature end", "truncat", "read error", "unexpected end", "out o
 _lock = threading.Lock()
 _pyvips: Any = None
 _state: bool | None = None
+_avif: bool | None = None
 
 
 def vips_available() -> bool:
@@ -110,6 +111,22 @@ def vips_available() -> bool:
             except Exception:  # noqa: BLE001 - ImportError, OSError, a cffi error: all mean "no libvips"
                 _state = False
     return _state
+
+
+def avif_available() -> bool:
+    """True when this libvips decodes AVIF (AV1 in HEIF; pyvips-binary's build does, though it
+    has no HEVC decoder for HEIC). Probed once by writing and reading back a tiny AVIF."""
+    global _avif
+    if _avif is None:
+        ok = False
+        if vips_available():
+            try:
+                tiny = _pyvips.Image.black(16, 16, bands=3).heifsave_buffer(compression="av1")
+                ok = _pyvips.Image.new_from_buffer(tiny, "").avg() == 0.0
+            except Exception:  # noqa: BLE001 - no heif module, no AV1 codec: no AVIF here
+                ok = False
+        _avif = ok
+    return _avif
 
 
 def _field(img: Any, name: str, default: Any = None) -> Any:
