@@ -8,9 +8,11 @@ and ``docs/benchmarks.md`` for the figures behind each choice):
 * activations uint8, asymmetric, ranges from the min/max over the calibration images;
   weights int8, symmetric, **per output channel** (per-tensor weights wreck depthwise
   convolutions after batch-norm folding: cosine to fp32 fell to 0.73 on ``lite``);
-* nodes that only compute shapes are left in float. TF-style "SAME" padding (``lite``'s
+* shape arithmetic (:mod:`.onnx_shapes`) is folded into constants where the input size is
+  fixed, and whatever is left of it stays float. TF-style "SAME" padding (``lite``'s
   EfficientNet) computes its pad widths from the input shape with float arithmetic; quantized,
   those widths come out wrong and the feature maps shift (cosine to fp32 0.92 instead of 0.98);
+  folded, the runtimes plan static layouts (``lite`` int8 about 1.7x faster on ONNX Runtime);
 * each Conv's bias absorbs the mean shift its weight rounding causes (:mod:`.int8_bias`):
   mean cosine to fp32 0.982 -> 0.994 on ``lite``.
 
@@ -41,17 +43,18 @@ from ..images.decode import ImageSource
 from ..pipeline.embed import Prepared, prepare_image
 from ..pipeline.loader import ordered_map
 from ..progress import ProgressCallback, ProgressEvent
+from .onnx_shapes import fold_static_shapes, shape_only_nodes
 
 if TYPE_CHECKING:
     from .base import EmbeddingModel
     from .int8_bias import ConvInputMeans
 
 __all__ = ["RECIPE", "INT8_RUNTIMES", "MIN_CALIBRATION_IMAGES", "calibration_digest", "quantize_image_tower",
-           "read_int8_metadata", "int8_path"]
+           "read_int8_metadata", "int8_path", "shape_only_nodes"]
 
 #: Bump whenever the quantization recipe changes: it is part of an int8 model's fingerprint, and a
 #: cached graph made with another recipe is quantized again.
-RECIPE = 2
+RECIPE = 3
 INT8_RUNTIMES = ("onnx", "openvino")
 #: Fewer images than this give activation ranges too noisy to trust.
 MIN_CALIBRATION_IMAGES = 16
@@ -196,12 +199,15 @@ def _quantize(fp32: Path, work: Path, model: "EmbeddingModel", images: list[Imag
 
     from .int8_bias import ConvInputMeans, correct_conv_biases
 
-    prepared, out = work / "prepared.onnx", work / "int8.onnx"
+    folded, prepared, out = work / "folded.onnx", work / "prepared.onnx", work / "int8.onnx"
     reader: _Calibration | None = None
     try:
         with _quiet():
+            # Pad widths and other shape arithmetic become constants where the input size is
+            # fixed: the int8 kernels then get static layouts (lite: about 1.7x faster on ORT).
+            onnx.save(fold_static_shapes(fp32)[0], str(folded))
             # Folds constants and records shapes: the quantizer then sees the graph it expects.
-            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
             input_name = _input_name(onnx, prepared)
             means = ConvInputMeans(prepared, input_name)
             reader = _Calibration(model, images, input_name, progress, means)
@@ -227,24 +233,6 @@ def _quantize(fp32: Path, work: Path, model: "EmbeddingModel", images: list[Imag
         raise ModelLoadError(f"model '{model.model_id}': int8 quantization failed ({type(exc).__name__}: "
                              f"{str(exc).strip()[:300]}); use precision fp32 (--precision fp32)") from exc
     return proto
-
-
-def shape_only_nodes(graph: str | os.PathLike[str]) -> list[str]:
-    """Names of the nodes in ``graph`` whose outputs depend only on tensor shapes, never on pixel
-    values (``Shape`` and the arithmetic on its result): they must stay exact, so stay float."""
-    onnx = _import("onnx")
-    g = onnx.load(str(graph), load_external_data=False).graph
-    constant = {t.name for t in g.initializer}
-    from_shape: set[str] = set()
-    names = []
-    for node in g.node:  # ONNX graphs are stored in topological order
-        inputs = [i for i in node.input if i]
-        if node.op_type in ("Shape", "Size") or (
-            inputs and all(i in from_shape or i in constant for i in inputs) and any(i in from_shape for i in inputs)
-        ):
-            from_shape.update(node.output)
-            names.append(node.name)
-    return names
 
 
 class _Calibration:
