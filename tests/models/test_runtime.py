@@ -313,3 +313,23 @@ def test_int8_through_load_model(tiny_timm_dir: Path, cache: Path, make_image, t
     onnx.save(proto, str(foreign))
     with pytest.raises(lookalike.ModelLoadError, match="quantized from another model"):
         lookalike.load_model(name, device="cpu", precision="int8", calibration=foreign)
+
+
+def test_auto_measures_again_once_a_busy_machine_is_quiet(tiny_timm_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a measurement made under load (torch 3 img/s against 19 for the others, for
+    lite) was kept for good. It is now marked busy, used, and replaced once the machine is quiet."""
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))  # nothing measured before
+    load = [2.0 * autotune.cpu_cores()]
+    monkeypatch.setattr(autotune.os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+    fake = {"torch": 3.0, "onnx": 19.0, "openvino": 18.0}
+    monkeypatch.setattr(autotune, "_rate", lambda engine, pixels: fake[engine.runtime])
+    busy = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto").measurement
+    assert busy.busy and busy.choice == "onnx"
+    fake.update(torch=50.0)
+    assert lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto").measurement == busy
+    load[0] = 0.0
+    quiet = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="auto").measurement
+    assert not quiet.busy and quiet.choice == "torch"
+    model = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="torch")
+    assert autotune.cached_measurement(model.fp32_fingerprint(), "fp32") == quiet
