@@ -209,3 +209,22 @@ def test_fold_static_shapes(tmp_path: Path) -> None:
     assert np.array_equal(before, after)
     dynamic = _same_pad_graph(tmp_path, dynamic_side=True)
     assert fold_static_shapes(dynamic)[1] == 0
+
+
+def test_every_calibration_batch_sets_the_ranges(tiny, calib_images: list[Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards against onnxruntime's CalibMaxIntermediateOutputs, which drops every full group of
+    batches (microsoft/onnxruntime#20226): changing only the first images must move the ranges."""
+    from onnx import numpy_helper
+
+    def activation_scales(path: Path) -> dict[str, float]:
+        graph = onnx.load(str(path)).graph
+        values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        return {n.input[0]: float(values[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear"}
+
+    many = calib_images * 3  # 48 images: 12 batches, more than a group of 8
+    bright = [Image.new("RGB", (64, 64), (255, 255, 255)), Image.new("RGB", (64, 64), (0, 0, 0))] * 2
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    first = activation_scales(quantize_image_tower(tiny, many, runtime="onnx"))
+    second = activation_scales(quantize_image_tower(tiny, bright + many[4:], runtime="onnx"))
+    assert first.keys() == second.keys() and first != second

@@ -8,8 +8,10 @@ float, at every run. Two things follow:
   come out wrong and the feature maps shift;
 * where the image side is fixed (the input is ``(batch, 3, H, W)`` with H and W known), their
   results are constants, and :func:`fold_static_shapes` replaces them with their values. That
-  frees the runtimes to plan static layouts: ``lite`` int8 ran about 1.7x faster on ONNX Runtime
-  once its pads were constants (fp32 about 1.35x), with identical outputs.
+  frees the runtimes to plan static layouts (ONNX Runtime also merges the constant pads into
+  the convolutions): on a quiet 2-core machine ``lite`` int8 went from 239 to 472 img/s on ONNX
+  Runtime and from 284 to 506 on OpenVINO; fp32 on ONNX Runtime about 1.35x, with identical
+  outputs.
 """
 
 from __future__ import annotations
