@@ -274,7 +274,9 @@ def test_int8_through_load_model(tiny_timm_dir: Path, cache: Path, make_image, t
     covers it, and it costs seconds."""
     from lookalike.models import quantize
 
-    monkeypatch.setattr(quantize, "_quantize", lambda fp32, work, reader, model_id: fp32)
+    import onnx
+
+    monkeypatch.setattr(quantize, "_quantize", lambda fp32, work, model, images, progress: onnx.load(str(fp32)))
     name = f"timm:{tiny_timm_dir}"
     images = [make_image(tmp_path / f"c{i}.png", seed=100 + i) for i in range(quantize.MIN_CALIBRATION_IMAGES)]
     model = lookalike.load_model(name, device="cpu", runtime="onnx", precision="int8", calibration=images)

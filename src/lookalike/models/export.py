@@ -136,6 +136,8 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
             raise ModelLoadError(
                 f"model '{model_id}': its {tower} tower could not be exported to ONNX "
                 f"({type(exc).__name__}: {_first_line(exc)}); {_FIX}") from exc
+        if tower == "image" and len(list(tmp.iterdir())) == 1:  # one file: no external weights to carry
+            _fold_shapes(graph)
         with torch.inference_mode():
             expected = reference()
         got = _run_graph(graph, check_inputs)
@@ -148,6 +150,22 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,
         _commit(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fold_shapes(graph: Path) -> None:
+    """Shape arithmetic fixed by the image size becomes constants (see :mod:`.onnx_shapes`):
+    the same vectors, and ONNX Runtime then merges lite's TF-style pads into its convolutions
+    (fp32 about 1.35x faster)."""
+    try:
+        import onnx
+
+        from .onnx_shapes import fold_static_shapes
+
+        folded, count = fold_static_shapes(graph)
+    except ImportError:  # folding runs the graph on ONNX Runtime: without it the graph stays as exported
+        return
+    if count:
+        onnx.save(folded, str(graph))
 
 
 def _run_exporter(module: torch.nn.Module, args: tuple[torch.Tensor, ...], graph: Path,
