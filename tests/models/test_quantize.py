@@ -228,3 +228,16 @@ def test_every_calibration_batch_sets_the_ranges(tiny, calib_images: list[Path],
     first = activation_scales(quantize_image_tower(tiny, many, runtime="onnx"))
     second = activation_scales(quantize_image_tower(tiny, bright + many[4:], runtime="onnx"))
     assert first.keys() == second.keys() and first != second
+
+
+def test_the_other_runtime_reuses_the_graph(tiny, calib_images: list[Path], cache: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` asks for both runtimes' int8 graphs; the second is the first relabelled, not
+    calibrated and quantized again (that doubled the time of an int8 collection's creation)."""
+    first = quantize.quantize_image_tower(tiny, calib_images, runtime="onnx")
+    monkeypatch.setattr(quantize, "_quantize", lambda *a: pytest.fail("quantized again"))
+    second = quantize.quantize_image_tower(tiny, calib_images, runtime="openvino")
+    assert second != first and quantize.read_int8_metadata(second)["lookalike.runtime"] == "openvino"
+    assert quantize.read_int8_metadata(first)["lookalike.runtime"] == "onnx"
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    assert np.array_equal(_run(first, pixels), _run(second, pixels))

@@ -182,13 +182,19 @@ def quantize_image_tower(model: "EmbeddingModel", images: Sequence[ImageSource],
             "lookalike.base": model.fp32_fingerprint(), "lookalike.runtime": runtime}
     if _cache_hit(path, meta):
         return path
-    fp32 = export_image_onnx(model)
     _import("onnxruntime")
-    _import("onnx")
+    onnx = _import("onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The graph does not depend on the runtime (only its label does): one quantized for the
+    # other runtime from the same images is relabelled rather than calibrated again.
+    twin = next((int8_path(model, other, digest) for other in INT8_RUNTIMES if other != runtime
+                 and _cache_hit(int8_path(model, other, digest), {**meta, "lookalike.runtime": other})), None)
     work = Path(tempfile.mkdtemp(dir=path.parent, prefix=".int8."))
     try:
-        proto = _quantize(fp32, work, model, images, progress)
+        if twin is not None:
+            proto = onnx.load(str(twin))
+        else:
+            proto = _quantize(export_image_onnx(model), work, model, images, progress)
         del proto.metadata_props[:]
         for key, value in sorted(meta.items()):
             proto.metadata_props.add(key=key, value=value)
