@@ -222,8 +222,9 @@ def test_vips_checks_the_cap_before_any_pixel_is_decoded(
     assert "100x100 = 10,000 pixels exceeds the cap of 5,000" in err.reason
     assert computed == []
     decode_image(data)
-    # libvips, not Pillow, decoded it; WebP goes to Pillow (see vips_decode's docstring).
-    if fmt == "WEBP":
+    # libvips, not Pillow, decoded it; WebP, and JPEGs that fit the cap, go to Pillow (see
+    # vips_decode's docstring).
+    if fmt in ("WEBP", "JPEG"):
         assert computed and "write_to_memory" not in computed
     else:
         assert computed == ["write_to_memory"]
@@ -503,12 +504,13 @@ def test_truncated_file_refused_even_if_load_truncated_images_is_set(
     hostile: Any, monkeypatch: pytest.MonkeyPatch, decoder: str
 ) -> None:
     """Another library turning on LOAD_TRUNCATED_IMAGES must not make us index grey-padded
-    half images: the file is refused, the reason names the flag (Pillow) or the truncation
-    (libvips, which never reads the flag), and the flag is left alone."""
+    half images: the file is refused, the reason names the flag (Pillow, which decodes JPEGs
+    that fit the cap for both decoders) or the truncation (libvips, which never reads the
+    flag), and the flag is left alone."""
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    for data in (hostile.truncated_jpeg(), hostile.truncated_png()):
+    for data, by_pillow in ((hostile.truncated_jpeg(), True), (hostile.truncated_png(), decoder == "pillow")):
         err = refused(data)
-        assert ("LOAD_TRUNCATED_IMAGES" if decoder == "pillow" else "truncated") in err.reason
+        assert ("LOAD_TRUNCATED_IMAGES" if by_pillow else "truncated") in err.reason
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True
 
 

@@ -5,9 +5,10 @@ nothing here ever substitutes another image for one that failed.
 
 Two decoders give the same :class:`DecodedImage` (see :func:`default_decoder`):
 
-* ``"vips"`` (:mod:`.vips_decode`, the default where pyvips works): shrinks JPEG, PNG, GIF,
-  TIFF and AVIF while decoding and streams huge PNGs and JPEGs in rows, under a per-image
-  memory bound. Files it does not take (WebP, CMYK, float, BMP, HEIC...) go to Pillow.
+* ``"vips"`` (:mod:`.vips_decode`, the default where pyvips works): shrinks PNG, GIF, TIFF,
+  AVIF and huge JPEGs while decoding and streams huge PNGs and JPEGs in rows, under a
+  per-image memory bound. Files it does not take (JPEGs that Pillow's draft brings under the
+  cap, which Pillow decodes faster; WebP, CMYK, float, BMP, HEIC...) go to Pillow.
 * ``"pillow"``, the fallback, described below.
 
 What the Pillow path handles:
