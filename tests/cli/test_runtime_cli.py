@@ -71,3 +71,25 @@ def test_models_shows_what_auto_measured_here(tmp_path: Path, monkeypatch: pytes
     assert "fp32: openvino (torch 41, onnx 128, openvino 180 img/s)" in lite_line and "999" not in result.stdout
     data = json.loads(run("models", "--json").stdout)
     assert [m["choice"] for m in next(d for d in data if d["name"] == "lite")["measured"]] == ["openvino"]
+
+
+def test_a_new_collection_is_int8_by_default_where_the_library_says_so(
+        tmp_path: Path, folder: Path, tiny_timm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --precision: int8 for a model measured to gain from it and enough images (lite from
+    1,000; here the tiny model from 10), said on stderr; --precision fp32 or --runtime torch keep fp32."""
+    from lookalike.models.names import parse_model_name
+    from lookalike.store import calibration
+
+    name = f"timm:{tiny_timm_dir}"
+    monkeypatch.setattr(calibration, "INT8_DEFAULT_FROM", 10)
+    monkeypatch.setattr(calibration, "INT8_DEFAULT_MODELS", (parse_model_name(name).canonical,))
+    monkeypatch.delenv("LOOKALIKE_RUNTIME")
+    result = run("index", folder, "-c", tmp_path / "a.lkl", "--model", name, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "precision int8 (the default" in result.stderr and "calibrated on 16" in result.stderr
+    assert re.search(r"runtime\s+built with \w+, int8", run("info", "-c", tmp_path / "a.lkl").stdout)
+    for extra in (["--precision", "fp32"], ["--runtime", "torch"]):
+        coll = tmp_path / f"b{len(extra[1])}.lkl"
+        result = run("index", folder, "-c", coll, "--model", name, *extra)
+        assert result.exit_code == 0 and "precision int8" not in result.stderr, result.output
+        assert re.search(r"runtime\s+built with \w+, fp32", run("info", "-c", coll).stdout)

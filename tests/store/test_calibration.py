@@ -14,7 +14,8 @@ from support import make_image
 
 def test_spread_is_even_over_a_stream_of_unknown_length():
     for total, n in [(10, 300), (1000, 10), (1023, 7), (5, 5)]:
-        chosen = _spread(iter(range(total)), n)
+        chosen, seen = _spread(iter(range(total)), n)
+        assert seen == total
         assert len(chosen) == min(total, n)
         assert chosen == sorted(set(chosen))
         if total > n:
@@ -38,3 +39,17 @@ def test_urls_alone_cannot_calibrate(tmp_path: Path):
     listing.write_text("https://example.org/a.jpg\nhttps://example.org/b.jpg\n")
     with pytest.raises(InvalidArgument, match="--calibration FOLDER"):
         calibration_sample([FileListSource(str(listing))])
+
+
+def test_int8_by_default_only_for_measured_models_and_enough_images(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookalike.store import calibration
+
+    for i in range(12):
+        make_image(tmp_path / "imgs" / f"{i:03d}.png", seed=i, size=(16, 16))
+    folder = [FolderSource([str(tmp_path / "imgs")])]
+    assert calibration.default_int8_sample(folder, "lite") is None  # 12 images: fp32
+    monkeypatch.setattr(calibration, "INT8_DEFAULT_FROM", 10)
+    sample = calibration.default_int8_sample([FolderSource([str(tmp_path / "imgs")])], "lite")
+    assert sample is not None and len(sample) == 12
+    assert calibration.default_int8_sample(folder, "timm:vit_small_patch14_dinov2.lvd142m") is None

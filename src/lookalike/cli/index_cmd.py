@@ -49,8 +49,9 @@ def index(
         None, "--runtime", help="torch, onnx, openvino or auto (default, or $LOOKALIKE_RUNTIME): auto runs the "
         "fastest this machine measured for the model. fp32 vectors are the same on every runtime."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", help="fp32 (default) or int8 for a new collection: faster on CPUs, calibrated on a "
-        "few hundred of the images being indexed (or --calibration)."),
+        None, "--precision", help="fp32 or int8 for a new collection. int8 is faster on CPUs, calibrated on a few "
+        "hundred of the images being indexed (or --calibration); it is the default for lite from 1,000 images on "
+        "a CPU, fp32 otherwise."),
     calibration: Optional[Path] = typer.Option(
         None, "--calibration", help="Folder of typical images to calibrate int8 on (default: a sample of the "
         "images being indexed)."),
@@ -73,16 +74,18 @@ def index(
         # Every source is opened first: a mistyped folder, table or column creates nothing.
         sources = _sources(paths or [], files_from, table, url_col, caption_col, exclude)
         settings = _index_settings(target, exists, index_mode, recall, memory, latency_ms)
-        how = dict(device=device, runtime=runtime, precision=precision, compile=compile_model)
         if exists:
             if calibration is not None:
                 raise InvalidArgument(f"--calibration applies when an int8 collection is created; {target} exists "
                                       "already (its model stays as it was built)")
-            coll = Collection.open(target, model=model, **how)
+            coll = Collection.open(target, model=model, device=device, runtime=runtime, precision=precision,
+                                   compile=compile_model)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            images = _calibration(sources, calibration) if precision == "int8" else None
-            coll = Collection.create(target, model=model or "lite", calibration=images, **how)
+            precision, images = _new_precision(sources, model or "lite", device, runtime, precision, calibration,
+                                               compile_model, quiet)
+            coll = Collection.create(target, model=model or "lite", device=device, runtime=runtime,
+                                     precision=precision, calibration=images, compile=compile_model)
         download = DownloadSettings(cache_dir=download_dir or coll.path / "downloads", max_side=max_side)
         with coll, IndexProgress(err, quiet=quiet) as progress, _ray_session(ray):
             reports = []
@@ -123,13 +126,37 @@ def _ray_session(address: Optional[str]) -> Iterator[None]:
             disconnect()
 
 
-def _calibration(sources: list[Source], folder: Optional[Path]) -> list:
-    """The images an int8 collection is calibrated on: a sample of ``folder`` or of the sources."""
-    from ..store.calibration import calibration_sample
+def _new_precision(sources: list[Source], model: str, device: str, runtime: Optional[str],
+                   precision: Optional[str], folder: Optional[Path], compile_model: bool,
+                   quiet: bool) -> tuple[Optional[str], Optional[list]]:
+    """A new collection's precision and int8 calibration images: as asked, else int8 where the
+    library says it pays (lite, 1,000+ images, a CPU runtime), else fp32."""
+    from ..store.calibration import calibration_sample, default_int8_sample
 
-    if folder is None:
-        return calibration_sample(sources)
-    return calibration_sample([FolderSource(require_roots([str(folder)]))])
+    if precision is not None:
+        if precision != "int8":
+            return precision, None
+        chosen = [FolderSource(require_roots([str(folder)]))] if folder is not None else sources
+        return precision, calibration_sample(chosen)
+    if folder is not None:
+        raise InvalidArgument("--calibration goes with --precision int8")
+    if runtime == "torch" or compile_model or not _on_cpu(device):
+        return None, None
+    from ..models.names import parse_model_name
+
+    images = default_int8_sample(sources, parse_model_name(model).canonical)
+    if images is None:
+        return None, None
+    if not quiet:
+        err.print(f"[dim]precision int8 (the default for {escape(model)} from 1,000 images on a CPU; calibrated on "
+                  f"{len(images)} of them; --precision fp32 keeps fp32)[/]", highlight=False)
+    return "int8", images
+
+
+def _on_cpu(device: str) -> bool:
+    from ..models.device import resolve_device
+
+    return resolve_device(device).type == "cpu"
 
 
 def _sources(paths: List[str], files_from: Optional[str], table: Optional[Path], url_col: Optional[str],
