@@ -100,17 +100,11 @@ def decode_only(model: lookalike.EmbeddingModel, files: list[Path], workers: int
 
 def model_only(model: lookalike.EmbeddingModel, pixels: list[np.ndarray], n: int, batch: int) -> float:
     """Seconds for the forward passes of n images, in the pipeline's batch size."""
+    from bench_index_runtimes import _time_variant
+
     batches = [np.stack(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
     model.embed_pixels(batches[0])  # warm-up, as the pipeline's first batch would be
-    t0 = time.perf_counter()
-    done = 0
-    i = 0
-    while done < n:
-        b = batches[i % len(batches)][: n - done]
-        model.embed_pixels(b)
-        done += len(b)
-        i += 1
-    return time.perf_counter() - t0
+    return _time_variant(model, batches, n)
 
 
 def main_pipeline(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from .info import CollectionInfo
 from .item_access import ItemAccess
 from .items import Hit, Item, StoredItem
 from .manifest import Manifest
-from .model_files import MODELS_DIR, check_request, keep_int8_model, lazy_model
+from .model_files import MODELS_DIR, check_request, keep_int8_model, lazy_model, load_named
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
 
 if TYPE_CHECKING:
@@ -108,8 +108,8 @@ class Collection(Exploring, Deduplicating, ItemAccess):
                     shutil.rmtree(root / name)
                 else:
                     (root / name).unlink()
-        loaded = _load(model, device, runtime=runtime, precision=precision, calibration=calibration,
-                       compile=compile)
+        loaded = load_named(model, device, runtime=runtime, precision=precision, calibration=calibration,
+                            compile=compile)
         root.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(model=keep_int8_model(root, loaded), lookalike_version=__version__)
         return cls(Storage.initialise(root, manifest), loaded, device, runtime=runtime, compile=compile)
@@ -399,12 +399,3 @@ class Collection(Exploring, Deduplicating, ItemAccess):
         """Counts, sizes, the index and recent errors, for ``lookalike info``."""
         return CollectionInfo.of(self._storage, max_errors)
 
-
-def _load(model: "str | EmbeddingModel", device: str | None, **how: Any) -> "EmbeddingModel":
-    """``model`` loaded by name with ``how`` (runtime, precision...), or the loaded model as given."""
-    if isinstance(model, str):
-        # Imported here, not at the top: it imports torch, which opening a collection never needs.
-        from ..models.registry import load_model
-
-        return load_model(model, device=device, **how)
-    return model

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
     from .manifest import Manifest
 
-__all__ = ["MODELS_DIR", "keep_int8_model", "lazy_model", "check_request", "precision_of"]
+__all__ = ["MODELS_DIR", "keep_int8_model", "lazy_model", "load_named", "check_request", "precision_of"]
 
 #: The collection's folder for model files it cannot do without (an int8 model).
 MODELS_DIR = "models"
@@ -42,6 +42,16 @@ def keep_int8_model(root: Path, model: "EmbeddingModel") -> dict[str, Any]:
     with open(source, "rb") as src, atomic_writer(root / name) as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     return {**info, "int8_file": name, "fp32_fingerprint": model.fp32_fingerprint()}
+
+
+def load_named(model: "str | EmbeddingModel", device: str | None, **how: Any) -> "EmbeddingModel":
+    """``model`` loaded by name with ``how`` (runtime, precision...), or the loaded model as given."""
+    if isinstance(model, str):
+        # Imported here, not at the top: it imports torch, which opening a collection never needs.
+        from ..models.registry import load_model
+
+        return load_model(model, device=device, **how)
+    return model
 
 
 def precision_of(model_info: dict[str, Any]) -> str:
