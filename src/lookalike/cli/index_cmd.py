@@ -131,16 +131,18 @@ def _new_precision(sources: list[Source], model: str, device: str, runtime: Opti
                    quiet: bool) -> tuple[Optional[str], Optional[list]]:
     """A new collection's precision and int8 calibration images: as asked, else int8 where the
     library says it pays (lite, 1,000+ images, a CPU runtime), else fp32."""
+    from ..models.runtime import check_precision, check_runtime
     from ..store.calibration import calibration_sample, default_int8_sample
 
     if precision is not None:
+        precision = check_precision(precision)
         if precision != "int8":
             return precision, None
         chosen = [FolderSource(require_roots([str(folder)]))] if folder is not None else sources
         return precision, calibration_sample(chosen)
     if folder is not None:
         raise InvalidArgument("--calibration goes with --precision int8")
-    if runtime == "torch" or compile_model or not _on_cpu(device):
+    if check_runtime(runtime) == "torch" or compile_model or not _on_cpu(device):  # $LOOKALIKE_RUNTIME too
         return None, None
     from ..models.names import parse_model_name
 
