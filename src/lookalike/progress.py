@@ -8,7 +8,7 @@ from typing import Callable, Literal, Optional
 __all__ = ["ProgressEvent", "ProgressCallback", "EventKind"]
 
 EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve", "cluster", "label", "map",
-                    "export", "verify", "import"]
+                    "export", "verify", "import", "train"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class ProgressEvent:
     resolving duplicates reports ``"resolve"`` per file acted on. Exploring reports
     ``"cluster"``, ``"label"`` and ``"map"`` (``reason`` names the step, e.g. "choosing k").
     Exports report ``"export"``; imports ``"verify"`` (shards checked) then ``"import"``.
+    Training a head reports ``"train"`` once per epoch (``done`` of ``total``; ``reason``
+    gives the loss and the validation score).
     """
 
     kind: EventKind
