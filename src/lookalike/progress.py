@@ -8,7 +8,7 @@ from typing import Callable, Literal, Optional
 __all__ = ["ProgressEvent", "ProgressCallback", "EventKind"]
 
 EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve", "cluster", "label", "map",
-                    "export", "verify", "import", "train"]
+                    "export", "verify", "import", "train", "derive"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class ProgressEvent:
     ``"neighbours"`` (rows whose nearest neighbours were searched) and ``"group"``;
     resolving duplicates reports ``"resolve"`` per file acted on. Exploring reports
     ``"cluster"``, ``"label"`` and ``"map"`` (``reason`` names the step, e.g. "choosing k").
-    Exports report ``"export"``; imports ``"verify"`` (shards checked) then ``"import"``.
+    Exports report ``"export"``; imports ``"verify"`` (shards checked) then ``"import"``;
+    a collection derived from another's vectors (reproject) ``"derive"`` (vectors written).
     Training a head reports ``"train"`` once per epoch (``done`` of ``total``; ``reason``
     gives the loss and the validation score).
     """
