@@ -1,0 +1,217 @@
+"""Image vectors cached per model fingerprint and file content hash, shared by evaluate, train
+and distill, so that a re-run (or a run with one more model) embeds only what is new.
+
+One SQLite file per model fingerprint under ``cache_dir()/embeddings``: a table of content
+hash -> float32 vector, and the speed and peak memory measured the last time that model
+embedded a batch of images (the largest such batch wins, as the steadier figure). SQLite in
+WAL mode lets several processes read and write one file at once; every chunk of vectors is
+committed (and fsynced) as it is embedded, so an interrupted run keeps its work.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..models.base import EmbeddingModel
+from ..models.cache import cache_dir
+from ..progress import ProgressCallback, ProgressEvent
+from .labelled import LabelledSet
+
+__all__ = ["Embedded", "EmbeddingCache", "rss_mb", "MemoryPeak"]
+
+#: Misses are embedded and committed this many at a time: an interruption loses at most one chunk.
+CHUNK = 256
+
+EmbedFn = Callable[[list[Path]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Vectors for the images asked for, in their order, and what producing them cost.
+
+    ``embedded`` counts the images embedded by this call (the rest came from the cache);
+    ``seconds`` is the time this call spent embedding them. ``images_per_second`` and
+    ``peak_memory_mb`` are the model's measurement (this call's, or the cached one when this
+    call embedded fewer images than the run that measured it); None when never measured.
+    Peak memory is the process's resident memory above its level before embedding began
+    (or above ``baseline_mb``, when given), sampled every 20 ms.
+    """
+
+    vectors: np.ndarray
+    embedded: int
+    seconds: float
+    images_per_second: float | None
+    peak_memory_mb: float | None
+
+    @property
+    def cached(self) -> int:
+        """How many of the vectors came from the cache."""
+        return len(self.vectors) - self.embedded
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MB, or None where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import psutil  # not a dependency: used where /proc is missing (macOS, Windows) if installed
+    except ImportError:
+        return None
+    return float(psutil.Process().memory_info().rss) / 1e6
+
+
+class MemoryPeak:
+    """Samples :func:`rss_mb` in a thread while the ``with`` block runs; :attr:`peak_mb` is the
+    highest reading above ``baseline_mb`` (default: the reading on entry)."""
+
+    def __init__(self, baseline_mb: float | None = None, interval: float = 0.02) -> None:
+        self.baseline_mb = baseline_mb
+        self.interval = interval
+        self._max: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "MemoryPeak":
+        now = rss_mb()
+        if self.baseline_mb is None:
+            self.baseline_mb = now
+        self._max = now
+        if now is not None:
+            self._thread = threading.Thread(target=self._sample, name="lookalike-rss", daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            now = rss_mb()
+            if now is not None and self._max is not None:
+                self._max = max(self._max, now)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        now = rss_mb()
+        if now is not None and self._max is not None:
+            self._max = max(self._max, now)
+
+    @property
+    def peak_mb(self) -> float | None:
+        if self._max is None or self.baseline_mb is None:
+            return None
+        return max(0.0, self._max - self.baseline_mb)
+
+
+class EmbeddingCache:
+    """Image vectors on disk, keyed by (model fingerprint, content hash)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_dir() / "embeddings"
+
+    def path_for(self, key: str) -> Path:
+        """The SQLite file holding one model's (or baseline's) vectors."""
+        return self.root / f"{key}.sqlite"
+
+    def embed(self, model: EmbeddingModel, images: Sequence[tuple[Path, str]] | LabelledSet, *,
+              batch_size: int = 32, progress: ProgressCallback | None = None,
+              baseline_mb: float | None = None) -> Embedded:
+        """Vectors of ``images`` (``(path, content hash)`` pairs, or a labelled set) from
+        ``model``, in input order: cached ones read back, only the misses embedded.
+
+        Raises:
+            UnreadableImage: a missing image could not be decoded.
+        """
+        def fn(paths: list[Path]) -> np.ndarray:
+            return model.encode_images(paths, batch_size=batch_size)
+
+        return self.embed_with(model.fingerprint(), fn, images, dim=model.dim, progress=progress,
+                               baseline_mb=baseline_mb, name=model.model_id)
+
+    def embed_with(self, key: str, fn: EmbedFn, images: Sequence[tuple[Path, str]] | LabelledSet, *,
+                   dim: int | None = None, progress: ProgressCallback | None = None,
+                   baseline_mb: float | None = None, name: str = "") -> Embedded:
+        """:meth:`embed` for any function of paths -> float32 rows (a baseline such as colour
+        histograms), cached under ``key`` (which must change whenever its vectors would)."""
+        pairs = [(im.path, im.hash) for im in images.images] if isinstance(images, LabelledSet) else list(images)
+        with self._connect(key) as db:
+            found = _read(db, [h for _, h in pairs])
+            todo: dict[str, Path] = {}
+            for path, h in pairs:
+                if h not in found and h not in todo:
+                    todo[h] = Path(path)  # one copy of each missing file is enough
+            seconds, peak = self._embed_missing(db, fn, todo, found, progress, baseline_mb)
+            if todo:
+                _store_measurement(db, len(todo), seconds, peak, name)
+            speed, memory = _measurement(db)
+        width = dim if dim is not None else (len(next(iter(found.values()))) if found else 0)
+        vectors = np.stack([found[h] for _, h in pairs]) if pairs else np.zeros((0, width), np.float32)
+        return Embedded(vectors.astype(np.float32, copy=False), len(todo), seconds, speed, memory)
+
+    def _embed_missing(self, db: sqlite3.Connection, fn: EmbedFn, todo: dict[str, Path],
+                       found: dict[str, np.ndarray], progress: ProgressCallback | None,
+                       baseline_mb: float | None) -> tuple[float, float | None]:
+        items = list(todo.items())
+        start = time.perf_counter()
+        with MemoryPeak(baseline_mb) as peak:
+            for begin in range(0, len(items), CHUNK):
+                chunk = items[begin:begin + CHUNK]
+                vectors = np.asarray(fn([p for _, p in chunk]), dtype=np.float32)
+                with db:  # one transaction per chunk
+                    db.executemany("INSERT OR REPLACE INTO vectors (hash, vector) VALUES (?, ?)",
+                                   [(h, v.tobytes()) for (h, _), v in zip(chunk, vectors)])
+                found.update((h, v) for (h, _), v in zip(chunk, vectors))
+                if progress is not None:
+                    progress(ProgressEvent("embed", done=begin + len(chunk), total=len(items)))
+        return time.perf_counter() - start, peak.peak_mb
+
+    @contextmanager
+    def _connect(self, key: str) -> Iterator[sqlite3.Connection]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path_for(key), timeout=60.0)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed chunk survives a power cut
+            with db:
+                db.execute("CREATE TABLE IF NOT EXISTS vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+                db.execute("CREATE TABLE IF NOT EXISTS measurement (id INTEGER PRIMARY KEY CHECK (id = 0), "
+                           "images INTEGER, seconds REAL, peak_mb REAL, name TEXT, at REAL)")
+            yield db
+
+
+def _read(db: sqlite3.Connection, hashes: list[str]) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    unique = list(dict.fromkeys(hashes))
+    for begin in range(0, len(unique), 500):  # under SQLite's limit on bound parameters
+        part = unique[begin:begin + 500]
+        rows = db.execute(f"SELECT hash, vector FROM vectors WHERE hash IN ({','.join('?' * len(part))})", part)
+        found.update((h, np.frombuffer(blob, dtype=np.float32)) for h, blob in rows)
+    return found
+
+
+def _store_measurement(db: sqlite3.Connection, images: int, seconds: float, peak: float | None, name: str) -> None:
+    row = db.execute("SELECT images FROM measurement WHERE id = 0").fetchone()
+    if row is not None and row[0] is not None and row[0] > images:
+        return  # a larger run measured this model: its figure is the steadier one
+    with db:
+        db.execute("INSERT OR REPLACE INTO measurement (id, images, seconds, peak_mb, name, at) "
+                   "VALUES (0, ?, ?, ?, ?, ?)", (images, seconds, peak, name, time.time()))
+
+
+def _measurement(db: sqlite3.Connection) -> tuple[float | None, float | None]:
+    row = db.execute("SELECT images, seconds, peak_mb FROM measurement WHERE id = 0").fetchone()
+    if row is None:
+        return None, None
+    images, seconds, peak = row
+    speed = images / seconds if images and seconds and seconds > 0 else None
+    return speed, peak

@@ -1,0 +1,97 @@
+"""The embedding cache: keyed by model fingerprint and content hash, embeds only misses."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.apps.embed_cache import EmbeddingCache, MemoryPeak, rss_mb
+from lookalike.apps.labelled import load_labelled
+from support import make_image
+
+
+class CountingModel:
+    """Stands in for an EmbeddingModel: counts the images it embeds."""
+
+    def __init__(self, fingerprint: str = "fp-a", dim: int = 4) -> None:
+        self._fp, self.dim, self.model_id, self.calls = fingerprint, dim, "counting", []
+
+    def fingerprint(self) -> str:
+        return self._fp
+
+    def encode_images(self, paths, *, batch_size: int = 32) -> np.ndarray:
+        self.calls.append(len(paths))
+        rows = np.array([[len(str(p)) % 7, hash(Path(p).read_bytes()) % 11, 1.0, 0.5] for p in paths], np.float32)
+        return rows[:, : self.dim]
+
+
+@pytest.fixture
+def labelled(tmp_path: Path):
+    for label in ("a", "b"):
+        for i in range(3):
+            make_image(tmp_path / "lab" / label / f"{i}.png", seed=ord(label) * 10 + i, size=(8, 8))
+    return load_labelled(tmp_path / "lab")
+
+
+def test_only_misses_embed(tmp_path: Path, labelled) -> None:
+    cache = EmbeddingCache(tmp_path / "cache")
+    model = CountingModel()
+    first = cache.embed(model, labelled)  # type: ignore[arg-type]
+    assert first.embedded == len(labelled) and first.cached == 0 and sum(model.calls) == len(labelled)
+    assert first.vectors.shape == (len(labelled), 4) and first.vectors.dtype == np.float32
+    again = cache.embed(model, labelled)  # type: ignore[arg-type]
+    assert again.embedded == 0 and sum(model.calls) == len(labelled)
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    assert again.images_per_second == first.images_per_second  # the measurement is kept
+    other = CountingModel("fp-b")
+    assert cache.embed(other, labelled).embedded == len(labelled)  # type: ignore[arg-type]
+    pairs = [(im.path, im.hash) for im in reversed(labelled.images)]
+    np.testing.assert_array_equal(cache.embed(model, pairs).vectors, first.vectors[::-1])  # type: ignore[arg-type]
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.sqlite")) == ["fp-a.sqlite", "fp-b.sqlite"]
+
+
+def test_copies_embed_once_and_progress(tmp_path: Path) -> None:
+    img = make_image(tmp_path / "one.png", seed=1)
+    (tmp_path / "two.png").write_bytes(img.read_bytes())
+    from lookalike.store.plan import file_hash
+
+    h = file_hash(str(img))
+    model, events = CountingModel(), []
+    out = EmbeddingCache(tmp_path / "c").embed(model, [(img, h), (tmp_path / "two.png", h)],  # type: ignore[arg-type]
+                                              progress=events.append)
+    assert model.calls == [1] and out.embedded == 1 and len(out.vectors) == 2
+    assert events[-1].kind == "embed" and events[-1].done == events[-1].total == 1
+
+
+def test_durable_sqlite_in_wal_mode(tmp_path: Path, labelled) -> None:
+    cache = EmbeddingCache(tmp_path / "c")
+    cache.embed(CountingModel(), labelled)  # type: ignore[arg-type]
+    with sqlite3.connect(cache.path_for("fp-a")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == len(labelled)
+
+
+def test_baseline_function_and_empty(tmp_path: Path, labelled) -> None:
+    cache = EmbeddingCache(tmp_path / "c")
+    calls = []
+
+    def fn(paths):
+        calls.append(len(paths))
+        return np.ones((len(paths), 3), np.float32)
+
+    assert cache.embed_with("histogram-v1", fn, labelled).embedded == len(labelled)
+    assert cache.embed_with("histogram-v1", fn, labelled).embedded == 0 and calls == [len(labelled)]
+    assert cache.embed_with("histogram-v1", fn, [], dim=3).vectors.shape == (0, 3)
+
+
+def test_memory_peak_sees_an_allocation() -> None:
+    if rss_mb() is None:
+        pytest.skip("no way to read this process's memory here")
+    with MemoryPeak() as peak:
+        block = np.ones(64_000_000 // 8)  # 64 MB, touched
+        block += 1
+    del block
+    assert peak.peak_mb is not None and peak.peak_mb > 40
