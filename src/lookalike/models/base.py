@@ -225,6 +225,23 @@ class EmbeddingModel(ABC):
             chunks.append(_finish(out, normalize))
         return np.concatenate(chunks, axis=0)
 
+    def text_features(self, texts: Sequence[str] | str, *, batch_size: int = 64) -> np.ndarray:
+        """Texts in the text encoder's own space: float32 ``(N, text_dim)``, rows normalised.
+
+        What a ``text`` head (``lookalike align``) maps into the image space. For a CLIP-style
+        model this is :meth:`encode_text` (its text tower lands in the image space already);
+        ``lite`` gives MiniLM's sentence embeddings, before its bridge.
+
+        Raises:
+            UnsupportedModality: the model has no text tower.
+        """
+        return self.encode_text(texts, batch_size=batch_size)
+
+    @property
+    def text_dim(self) -> int:
+        """The dim of :meth:`text_features` (:attr:`dim` unless a backend says otherwise)."""
+        return self.dim
+
     @property
     def text_engine(self) -> Any:
         """The exported text tower on :attr:`runtime` (onnx or openvino), built on first use."""

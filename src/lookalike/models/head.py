@@ -32,17 +32,15 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from ..errors import InvalidArgument, ModelLoadError, UnknownModel
+from ..errors import InvalidArgument, ModelLoadError
 from ..fsutil import atomic_writer, user_path
+from .names import HEAD_FILE, HEAD_FORMAT, read_head_json
 
 __all__ = ["HEAD_KINDS", "HEAD_ARCHS", "HEAD_FORMAT", "HEAD_FILE", "WEIGHTS_FILE", "TRAIN_ITEMS_FILE", "HeadConfig",
            "ProjectionHead", "save_head", "LoadedHead", "load_head", "apply_head"]
 
 HEAD_KINDS = ("projection", "text", "student")
 HEAD_ARCHS = ("linear", "mlp")
-#: Bump when the folder layout changes; an older lookalike refuses a newer head with the fix.
-HEAD_FORMAT = 1
-HEAD_FILE = "head.json"
 WEIGHTS_FILE = "head.safetensors"
 TRAIN_ITEMS_FILE = "train_items.txt"
 _HEAD_FILES = frozenset({HEAD_FILE, WEIGHTS_FILE, TRAIN_ITEMS_FILE})
@@ -273,32 +271,6 @@ def load_head(path: str | Path) -> LoadedHead:
     report = meta.get("report")
     return LoadedHead(folder, config, module, _head_id(config, digest), digest,
                       report if isinstance(report, dict) else None)
-
-
-def read_head_json(folder: Path) -> dict[str, Any]:
-    """``folder/head.json`` as a dict, checked for its format (no torch needed for this part).
-
-    Raises:
-        UnknownModel: no such folder, or no ``head.json`` in it.
-        ModelLoadError: unreadable JSON, or a format from a newer lookalike.
-    """
-    if not folder.is_dir():
-        raise UnknownModel(f"head folder {folder} does not exist; give the folder `lookalike train`, "
-                           "`align` or `distill` wrote (--out)")
-    f = folder / HEAD_FILE
-    if not f.is_file():
-        raise UnknownModel(f"{folder} is not a head folder: it has no {HEAD_FILE}; give the folder "
-                           "`lookalike train`, `align` or `distill` wrote (--out)")
-    try:
-        meta = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{f}: cannot read the head description ({exc}); save the head again") from exc
-    if not isinstance(meta, dict):
-        raise ModelLoadError(f"{f}: not a head description (a JSON object); save the head again")
-    if meta.get("format") != HEAD_FORMAT:
-        raise ModelLoadError(f"{f}: head format {meta.get('format')!r}, but this lookalike reads format "
-                             f"{HEAD_FORMAT}; upgrade lookalike, or save the head again with this one")
-    return meta
 
 
 def apply_head(head: LoadedHead | ProjectionHead, vectors: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:

@@ -13,11 +13,12 @@ weaker than with a CLIP model; the README gives the measured figures.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -128,9 +129,16 @@ class LiteModel(EmbeddingModel):
     preprocess = LITE_PREPROCESS
     channels_last = True
 
-    def __init__(self, device: str | torch.device | None = None) -> None:
+    def __init__(self, device: str | torch.device | None = None, size: int = 224) -> None:
+        """``size``: the letterbox's side in pixels (``lite:SIZE``); only the preprocessing changes,
+        as the network pools whatever it is given, so 224 is exactly ``lite``."""
         super().__init__(device)
         import timm
+
+        if size != LITE_PREPROCESS.size:
+            # Instance attributes: the class's stay those of plain `lite`, whose fingerprint must not move.
+            self.model_id = f"lite:{size}"
+            self.preprocess = dataclasses.replace(LITE_PREPROCESS, size=int(size))
 
         self._weights_path = lite_weights_path()
         net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
@@ -179,8 +187,27 @@ class LiteModel(EmbeddingModel):
         return torch.from_numpy(matrix).to(self.device)
 
     def _forward_text(self, texts: list[str]) -> torch.Tensor:
+        return self._minilm(texts) @ self.bridge
+
+    def _minilm(self, texts: list[str]) -> torch.Tensor:
         emb = self.text_encoder.encode(texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
-        return emb.to(self.device).float() @ self.bridge
+        return emb.to(self.device).float()
+
+    def text_features(self, texts: Sequence[str] | str, *, batch_size: int = 64) -> np.ndarray:
+        """Normalised MiniLM sentence embeddings, float32 ``(N, 384)``: the text encoder's own
+        space, before the bridge into the image space (what ``align`` fits its head on)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        chunks = [np.zeros((0, self.text_dim), dtype=np.float32)]
+        for start in range(0, len(texts), batch_size):
+            with torch.inference_mode():
+                chunks.append(self._minilm(list(texts[start:start + batch_size])).cpu().numpy())
+        return np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+
+    @property
+    def text_dim(self) -> int:
+        """The dim of :meth:`text_features`: MiniLM's 384."""
+        return 384
 
     def text_module(self) -> torch.nn.Module:
         """MiniLM, mean pooling, normalisation and the bridge as one module (for ONNX export)."""

@@ -1,9 +1,11 @@
 """Model names: parsing and listing, without importing torch (opening a collection needs only this).
 
-A model name is ``lite`` or ``BACKEND:SPEC``:
+A model name is ``lite`` or ``BACKEND:SPEC``, optionally with a head on top:
 
 ==============================================  =============================================
 ``lite``                                        the bundled offline default
+``lite:SIZE``                                   lite with its letterbox at SIZE px (32..1024),
+                                                e.g. ``lite:448``; ``lite:224`` is ``lite``
 ``openclip:ARCH/TAG``                           open_clip architecture + pretrained tag,
                                                 e.g. ``openclip:ViT-B-32/laion2b_s34b_b79k``
 ``openclip:hf-hub:ORG/REPO``                    an open_clip model on the Hugging Face hub
@@ -11,7 +13,14 @@ A model name is ``lite`` or ``BACKEND:SPEC``:
 ``timm:NAME[.TAG]``                             a timm model, pooled features, e.g.
                                                 ``timm:vit_small_patch14_dinov2.lvd142m``
 ``timm:hf-hub:ORG/REPO``, ``timm:/path/to/dir`` the same from the hub or a local dir
+``BASE+head:DIR``                               a head folder (``lookalike train``, ``align``,
+                                                ``distill``) on any base name above, e.g.
+                                                ``lite+head:~/heads/logos``
 ==============================================  =============================================
+
+A head name's :attr:`ModelSpec.canonical` holds the head's absolute folder (it loads);
+its :attr:`ModelSpec.model_id` holds the head's id from ``DIR/head.json`` instead, so every
+copy of one head (a collection keeps one) is one model.
 
 A bare path to a local model directory also works; its backend is detected from the
 files in it. Parsing is strict: a name that does not parse raises
@@ -21,18 +30,28 @@ files in it. Parsing is strict: a name that does not parse raises
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UnknownModel
+from ..errors import ModelLoadError, UnknownModel
 from ..fsutil import user_path
 
 __all__ = ["ModelSpec", "KnownModel", "ModelInfo", "parse_model_name", "list_models", "KNOWN_MODELS", "BACKENDS",
-           "DEFAULT_MODEL", "duplicate_defaults", "DuplicateDefaults"]
+           "DEFAULT_MODEL", "duplicate_defaults", "DuplicateDefaults", "read_head_json", "HEAD_FORMAT", "HEAD_FILE",
+           "HEAD_MARK", "LITE_SIZES"]
 
 BACKENDS = ("lite", "openclip", "timm")
 DEFAULT_MODEL = "lite"
+#: What separates a base name from its head folder: ``BASE+head:DIR``.
+HEAD_MARK = "+head:"
+#: The ``lite:SIZE`` sizes accepted: below 32 px EfficientNet's strides leave nothing to pool,
+#: above 1024 px one image costs seconds and gigabytes.
+LITE_SIZES = (32, 1024)
+#: Bump when a head folder's layout changes; an older lookalike refuses a newer head with the fix.
+HEAD_FORMAT = 1
+HEAD_FILE = "head.json"
 
 
 @dataclass(frozen=True)
@@ -47,18 +66,39 @@ class ModelSpec:
     source: str
     name: str
     tag: str | None = None
+    #: A head on top (``BASE+head:DIR``): its absolute folder; None for a plain model.
+    head: str | None = None
+
+    @property
+    def base(self) -> "ModelSpec":
+        """The model under the head (this spec itself when it has none)."""
+        return ModelSpec(self.backend, self.source, self.name, self.tag) if self.head else self
 
     @property
     def canonical(self) -> str:
         """The normalised name, as stored in manifests and accepted by :func:`parse_model_name`."""
+        if self.head is not None:
+            return f"{self.base.canonical}{HEAD_MARK}{self.head}"
         if self.backend == "lite":
-            return "lite"
+            return f"lite:{self.tag}" if self.tag else "lite"
         if self.source == "hf-hub":
             return f"{self.backend}:hf-hub:{self.name}"
         if self.source == "local":
             return f"{self.backend}:{self.name}"
         sep = "/" if self.backend == "openclip" else "."
         return f"{self.backend}:{self.name}{sep + self.tag if self.tag else ''}"
+
+    @property
+    def model_id(self) -> str:
+        """The model's identity in manifests: :attr:`canonical`, except that a head is named by
+        its id (``name-digest8``, from ``DIR/head.json``) rather than its folder.
+
+        Raises:
+            UnknownModel, ModelLoadError: the head folder is gone or damaged.
+        """
+        if self.head is None:
+            return self.canonical
+        return f"{self.base.canonical}{HEAD_MARK}{head_id_of(Path(self.head))}"
 
 
 @dataclass(frozen=True)
@@ -173,13 +213,18 @@ def parse_model_name(name: str) -> ModelSpec:
 
     Raises:
         UnknownModel: the name does not parse, with the fix in the message.
+        ModelLoadError: a head folder whose head.json is damaged or from a newer lookalike.
     """
     original = name
     name = name.strip()
     if not name:
         raise UnknownModel("empty model name; use 'lite' or see `lookalike models`")
+    if HEAD_MARK in name:
+        return _parse_head(name, original)
     if name.lower() == "lite":
         return ModelSpec("lite", "builtin", "lite")
+    if name.lower().startswith("lite:"):
+        return _parse_lite_size(name[len("lite:"):], original)
     backend, sep, rest = name.partition(":")
     if not sep or _looks_like_path(name):
         # No backend prefix: only a local model directory is acceptable.
@@ -226,6 +271,62 @@ def parse_model_name(name: str) -> ModelSpec:
     if not arch or (dot and not tag):
         raise UnknownModel(f"model '{original}': a timm name is NAME or NAME.TAG, as in {_example('timm')}")
     return ModelSpec("timm", "pretrained", arch, tag or None)
+
+
+def _parse_lite_size(text: str, original: str) -> ModelSpec:
+    low, high = LITE_SIZES
+    if not text.strip().isdigit():
+        raise UnknownModel(f"model '{original}': lite:SIZE takes a size in pixels, e.g. 'lite:448' "
+                           f"(lite's letterbox at 448 px); plain 'lite' is 224 px")
+    size = int(text)
+    if not low <= size <= high:
+        raise UnknownModel(f"model '{original}': lite's size must be {low} to {high} px, not {size}; "
+                           "'lite' is 224, 'lite:448' a sharper, 4x slower view")
+    return ModelSpec("lite", "builtin", "lite") if size == 224 else ModelSpec("lite", "builtin", "lite", tag=str(size))
+
+
+def _parse_head(name: str, original: str) -> ModelSpec:
+    base_name, _, folder = name.partition(HEAD_MARK)
+    if not base_name.strip():
+        raise UnknownModel(f"model '{original}': a head needs its base model in front, as in 'lite+head:{folder}'")
+    if not folder.strip():
+        raise UnknownModel(f"model '{original}': '+head:' needs the head's folder, as in '{base_name}+head:~/heads/logos'")
+    if HEAD_MARK in folder:
+        raise UnknownModel(f"model '{original}': one head per model; a head trained on a head model is not supported")
+    path = Path(user_path(folder.strip()))
+    head_id_of(path)  # the folder must hold a head: a typo fails here, not at the first embedding
+    base = parse_model_name(base_name)
+    return ModelSpec(base.backend, base.source, base.name, base.tag, head=str(path))
+
+
+def read_head_json(folder: Path) -> dict:
+    """``folder/head.json`` as a dict, checked for its format (no torch: names need only this).
+
+    Raises:
+        UnknownModel: no such folder, or no ``head.json`` in it.
+        ModelLoadError: unreadable JSON, or a format from a newer lookalike.
+    """
+    how = "give the folder `lookalike train`, `align` or `distill` wrote (their --out)"
+    if not folder.is_dir():
+        raise UnknownModel(f"head folder {folder} does not exist; {how}")
+    f = folder / HEAD_FILE
+    if not f.is_file():
+        raise UnknownModel(f"{folder} is not a head folder: it has no {HEAD_FILE}; {how}")
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{f}: cannot read the head description ({exc}); save the head again") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
+        raise ModelLoadError(f"{f}: not a head description (a JSON object with an id); save the head again")
+    if meta.get("format") != HEAD_FORMAT:
+        raise ModelLoadError(f"{f}: head format {meta.get('format')!r}, but this lookalike reads format "
+                             f"{HEAD_FORMAT}; upgrade lookalike, or save the head again with this one")
+    return meta
+
+
+def head_id_of(folder: Path) -> str:
+    """The id a head folder's ``head.json`` records (``name-digest8``)."""
+    return str(read_head_json(folder)["id"])
 
 
 #: Names people reach for that are not backends, mapped to the backend that serves them.

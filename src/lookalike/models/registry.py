@@ -23,7 +23,7 @@ def _loader(backend: str) -> Callable[[ModelSpec, str | torch.device | None], Em
     if backend == "lite":
         from .lite import LiteModel
 
-        return lambda spec, device: LiteModel(device)
+        return lambda spec, device: LiteModel(device, size=int(spec.tag) if spec.tag else 224)
     if backend == "openclip":
         from .openclip import OpenClipModel
 
@@ -33,11 +33,24 @@ def _loader(backend: str) -> Callable[[ModelSpec, str | torch.device | None], Em
     return TimmModel.from_spec
 
 
+def _load_head_model(spec: ModelSpec, device: str | torch.device | None) -> EmbeddingModel:
+    """``BASE+head:DIR``: the base on ``device`` (fp32, torch: the runtime and precision asked for
+    apply to the composed model), then the head, checked against the base's fingerprint."""
+    from .head import load_head
+    from .head_model import HeadModel
+
+    head = load_head(spec.head)  # before the base: a broken head folder must not cost a model load
+    base = _loader(spec.backend)(spec.base, device)
+    return HeadModel(base, head)
+
+
 def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None, runtime: str | None = None,
                precision: str | None = None,
                calibration: "Sequence[ImageSource] | str | os.PathLike[str] | None" = None,
                compile: bool = False) -> EmbeddingModel:
     """Load a model by name (see :func:`parse_model_name`) onto ``device`` (default: best available).
+
+    ``BASE+head:DIR`` gives a :class:`~.head_model.HeadModel`: the base, with the head on top.
 
     Args:
         runtime: ``torch``, ``onnx``, ``openvino`` or ``auto`` (measure once on this machine, keep
@@ -58,5 +71,5 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None =
     # Checked before loading: a typo must not cost a model load.
     check_settings(runtime, precision, calibration, compile)
     spec = parse_model_name(name)
-    model = _loader(spec.backend)(spec, device)
+    model = _load_head_model(spec, device) if spec.head is not None else _loader(spec.backend)(spec, device)
     return configure(model, runtime=runtime, precision=precision, calibration=calibration, compile=compile)
