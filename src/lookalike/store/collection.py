@@ -37,7 +37,7 @@ from .info import CollectionInfo
 from .item_access import ItemAccess
 from .items import Hit, Item, StoredItem
 from .manifest import Manifest
-from .model_files import MODELS_DIR, check_request, keep_int8_model, lazy_model, load_named
+from .model_files import MODELS_DIR, check_request, keep_model_files, lazy_model, load_named
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class Collection(Exploring, Deduplicating, ItemAccess):
         loaded = load_named(model, device, runtime=runtime, precision=precision, calibration=calibration,
                             compile=compile)
         root.mkdir(parents=True, exist_ok=True)
-        manifest = Manifest(model=keep_int8_model(root, loaded), lookalike_version=__version__)
+        manifest = Manifest(model=keep_model_files(root, loaded), lookalike_version=__version__)
         return cls(Storage.initialise(root, manifest), loaded, device, runtime=runtime, compile=compile)
 
     @classmethod

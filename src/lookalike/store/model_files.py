@@ -23,10 +23,20 @@ if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
     from .manifest import Manifest
 
-__all__ = ["MODELS_DIR", "keep_int8_model", "lazy_model", "load_named", "check_request", "precision_of"]
+__all__ = ["MODELS_DIR", "keep_model_files", "keep_int8_model", "lazy_model", "load_named", "check_request",
+           "precision_of"]
 
 #: The collection's folder for model files it cannot do without (an int8 model).
 MODELS_DIR = "models"
+
+
+def keep_model_files(root: Path, model: "EmbeddingModel") -> dict[str, Any]:
+    """Copy into the collection at ``root`` the files its model cannot be loaded without (an
+    int8 model's graph); returns the manifest's model entry, which names them.
+
+    Written before the manifest, so a collection never names a file it lacks.
+    """
+    return keep_int8_model(root, model)
 
 
 def keep_int8_model(root: Path, model: "EmbeddingModel") -> dict[str, Any]:
