@@ -16,6 +16,7 @@ package and opening a collection stay fast.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import (
@@ -77,6 +78,7 @@ __all__ = [
     "DownloadSettings",
     "export_collection",
     "import_embeddings",
+    "reproject",
     "ExportReport",
     "ImportReport",
     "IndexSettings",
@@ -138,6 +140,16 @@ def list_models() -> "list[ModelInfo]":
     from .models.names import list_models as _list
 
     return _list()
+
+
+def reproject(collection: "Collection | str | os.PathLike[str]", head: Any, out: "str | os.PathLike[str]", *,
+              progress: ProgressCallback | None = None) -> Collection:
+    """A new collection at ``out`` with ``head`` (a head folder, or a loaded head) applied to
+    ``collection``'s stored vectors: no image decoded, the index rebuilt, the source untouched;
+    returned open. See :func:`lookalike.apps.reproject.reproject`."""
+    from .apps.reproject import reproject as _reproject
+
+    return _reproject(collection, head, out, progress=progress)
 
 
 def similarity_matrix(model_or_coll: "Collection | EmbeddingModel | str", items: "Sequence[MatrixItem]", *,

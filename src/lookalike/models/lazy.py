@@ -25,14 +25,16 @@ class LazyModel:
     ``fingerprint`` is what the model must still have (its weights and preprocessing, and for
     int8 the precision, runtime and calibration); ``owner`` names what holds the vectors (a
     collection's path), for error messages. ``runtime``, ``precision``, ``calibration`` and
-    ``compile`` are passed to :func:`~lookalike.models.registry.load_model`.
+    ``compile`` are passed to :func:`~lookalike.models.registry.load_model`. ``name`` is what
+    to load when the id is not itself a loadable name (a head model: ``BASE+head:<its folder>``).
     """
 
     def __init__(self, model_id: str, fingerprint: str, *, owner: str, device: str | None = None,
                  runtime: str | None = None, precision: str = "fp32",
                  calibration: "Sequence[ImageSource] | str | os.PathLike[str] | None" = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, name: str | None = None) -> None:
         self.model_id = model_id
+        self.name = name or model_id
         self.fingerprint = fingerprint
         self.owner = owner
         self.device = device
@@ -53,7 +55,7 @@ class LazyModel:
             # Imported here: it imports torch, which holding a LazyModel must not.
             from .registry import load_model
 
-            self.use(load_model(self.model_id, device=self.device, runtime=self.runtime, precision=self.precision,
+            self.use(load_model(self.name, device=self.device, runtime=self.runtime, precision=self.precision,
                                 calibration=self.calibration, compile=self.compile))
         assert self.loaded is not None
         return self.loaded

@@ -136,7 +136,7 @@ class Collection(Exploring, Deduplicating, ItemAccess):
                 f"`lookalike index FOLDER --collection {root}` or Collection.create()"
             )
         storage = Storage(root, Manifest.load(root / MANIFEST))
-        if isinstance(model, str) and parse_model_name(model).canonical != storage.manifest.model_id:
+        if isinstance(model, str) and parse_model_name(model).model_id != storage.manifest.model_id:
             storage.close()
             raise LazyModel(storage.manifest.model_id, storage.manifest.fingerprint, owner=str(root)).mismatch(model)
         try:
