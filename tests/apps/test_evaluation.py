@@ -1,0 +1,100 @@
+"""evaluate(): tiny models and the histogram baseline on synthetic labelled images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.apps.embed_cache import EmbeddingCache
+from lookalike.apps.eval_report import write_json
+from lookalike.apps.evaluation import _fitted_on, evaluate, parse_models
+from lookalike.apps.labelled import LabelledSet, load_labelled
+from lookalike.apps.splits import SplitSettings, split_labelled
+from lookalike.errors import InvalidArgument, UnknownModel
+from support import make_image
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5 labels x 10 small images: the seeded split holds out 18 (one label, two per other label)."""
+    root = tmp_path_factory.mktemp("labelled") / "lab"
+    for label in range(5):
+        for i in range(10):
+            make_image(root / f"kind_{label}" / f"{i}.png", seed=label * 100 + i, size=(32, 32))
+    return root
+
+
+def test_models_are_checked_before_anything_loads() -> None:
+    assert parse_models(" histogram , lite") == ["histogram", "lite"]
+    with pytest.raises(UnknownModel):
+        parse_models("histogram,nosuch:model")
+    with pytest.raises(InvalidArgument, match="twice"):
+        parse_models(["lite", "lite"])
+    with pytest.raises(InvalidArgument, match="no model"):
+        parse_models(" , ")
+
+
+def test_evaluate_caches_and_a_rerun_embeds_only_the_new_model(labelled: Path, tiny_timm_dir: Path,
+                                                               tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "cache")
+    timm = f"timm:{tiny_timm_dir}"
+    first = evaluate(labelled, f"histogram,{timm}", cache=cache)
+    assert [r.name for r in first.results] == ["histogram", timm]
+    assert first.on == "held-out" and first.images == 18 and len(first.held_out_labels) == 1
+    for r in first.results:
+        assert r.n == 18 and r.embedded == 18 and r.cached == 0 and r.text_map is None
+        assert 0.0 <= r.knn1 <= r.recall5 <= r.recall10 <= 1.0 and 0.0 < r.map <= 1.0
+        assert r.images_per_second is not None and r.images_per_second > 0
+    assert first.results[0].dim == 512 and first.results[1].dim == 64
+    conf = first.confusion
+    assert conf is not None and conf.model == first.best.name  # type: ignore[union-attr]
+    assert conf.counts.shape == (5, 5) and int(conf.counts.sum()) == 18
+    assert np.trace(conf.counts) / 18 == pytest.approx([r for r in first.results if r.name == conf.model][0].knn1)
+
+    events: list = []
+    again = evaluate(labelled, ["histogram", timm], cache=cache, on="all", progress=events.append)
+    assert [(r.embedded, r.cached) for r in again.results] == [(32, 18), (32, 18)]  # only the new images
+    assert again.images == 50 and {e.reason for e in events if e.kind == "embed"} == {"histogram", timm}
+    data = json.loads(write_json(again, tmp_path / "r.json").read_text())
+    assert data["best"] in ("histogram", timm) and len(data["results"]) == 2
+    assert data["confusion"]["labels"] == list(again.labels) and data["images"] == 50
+
+
+def test_text_map_for_models_with_text(labelled: Path, tiny_clip_dir: Path, tmp_path: Path) -> None:
+    report = evaluate(labelled, f"openclip:{tiny_clip_dir}", cache=EmbeddingCache(tmp_path / "c"))
+    result = report.results[0]
+    assert result.text_map is not None and 0.0 < result.text_map <= 1.0
+
+
+def test_a_head_fitted_on_scored_images_is_flagged(labelled: Path, tiny_timm_dir: Path, tmp_path: Path) -> None:
+    from lookalike.models.head import HeadConfig, ProjectionHead, save_head
+    from lookalike.models.registry import load_model
+
+    base = f"timm:{tiny_timm_dir}"
+    data = load_labelled(labelled)
+    split = split_labelled(data, SplitSettings(seed=0))
+    config = HeadConfig(kind="projection", arch="linear", in_dim=64, out_dim=64, base=base,
+                        base_fingerprint=load_model(base).fingerprint(), name="h")
+    head = save_head(tmp_path / "head", ProjectionHead(config), config,
+                     train_hashes=[data.images[i].hash for i in split.fitted])
+    name = f"{base}+head:{head}"
+    held_out = LabelledSet(tuple(data.images[i] for i in split.held_out), data.source)
+    assert _fitted_on(name, held_out) == 0 and _fitted_on(base, data) == 0  # the same seed never leaks
+    leaky = evaluate(data, name, cache=EmbeddingCache(tmp_path / "c"), on="all")
+    assert leaky.results[0].fitted_on == len(split.fitted)
+    assert any("used to fit its head" in w for w in leaky.warnings)
+
+
+def test_too_few_held_out_images_is_a_clear_error(tmp_path: Path) -> None:
+    for label in range(4):
+        for i in range(3):
+            make_image(tmp_path / "small" / f"l{label}" / f"{i}.png", seed=label * 10 + i, size=(16, 16))
+    with pytest.raises(InvalidArgument, match="--on all"):
+        evaluate(tmp_path / "small", "histogram", seed=0, cache=EmbeddingCache(tmp_path / "c"))
+    report = evaluate(tmp_path / "small", "histogram", on="all", cache=EmbeddingCache(tmp_path / "c"))
+    assert report.images == 12
+    with pytest.raises(InvalidArgument, match="--on"):
+        evaluate(tmp_path / "small", "histogram", on="train")
