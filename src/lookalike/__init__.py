@@ -51,6 +51,7 @@ from .store.items import Hit, Item, StoredItem
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .apps.evaluation import EvaluationReport
     from .apps.matrix import MatrixItem, SimilarityMatrix
     from .models.base import EmbeddingModel
     from .models.names import ModelInfo
@@ -60,6 +61,7 @@ __all__ = [
     "load_model",
     "list_models",
     "similarity_matrix",
+    "evaluate",
     "SimilarityMatrix",
     "EmbeddingModel",
     "ModelInfo",
@@ -159,6 +161,28 @@ def similarity_matrix(model_or_coll: "Collection | EmbeddingModel | str", items:
     from .apps.matrix import similarity_matrix as _matrix
 
     return _matrix(model_or_coll, items, limit=limit)
+
+
+def evaluate(source: Any, models: "str | Sequence[str]", *, depth: int = 1, seed: int = 0, on: str = "held-out",
+             html: Any = None, json: Any = None, batch_size: int = 32, device: str | None = None,
+             progress: ProgressCallback | None = None) -> "EvaluationReport":
+    """Score ``models`` (names, or ``"a,b"``; ``histogram`` is a colour baseline) on labelled images
+    (a folder whose sub-folders name the labels, or a CSV of path,label): kNN@1, recall@5/10, mAP,
+    text->image mAP, speed and peak memory, on the seeded split's held-out images (``on="all"``:
+    every image). Writes an HTML page and/or JSON when paths are given. See
+    :func:`lookalike.apps.evaluation.evaluate`."""
+    from .apps import eval_report
+    from .apps.evaluation import evaluate as _evaluate
+
+    if html is not None:
+        eval_report.require_matplotlib()  # before the embedding, not after
+    report = _evaluate(source, models, depth=depth, seed=seed, on=on, batch_size=batch_size, device=device,
+                       progress=progress)
+    if html is not None:
+        eval_report.write_html(report, html)
+    if json is not None:
+        eval_report.write_json(report, json)
+    return report
 
 
 def __getattr__(name: str) -> Any:

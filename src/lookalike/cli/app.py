@@ -23,6 +23,7 @@ from ..version import __version__
 from .collection_cmds import index, info
 from .common import CollectionOpt, default_collection, err, fail, out, spell_negative_weights
 from .dupes_cmd import dupes
+from .evaluate_cmd import evaluate
 from .exchange_cmds import export, import_
 from .explore_cmds import cluster, label, map_, report
 from .matrix_cmd import matrix
@@ -57,6 +58,7 @@ app.command()(matrix)
 app.command()(report)
 app.command()(export)
 app.command(name="import")(import_)
+app.command()(evaluate)
 
 
 @app.command()
