@@ -95,3 +95,12 @@ def test_memory_peak_sees_an_allocation() -> None:
         block += 1
     del block
     assert peak.peak_mb is not None and peak.peak_mb > 40
+
+
+def test_a_damaged_cache_file_is_replaced(tmp_path: Path, labelled) -> None:
+    cache = EmbeddingCache(tmp_path / "c")
+    cache.root.mkdir()
+    cache.path_for("fp-a").write_bytes(b"not a database at all" * 100)
+    model = CountingModel()
+    assert cache.embed(model, labelled).embedded == len(labelled)  # type: ignore[arg-type]
+    assert cache.embed(model, labelled).embedded == 0  # type: ignore[arg-type]

@@ -17,14 +17,17 @@ import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..models.base import EmbeddingModel
+from ..errors import InvalidArgument
 from ..models.cache import cache_dir
 from ..progress import ProgressCallback, ProgressEvent
 from .labelled import LabelledSet
+
+if TYPE_CHECKING:
+    from ..models.base import EmbeddingModel  # torch: imported only where a model is used
 
 __all__ = ["Embedded", "EmbeddingCache", "rss_mb", "MemoryPeak"]
 
@@ -124,7 +127,7 @@ class EmbeddingCache:
         """The SQLite file holding one model's (or baseline's) vectors."""
         return self.root / f"{key}.sqlite"
 
-    def embed(self, model: EmbeddingModel, images: Sequence[tuple[Path, str]] | LabelledSet, *,
+    def embed(self, model: "EmbeddingModel", images: Sequence[tuple[Path, str]] | LabelledSet, *,
               batch_size: int = 32, progress: ProgressCallback | None = None,
               baseline_mb: float | None = None) -> Embedded:
         """Vectors of ``images`` (``(path, content hash)`` pairs, or a labelled set) from
@@ -178,15 +181,35 @@ class EmbeddingCache:
 
     @contextmanager
     def _connect(self, key: str) -> Iterator[sqlite3.Connection]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path_for(key), timeout=60.0)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a committed chunk survives a power cut
-            with db:
-                db.execute("CREATE TABLE IF NOT EXISTS vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
-                db.execute("CREATE TABLE IF NOT EXISTS measurement (id INTEGER PRIMARY KEY CHECK (id = 0), "
-                           "images INTEGER, seconds REAL, peak_mb REAL, name TEXT, at REAL)")
+        path = self.path_for(key)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            db = _open(path)
+        except sqlite3.DatabaseError:
+            # Not a database (a damaged or foreign file): a cache may be dropped, never trusted.
+            for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                stale.unlink(missing_ok=True)
+            db = _open(path)
+        except OSError as exc:
+            raise InvalidArgument(f"cannot use the embedding cache {self.root}: {exc.strerror or exc}. Make it "
+                                  "writable, or point $LOOKALIKE_CACHE at a writable folder.") from None
+        with closing(db):
             yield db
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=60.0)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a committed chunk survives a power cut
+        with db:
+            db.execute("CREATE TABLE IF NOT EXISTS vectors (hash TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS measurement (id INTEGER PRIMARY KEY CHECK (id = 0), "
+                       "images INTEGER, seconds REAL, peak_mb REAL, name TEXT, at REAL)")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _read(db: sqlite3.Connection, hashes: list[str]) -> dict[str, np.ndarray]:
