@@ -51,6 +51,7 @@ from .store.items import Hit, Item, StoredItem
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .apps.distill import DistillReport
     from .apps.evaluation import EvaluationReport
     from .apps.matrix import MatrixItem, SimilarityMatrix
     from .models.base import EmbeddingModel
@@ -62,6 +63,7 @@ __all__ = [
     "list_models",
     "similarity_matrix",
     "evaluate",
+    "distill",
     "SimilarityMatrix",
     "EmbeddingModel",
     "ModelInfo",
@@ -161,6 +163,18 @@ def similarity_matrix(model_or_coll: "Collection | EmbeddingModel | str", items:
     from .apps.matrix import similarity_matrix as _matrix
 
     return _matrix(model_or_coll, items, limit=limit)
+
+
+def distill(teacher: str, images: Any, *, student: str = "lite", out: Any, views: int = 2, arch: str = "mlp",
+            epochs: int = 100, seed: int = 0, progress: ProgressCallback | None = None, **options: Any) -> "DistillReport":
+    """Fit a head on ``student`` that puts its image vectors into ``teacher``'s space, on the
+    images of a folder (or a list of files), and save it to ``out``; load the result as
+    ``f"{student}+head:{out}"``. Returns a :class:`~lookalike.apps.distill.DistillReport`.
+    See :func:`lookalike.apps.distill.distill` for the other options."""
+    from .apps.distill import distill as _distill
+
+    return _distill(teacher, images, student=student, out=out, views=views, arch=arch, epochs=epochs, seed=seed,
+                    progress=progress, **options)
 
 
 def evaluate(source: Any, models: "str | Sequence[str]", *, depth: int = 1, seed: int = 0, on: str = "held-out",

@@ -12,28 +12,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.apps.distill import DistillReport, distill, validation_mask
+from lookalike.apps.distill import DistillReport, DistillSettings, distill, distill_images, validation_mask
 from lookalike.apps.embed_cache import EmbeddingCache
 from lookalike.errors import InvalidArgument
 from support import make_image
 
-EPOCHS = 30
+SETTINGS = DistillSettings(epochs=20)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, tiny_timm_dir: Path, tiny_clip_dir: Path) -> dict:
+    import lookalike
+    from lookalike.apps.distill import image_pairs
+
     root = tmp_path_factory.mktemp("distill")
     images = root / "imgs"
-    for i in range(20):
+    for i in range(16):
         make_image(images / f"{i:02d}.png", seed=i)
     make_image(images / "copy.png", seed=0)  # a copy counts once
     unseen = [make_image(root / "unseen" / f"{i}.png", seed=1000 + i) for i in range(6)]
     cache = EmbeddingCache(root / "cache")
-    teacher, student = f"openclip:{tiny_clip_dir}", f"timm:{tiny_timm_dir}"
-    report = distill(teacher, images, student=student, out=root / "head", views=1, epochs=EPOCHS, seed=0,
-                     cache=cache, device="cpu")
-    return {"root": root, "images": images, "unseen": unseen, "cache": cache, "teacher": teacher,
-            "student": student, "report": report}
+    teacher = lookalike.load_model(f"openclip:{tiny_clip_dir}", device="cpu")
+    student = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu")
+    pairs = image_pairs(images, None)
+    report = distill_images(teacher, student, pairs, out=root / "head", views=1, settings=SETTINGS, cache=cache)
+    return {"root": root, "pairs": pairs, "unseen": unseen, "cache": cache, "teacher": teacher,
+            "student": student, "report": report, "student_name": f"timm:{tiny_timm_dir}"}
 
 
 def test_the_head_loads_as_a_model_in_the_teachers_space(setup: dict) -> None:
@@ -41,19 +45,18 @@ def test_the_head_loads_as_a_model_in_the_teachers_space(setup: dict) -> None:
     from lookalike.models.head import ProjectionHead, apply_head, load_head
 
     report: DistillReport = setup["report"]
-    assert report.images == 20 and report.train_images + report.val_images == 20 and report.views == 1
+    assert report.images == 16 and report.train_images + report.val_images == 16 and report.views == 1
     assert report.train_cos_before is None  # 64-d student, 32-d teacher: nothing to compare without a head
     assert report.val_cos_after > report.val_cos_untrained
-    teacher = lookalike.load_model(setup["teacher"], device="cpu")
-    model = lookalike.load_model(f"{setup['student']}+head:{report.out}", device="cpu")
+    teacher, student = setup["teacher"], setup["student"]
+    model = lookalike.load_model(f"{setup['student_name']}+head:{report.out}", device="cpu")
     assert model.dim == teacher.dim == 32
     assert model.model_id == f"{report.student}+head:{report.head_id}"
     # On images it never saw, the trained head is closer to the teacher than an untrained one.
     target = teacher.encode_images(setup["unseen"])
     distilled = model.encode_images(setup["unseen"])
     head = load_head(report.out)
-    untrained = apply_head(ProjectionHead(head.config), lookalike.load_model(setup["student"], device="cpu")
-                           .encode_images(setup["unseen"]))
+    untrained = apply_head(ProjectionHead(head.config), student.encode_images(setup["unseen"]))
     assert np.sum(distilled * target, axis=1).mean() > np.sum(untrained * target, axis=1).mean() + 0.2
     # Text goes to the teacher's text tower.
     texts = ["a red square", "a dog"]
@@ -61,13 +64,13 @@ def test_the_head_loads_as_a_model_in_the_teachers_space(setup: dict) -> None:
     # The head records what it was fitted on and whom it imitates.
     assert head.config.kind == "student" and head.config.teacher == report.teacher
     assert head.config.teacher_fingerprint == teacher.fingerprint()
-    assert len(head.train_hashes()) == 20 and head.report is not None and head.report["views"] == 1
+    assert len(head.train_hashes()) == 16 and head.report is not None and head.report["views"] == 1
 
 
 def test_same_seed_same_head(setup: dict) -> None:
     # The vectors (views included) come from the cache now: only training runs again.
-    again = distill(setup["teacher"], setup["images"], student=setup["student"], out=setup["root"] / "again",
-                    views=1, epochs=EPOCHS, seed=0, cache=setup["cache"], device="cpu")
+    again = distill_images(setup["teacher"], setup["student"], setup["pairs"], out=setup["root"] / "again", views=1,
+                           settings=SETTINGS, cache=setup["cache"])
     from lookalike.models.head import load_head
 
     first, second = load_head(setup["report"].out).module.state_dict(), load_head(again.out).module.state_dict()
@@ -87,9 +90,9 @@ def test_validation_split_depends_on_content_only() -> None:
 
 def test_bad_input_is_refused_before_any_model_loads(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="does not exist"):
-        distill("no-such-model", tmp_path / "nowhere", out=tmp_path / "out")
+        distill("lite", tmp_path / "nowhere", out=tmp_path / "out")
     one = make_image(tmp_path / "one" / "a.png", seed=0)
     with pytest.raises(InvalidArgument, match="at least 2 different images"):
-        distill("no-such-model", [one, one], out=tmp_path / "out")
+        distill("lite", [one, one], out=tmp_path / "out")
     with pytest.raises(InvalidArgument, match="views"):
-        distill("no-such-model", [one], out=tmp_path / "out", views=-1)
+        distill("lite", [one], out=tmp_path / "out", views=-1)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
     from .embed_cache import EmbeddingCache
 
-__all__ = ["DistillReport", "DistillSettings", "distill", "distill_images", "validation_mask"]
+__all__ = ["DistillReport", "DistillSettings", "distill", "distill_images", "image_pairs", "validation_mask"]
 
 #: The fraction of images held back to stop training (by content hash, seeded).
 VAL_FRACTION = 0.2
@@ -130,7 +130,7 @@ def validation_mask(hashes: Sequence[str], seed: int = 0, fraction: float = VAL_
     return mask
 
 
-def _image_pairs(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+def image_pairs(images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  progress: ProgressCallback | None) -> list[tuple[Path, str]]:
     """``(path, content hash)`` of each distinct image, in discovery (or list) order."""
     from ..images.discover import discover
@@ -194,10 +194,16 @@ def distill(teacher: str, images: str | os.PathLike[str] | Sequence[str | os.Pat
     """
     from ..models.registry import load_model
 
+    from ..models.head import HEAD_ARCHS
+    from ..models.names import parse_model_name
+
     settings = DistillSettings(epochs=epochs, patience=patience)
     if views < 0:
         raise InvalidArgument(f"views must be 0 or more, not {views}")
-    pairs = _image_pairs(images, progress)
+    if arch not in HEAD_ARCHS:
+        raise InvalidArgument(f"head arch '{arch}' is not one of {', '.join(HEAD_ARCHS)}")
+    parse_model_name(teacher), parse_model_name(student)  # a typo fails before any image is read
+    pairs = image_pairs(images, progress)
     validation_mask([h for _, h in pairs], seed)  # fewer than 2 images fail before any model loads
     teacher_model = load_model(teacher, device=device)
     student_model = load_model(student, device=device)

@@ -22,11 +22,13 @@ from ..models.names import list_models
 from ..version import __version__
 from .collection_cmds import index, info
 from .common import CollectionOpt, default_collection, err, fail, out, spell_negative_weights
+from .distill_cmd import distill
 from .dupes_cmd import dupes
 from .evaluate_cmd import evaluate
 from .exchange_cmds import export, import_
 from .explore_cmds import cluster, label, map_, report
 from .matrix_cmd import matrix
+from .reproject_cmd import reproject
 from .search_cmd import search
 
 __all__ = ["app", "main"]
@@ -58,7 +60,9 @@ app.command()(matrix)
 app.command()(report)
 app.command()(export)
 app.command(name="import")(import_)
+app.command()(reproject)
 app.command()(evaluate)
+app.command()(distill)
 
 
 @app.command()
