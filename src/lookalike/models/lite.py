@@ -23,9 +23,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import InvalidArgument, ModelLoadError
 from ..images.transforms import PreprocessConfig
 from .base import EmbeddingModel
+from .names import LITE_SIZES
 
 __all__ = ["LiteModel", "LITE_PREPROCESS", "map_lukemelas_state_dict", "lite_weights_path"]
 
@@ -135,6 +136,9 @@ class LiteModel(EmbeddingModel):
         super().__init__(device)
         import timm
 
+        if not isinstance(size, int) or not LITE_SIZES[0] <= size <= LITE_SIZES[1]:
+            raise InvalidArgument(f"lite's size must be an integer from {LITE_SIZES[0]} to {LITE_SIZES[1]} px, "
+                                  f"not {size!r}; 224 is plain 'lite'")
         if size != LITE_PREPROCESS.size:
             # Instance attributes: the class's stay those of plain `lite`, whose fingerprint must not move.
             self.model_id = f"lite:{size}"

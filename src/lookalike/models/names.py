@@ -227,21 +227,7 @@ def parse_model_name(name: str) -> ModelSpec:
         return _parse_lite_size(name[len("lite:"):], original)
     backend, sep, rest = name.partition(":")
     if not sep or _looks_like_path(name):
-        # No backend prefix: only a local model directory is acceptable.
-        path = Path(os.path.expanduser(name))
-        if path.is_dir():
-            detected = _detect_local_backend(path)
-            if detected is None:
-                raise UnknownModel(
-                    f"model '{original}': the folder {path} holds neither open_clip_config.json (open_clip) "
-                    "nor config.json + model.safetensors (timm)."
-                )
-            return _parse_local(detected, name, original)
-        raise UnknownModel(
-            f"unknown model '{original}'.{_close(name, [m.name for m in KNOWN_MODELS])} "
-            "Names are 'lite', 'openclip:ARCH/TAG', 'openclip:hf-hub:ORG/REPO', 'timm:NAME' or a local "
-            "model folder; `lookalike models` lists tested ones."
-        )
+        return _parse_bare(name, original)
     backend = backend.lower()
     if backend not in ("openclip", "timm"):
         raise UnknownModel(
@@ -271,6 +257,24 @@ def parse_model_name(name: str) -> ModelSpec:
     if not arch or (dot and not tag):
         raise UnknownModel(f"model '{original}': a timm name is NAME or NAME.TAG, as in {_example('timm')}")
     return ModelSpec("timm", "pretrained", arch, tag or None)
+
+
+def _parse_bare(name: str, original: str) -> ModelSpec:
+    """A name with no backend prefix: only a local model directory is acceptable."""
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        detected = _detect_local_backend(path)
+        if detected is None:
+            raise UnknownModel(
+                f"model '{original}': the folder {path} holds neither open_clip_config.json (open_clip) "
+                "nor config.json + model.safetensors (timm)."
+            )
+        return _parse_local(detected, name, original)
+    raise UnknownModel(
+        f"unknown model '{original}'.{_close(name, [m.name for m in KNOWN_MODELS])} "
+        "Names are 'lite', 'lite:SIZE', 'openclip:ARCH/TAG', 'openclip:hf-hub:ORG/REPO', 'timm:NAME', a local "
+        "model folder, or any of these +head:DIR; `lookalike models` lists tested ones."
+    )
 
 
 def _parse_lite_size(text: str, original: str) -> ModelSpec:
