@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -50,53 +51,62 @@ def source(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> Pat
     return root / "src.lkl"
 
 
-@pytest.fixture
-def head(source: Path, tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def made(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """One reproject of ``source`` with a projection head (32 -> 16), any image decoding
+    failing the test: the head's folder, its LoadedHead, the new collection (open), the
+    progress events, and digests of the source's files before and after."""
     manifest = Manifest.load(source / "manifest.json")
-    return make_head(tmp_path / "heads" / "logos", manifest.model_id, manifest.fingerprint)
+    root = tmp_path_factory.mktemp("reprojected")
+    head = make_head(root / "heads" / "logos", manifest.model_id, manifest.fingerprint)
 
-
-def test_reproject_applies_the_head_to_stored_vectors_without_reading_images(
-        source: Path, head: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("an image was decoded")
 
     import lookalike.images.decode as decode
 
-    monkeypatch.setattr(decode, "decode_image", refuse)
-    monkeypatch.setattr(Image, "open", refuse)
-    before = tree_digest(source)
-    events = []
-    with lookalike.reproject(source, head, tmp_path / "logos.lkl", progress=events.append) as new:
-        assert new.manifest.model_id == f"{Manifest.load(source / 'manifest.json').model_id}+head:{load_head(head).id}"
-        ids, vectors = new.embeddings()
-        with Collection.open(source) as src:
-            src_ids, src_vectors = src.embeddings()
-        assert np.array_equal(ids, src_ids) and vectors.shape == (6, 16)
-        np.testing.assert_allclose(vectors, apply_head(load_head(head), src_vectors), atol=1e-6)
-        hit = new.search(f"id:{ids[2]}", k=1)[0]
-        assert hit.id == ids[2] and hit.score == pytest.approx(1.0, abs=1e-5)
-        assert len(new.search("a red square", k=3)) == 3  # text goes through the base's text tower and the head
-    assert tree_digest(source) == before
-    assert events[-1].kind == "done" and any(e.kind == "derive" and e.done == 6 for e in events)
+    before, events = tree_digest(source), []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(decode, "decode_image", refuse)
+        mp.setattr(Image, "open", refuse)
+        new = lookalike.reproject(source, head, root / "logos.lkl", progress=events.append)
+    with new:
+        yield SimpleNamespace(head=head, loaded=load_head(head), new=new, events=events, before=before,
+                              after=tree_digest(source), base=manifest.model_id)
 
 
-def test_the_new_collection_keeps_its_head_and_checks_model_names(source: Path, head: Path, tiny_clip_dir: Path,
+def test_reproject_applies_the_head_to_stored_vectors_without_reading_images(source: Path,
+                                                                              made: SimpleNamespace) -> None:
+    new = made.new
+    assert made.after == made.before  # not one byte of the source changed
+    assert new.manifest.model_id == f"{made.base}+head:{made.loaded.id}"
+    ids, vectors = new.embeddings()
+    with Collection.open(source) as src:
+        src_ids, src_vectors = src.embeddings()
+    assert np.array_equal(ids, src_ids) and vectors.shape == (6, 16)
+    np.testing.assert_allclose(vectors, apply_head(made.loaded, src_vectors), atol=1e-6)
+    hit = new.search(f"id:{ids[2]}", k=1)[0]
+    assert hit.id == ids[2] and hit.score == pytest.approx(1.0, abs=1e-5)
+    assert len(new.search("a red square", k=3)) == 3  # text goes through the base's text tower and the head
+    assert made.events[-1].kind == "done" and any(e.kind == "derive" and e.done == 6 for e in made.events)
+
+
+def test_the_new_collection_keeps_its_head_and_checks_model_names(made: SimpleNamespace, tiny_clip_dir: Path,
                                                                    tmp_path: Path) -> None:
-    lookalike.reproject(source, head, tmp_path / "logos.lkl").close()
-    entry = json.loads((tmp_path / "logos.lkl" / "manifest.json").read_text())["model"]
-    assert entry["head_dir"] == f"models/head-{load_head(head).id}"
-    assert (tmp_path / "logos.lkl" / entry["head_dir"] / "head.json").is_file()
-    with Collection.open(tmp_path / "logos.lkl", model=f"openclip:{tiny_clip_dir}+head:{head}"):
+    path = made.new.path
+    entry = json.loads((path / "manifest.json").read_text())["model"]
+    assert entry["head_dir"] == f"models/head-{made.loaded.id}"
+    assert (path / entry["head_dir"] / "head.json").is_file()
+    with Collection.open(path, model=f"openclip:{tiny_clip_dir}+head:{made.head}"):
         pass  # the head's folder or the collection's copy: one model
     with pytest.raises(CollectionMismatch, match="cannot be mixed"):
-        Collection.open(tmp_path / "logos.lkl", model=f"openclip:{tiny_clip_dir}")
-    shutil.rmtree(head)
-    with Collection.open(tmp_path / "logos.lkl") as new:
+        Collection.open(path, model=f"openclip:{tiny_clip_dir}")
+    shutil.rmtree(made.head)
+    with Collection.open(path) as new:
         image = make_image(tmp_path / "new.png", seed=3)
         vector = new.query_vector(image)  # embeds through the base and the collection's copy of the head
         assert vector.shape == (16,)
-        assert new.search(image, k=1)[0].score > 0.999  # the same pixels as the indexed 03.png
+        assert new.search(vector, k=1)[0].score > 0.999  # the same pixels as the indexed 03.png
         assert len(new.search("a photo", k=2)) == 2
 
 
@@ -110,12 +120,12 @@ def test_a_head_fitted_on_another_model_is_refused(source: Path, tmp_path: Path)
     assert not (tmp_path / "out.lkl").exists()
 
 
-def test_an_int8_collection_refuses_a_head_fitted_on_fp32_vectors(source: Path, head: Path) -> None:
+def test_an_int8_collection_refuses_a_head_fitted_on_fp32_vectors(source: Path, made: SimpleNamespace) -> None:
     manifest = Manifest.load(source / "manifest.json")
     int8 = Manifest(model={**manifest.model, "precision": "int8", "fingerprint": "feedbeef"})
     fake = SimpleNamespace(manifest=int8, path=Path("/c/int8.lkl"))
     with pytest.raises(CollectionMismatch, match="int8 vectors.*--precision fp32"):
-        _check_fits(fake, load_head(head))  # type: ignore[arg-type]
+        _check_fits(fake, made.loaded)  # type: ignore[arg-type]
 
 
 def test_a_text_head_leaves_the_vectors_as_they_are(source: Path, tmp_path: Path) -> None:

@@ -5,18 +5,18 @@ rebuilt, the source untouched, no image read, and nothing left at ``out`` by a f
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import lookalike
 from lookalike import Collection
 from lookalike.errors import CollectionError, CollectionExists, InvalidArgument
+from lookalike.images.traits import ImageTraits
 from lookalike.store.derive import derive_collection
-from support import make_image, save_tiny_timm
+from lookalike.store.manifest import Manifest
+from lookalike.store.storage import Storage
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -36,37 +36,57 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "open", refuse)
 
 
-@pytest.fixture(scope="module")
-def other_model(tmp_path_factory: pytest.TempPathFactory) -> lookalike.EmbeddingModel:
-    """A second tiny timm model (other weights: another model id and fingerprint), 64-d."""
-    folder = save_tiny_timm(tmp_path_factory.mktemp("tiny-timm-1") / "model", seed=1)
-    return lookalike.load_model(f"timm:{folder}", device="cpu", runtime="torch")
+DIM = 64
+PREPROCESS = {"size": 32, "resize_mode": "letterbox", "crop_pct": 1.0, "interpolation": "bicubic",
+              "mean": [0.5] * 3, "std": [0.5] * 3, "fill": None}
+
+
+class StubModel:
+    """Stands in for a loaded model: derive needs only its identity (no weights, no torch)."""
+
+    def __init__(self, model_id: str, fingerprint: str, dim: int = DIM) -> None:
+        self.model_id, self._fingerprint, self.dim = model_id, fingerprint, dim
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def info(self) -> dict:
+        return {"model_id": self.model_id, "dim": self.dim, "modalities": ["image"], "preprocess": PREPROCESS,
+                "fingerprint": self._fingerprint, "runtime": "torch", "precision": "fp32"}
+
+
+SOURCE_MODEL = StubModel("test:source", "50c0")
+OTHER_MODEL = StubModel("test:other", "07e4")
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory, tiny_timm_dir: Path) -> Path:
-    """A small collection: 7 images (one a copy of another), one broken file, metadata on one
-    item, and a clustering and zero-shot label that derive must not carry over. Its images
-    are moved away afterwards: nothing may read them again."""
-    root = tmp_path_factory.mktemp("derive-src")
-    imgs = root / "imgs"
-    for i in range(6):
-        make_image(imgs / f"{i:02d}.png", seed=i)
-    shutil.copy(imgs / "00.png", imgs / "copy-of-00.png")
-    (imgs / "broken.jpg").write_bytes(b"not an image")
-    with Collection.create(root / "src.lkl", f"timm:{tiny_timm_dir}", runtime="torch") as coll:
-        report = coll.add([imgs])
-        assert len(coll) == 7 and len(report.failed) == 1
-        db = coll._storage.db
-        first = coll.item_at(imgs / "01.png")
-        with db.transaction():
-            db.meta.set_by_id([(first.id, {"caption": "a red square", "stars": 4})])
-            db.conn.execute("UPDATE items SET cluster = 0, label = 'cat', label_score = 0.5, map_x = 1, map_y = 2")
-            db.conn.execute("INSERT INTO clusters (id, name, centroid, central) VALUES (0, 'c', x'00', '[]')")
-            db.set_state("clustering", "{}")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic collection: 7 embedded items (two share a vector, as copies of one file
+    do), one failure, traits on every item, metadata on one, a garbage vector row, and a
+    clustering and zero-shot labels that derive must not carry over; a flat index."""
+    path = tmp_path_factory.mktemp("derive-src") / "src.lkl"
+    storage = Storage.initialise(path, Manifest(model=SOURCE_MODEL.info()))
+    v = np.random.default_rng(0).standard_normal((7, DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    vec_row = [0, 2, 3, 4, 5, 6, 0]  # row 1 is garbage (a re-embedded file's old vector)
+    rows = [(f"/pics/{i:02d}.png", 10 + i, 1000 + i, f"h{vec_row[i]}", 32, 32, "ok", None, vec_row[i])
+            for i in range(7)] + [("/pics/broken.jpg", 12, 1000, "hb", None, None, "failed", "not an image", None)]
+    traits = [(ImageTraits(i, i + 1, i + 2, 0.5, None, 3), f"/pics/{i:02d}.png") for i in range(7)]
+
+    def write() -> None:
+        storage.db.upsert(rows)
+        storage.db.set_traits(traits)
+        storage.db.meta.set([("/pics/01.png", {"caption": "a red square", "stars": 4})])
+        storage.db.conn.execute("UPDATE items SET cluster = 0, label = 'cat', label_score = 0.5, map_x = 1, map_y = 2")
+        storage.db.conn.execute("INSERT INTO clusters (id, name, centroid, central) VALUES (0, 'c', x'00', '[]')")
+        storage.db.set_state("clustering", "{}")
+
+    with storage.write_lock():
+        storage.commit_vectors(v, write)
+    storage.close()
+    with Collection.open(path) as coll:
         coll.build_index("flat")
-    imgs.rename(root / "moved-away")
-    return root / "src.lkl"
+    return path
 
 
 def rotation(dim: int, seed: int = 0) -> np.ndarray:
@@ -75,13 +95,13 @@ def rotation(dim: int, seed: int = 0) -> np.ndarray:
 
 
 def test_derive_copies_items_and_transforms_vectors_without_reading_images(
-        source: Path, other_model: lookalike.EmbeddingModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     no_decoding(monkeypatch)
     before = tree_digest(source)
     rot = rotation(64)
     events = []
     with Collection.open(source) as src:
-        report = derive_collection(src, tmp_path / "new.lkl", other_model, lambda v: v @ rot, chunk_rows=2,
+        report = derive_collection(src, tmp_path / "new.lkl", OTHER_MODEL, lambda v: v @ rot, chunk_rows=2,
                                    progress=events.append)
         src_items = {i.id: i for i in src.items()}
         ok = [i for i in src_items if src_items[i].status == "ok"]
@@ -89,12 +109,12 @@ def test_derive_copies_items_and_transforms_vectors_without_reading_images(
         src_traits = src._storage.db.traits(list(src_items))
     assert tree_digest(source) == before  # not one byte of the source changed
     assert (report.items, report.embedded, report.vectors) == (8, 7, 6)  # the copy shares its vector
-    assert report.model_id == other_model.model_id and report.index == "Flat"
+    assert report.model_id == OTHER_MODEL.model_id and report.index == "Flat"
     assert [e.kind for e in events][-1] == "done" and events[-2].done == events[-2].total == 6
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left
     with Collection.open(tmp_path / "new.lkl") as new:
-        assert new.manifest.model_id == other_model.model_id
-        assert new.manifest.fingerprint == other_model.fingerprint()
+        assert new.manifest.model_id == OTHER_MODEL.model_id
+        assert new.manifest.fingerprint == OTHER_MODEL.fingerprint()
         assert {i.id: i for i in new.items()} == src_items  # ids, paths, sizes, hashes, failures
         np.testing.assert_allclose(new.get_vectors(ok), src_vectors @ rot, atol=1e-6)
         db = new._storage.db
@@ -110,19 +130,16 @@ def test_derive_copies_items_and_transforms_vectors_without_reading_images(
         assert hits[0].id == ok[1] and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_derive_copies_vectors_unchanged_without_a_transform(source: Path, tiny_timm_dir: Path,
-                                                             tmp_path: Path) -> None:
-    model = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="torch")
+def test_derive_copies_vectors_unchanged_without_a_transform(source: Path, tmp_path: Path) -> None:
     with Collection.open(source) as src:
         ids, vectors = src.embeddings()
-        derive_collection(src, tmp_path / "same.lkl", model)
-    with Collection.open(tmp_path / "same.lkl", model=f"timm:{tiny_timm_dir}") as new:
+        derive_collection(src, tmp_path / "same.lkl", SOURCE_MODEL)
+    with Collection.open(tmp_path / "same.lkl") as new:
         new_ids, new_vectors = new.embeddings()
         assert np.array_equal(new_ids, ids) and np.array_equal(new_vectors, vectors)
 
 
-def test_a_failed_derive_leaves_nothing_at_out(source: Path, other_model: lookalike.EmbeddingModel,
-                                               tmp_path: Path) -> None:
+def test_a_failed_derive_leaves_nothing_at_out(source: Path, tmp_path: Path) -> None:
     calls = []
 
     def breaks_midway(v: np.ndarray) -> np.ndarray:
@@ -133,23 +150,22 @@ def test_a_failed_derive_leaves_nothing_at_out(source: Path, other_model: lookal
 
     with Collection.open(source) as src:
         with pytest.raises(RuntimeError, match="interrupted"):
-            derive_collection(src, tmp_path / "new.lkl", other_model, breaks_midway, chunk_rows=2)
+            derive_collection(src, tmp_path / "new.lkl", OTHER_MODEL, breaks_midway, chunk_rows=2)
         with pytest.raises(InvalidArgument, match=r"shape \(2, 32\), not \(2, 64\)"):
-            derive_collection(src, tmp_path / "new.lkl", other_model, lambda v: v[:, :32], chunk_rows=2)
+            derive_collection(src, tmp_path / "new.lkl", OTHER_MODEL, lambda v: v[:, :32], chunk_rows=2)
     assert list(tmp_path.iterdir()) == []  # neither a collection nor a work folder
 
 
-def test_derive_refuses_an_occupied_target_or_one_inside_the_source(
-        source: Path, other_model: lookalike.EmbeddingModel, tmp_path: Path) -> None:
+def test_derive_refuses_an_occupied_target_or_one_inside_the_source(source: Path, tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     with Collection.open(source) as src:
         with pytest.raises(CollectionExists, match="already exists"):
-            derive_collection(src, source, other_model)
+            derive_collection(src, source, OTHER_MODEL)
         with pytest.raises(CollectionError, match="not an empty folder"):
-            derive_collection(src, tmp_path / "full", other_model)
+            derive_collection(src, tmp_path / "full", OTHER_MODEL)
         with pytest.raises(InvalidArgument, match="inside the source collection"):
-            derive_collection(src, source / "sub.lkl", other_model)
+            derive_collection(src, source / "sub.lkl", OTHER_MODEL)
         (tmp_path / "empty").mkdir()
-        assert derive_collection(src, tmp_path / "empty", other_model).path == tmp_path / "empty"
+        assert derive_collection(src, tmp_path / "empty", OTHER_MODEL).path == tmp_path / "empty"
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import CollectionMismatch, InvalidArgument
 from ..models.names import HEAD_MARK
 from ..store.collection import Collection
-from ..store.derive import derive_collection
+from ..store.derive import check_target, derive_collection
 from ..store.model_files import precision_of
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ def reproject(collection: "Collection | str | os.PathLike[str]", head: "str | os
     owned = not isinstance(collection, Collection)
     source = Collection.open(collection) if owned else collection
     try:
+        check_target(source.path, out)  # before loading anything
         loaded = head if isinstance(head, LoadedHead) else load_head(head)
         _check_fits(source, loaded)
         # Torch on the CPU: only the model's identity and the head's weights are needed here.

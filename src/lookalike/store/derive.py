@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .collection import Collection
     from .metadata import MetadataDB
 
-__all__ = ["derive_collection", "DeriveReport", "Transform"]
+__all__ = ["derive_collection", "check_target", "DeriveReport", "Transform"]
 
 #: Maps a chunk of stored vectors ``(n, source dim)`` to the new ones ``(n, model dim)``.
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -96,7 +96,7 @@ def derive_collection(source: "Collection", out: str | os.PathLike[str], model: 
     """
     t0 = time.perf_counter()
     emit = progress or (lambda event: None)
-    target = _check_target(source.path, out)
+    target = check_target(source.path, out)
     work = target.parent / f".{target.name}.derive-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     try:
@@ -123,8 +123,13 @@ def derive_collection(source: "Collection", out: str | os.PathLike[str], model: 
                         time.perf_counter() - t0)
 
 
-def _check_target(source: Path, out: str | os.PathLike[str]) -> Path:
-    """``out`` as an absolute path, refused when it holds anything or lies in the source."""
+def check_target(source: Path, out: str | os.PathLike[str]) -> Path:
+    """``out`` as an absolute path (its parent made), refused when it holds anything or lies
+    inside the ``source`` collection; callers check it before any slow work.
+
+    Raises:
+        CollectionExists, CollectionError, InvalidArgument: as :func:`derive_collection`.
+    """
     target = Path(user_path(out)).absolute()
     if (target / MANIFEST).exists():
         raise CollectionExists(f"{target}: a collection already exists here; pick a new path for the derived "
