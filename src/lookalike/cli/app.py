@@ -29,7 +29,6 @@ from .exchange_cmds import export, import_
 from .explore_cmds import cluster, label, map_, report
 from .matrix_cmd import matrix
 from .reproject_cmd import reproject
-from .reproject_cmd import reproject
 from .search_cmd import search
 
 __all__ = ["app", "main"]
@@ -61,7 +60,6 @@ app.command()(matrix)
 app.command()(report)
 app.command()(export)
 app.command(name="import")(import_)
-app.command()(reproject)
 app.command()(reproject)
 app.command()(evaluate)
 app.command()(distill)
