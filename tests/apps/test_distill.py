@@ -96,3 +96,7 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path: Path) -> None:
         distill("lite", [one, one], out=tmp_path / "out")
     with pytest.raises(InvalidArgument, match="views"):
         distill("lite", [one], out=tmp_path / "out", views=-1)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidArgument, match="not a head folder"):
+        distill("lite", [one], out=tmp_path / "taken")

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
     from .embed_cache import EmbeddingCache
 
-__all__ = ["DistillReport", "DistillSettings", "distill", "distill_images", "image_pairs", "validation_mask"]
+__all__ = ["DistillReport", "DistillSettings", "distill", "distill_images", "image_pairs", "check_out_dir", "validation_mask"]
 
 #: The fraction of images held back to stop training (by content hash, seeded).
 VAL_FRACTION = 0.2
@@ -192,10 +192,9 @@ def distill(teacher: str, images: str | os.PathLike[str] | Sequence[str | os.Pat
         UnknownModel, ModelLoadError, MissingExtra: a model cannot be loaded.
         UnreadableImage: an image cannot be decoded.
     """
-    from ..models.registry import load_model
-
     from ..models.head import HEAD_ARCHS
     from ..models.names import parse_model_name
+    from ..models.registry import load_model
 
     settings = DistillSettings(epochs=epochs, patience=patience)
     if views < 0:
@@ -203,6 +202,7 @@ def distill(teacher: str, images: str | os.PathLike[str] | Sequence[str | os.Pat
     if arch not in HEAD_ARCHS:
         raise InvalidArgument(f"head arch '{arch}' is not one of {', '.join(HEAD_ARCHS)}")
     parse_model_name(teacher), parse_model_name(student)  # a typo fails before any image is read
+    check_out_dir(out)
     pairs = image_pairs(images, progress)
     validation_mask([h for _, h in pairs], seed)  # fewer than 2 images fail before any model loads
     teacher_model = load_model(teacher, device=device)
@@ -218,12 +218,13 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
                    batch_size: int = 32, name: str | None = None,
                    progress: ProgressCallback | None = None) -> DistillReport:
     """:func:`distill` with loaded models and ``(path, content hash)`` pairs of distinct images."""
-    from ..models.head import HeadConfig, save_head
+    from ..models.head import HeadConfig, load_head, save_head
     from ..models.names import parse_model_name
-    from .distill_fit import embed_views, fit_head, head_cosines
+    from .distill_fit import fit_head, head_cosines
+    from .embed_cache import EmbeddingCache
 
     started = time.perf_counter()
-    out_dir = Path(out).expanduser().absolute()
+    out_dir = check_out_dir(out)
     hashes = [h for _, h in pairs]
     val = validation_mask(hashes, seed)
     config = HeadConfig(kind="student", arch=arch, in_dim=student.dim, out_dim=teacher.dim,
@@ -231,22 +232,13 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
                         name=name or out_dir.name, hidden=_hidden(arch, student.dim, teacher.dim, settings),
                         teacher=parse_model_name(teacher.model_id).canonical,
                         teacher_fingerprint=teacher.fingerprint())
-    from .embed_cache import EmbeddingCache
-
     cache = cache if cache is not None else EmbeddingCache()
     t_clean = cache.embed(teacher, list(pairs), batch_size=batch_size, progress=progress).vectors
     s_clean = cache.embed(student, list(pairs), batch_size=batch_size, progress=progress).vectors
-    train_pairs = [p for p, v in zip(pairs, val) if not v]
-    s_views = embed_views(student, train_pairs, views=views, seed=seed, batch_size=batch_size, cache=cache,
-                          progress=progress)
-    if teacher_views:
-        t_views = embed_views(teacher, train_pairs, views=views, seed=seed, batch_size=batch_size, cache=cache,
-                              progress=progress)
-    else:  # each view targets its clean image's teacher vector
-        t_views = np.repeat(t_clean[~val], views, axis=0)
+    x_train, y_train = _training_rows(teacher, student, pairs, val, t_clean, s_clean, views=views,
+                                      teacher_views=teacher_views, seed=seed, batch_size=batch_size, cache=cache,
+                                      progress=progress)
     embed_seconds = time.perf_counter() - started
-    x_train = np.concatenate([s_clean[~val], s_views])
-    y_train = np.concatenate([t_clean[~val], t_views])
     fit = fit_head(config, x_train, y_train, s_clean[val], t_clean[val], settings=settings, seed=seed,
                    progress=progress)
     after_train, after_val = head_cosines(fit.module, s_clean, t_clean, val)
@@ -260,10 +252,42 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
         val_cos_untrained=fit.untrained_val_cos, train_cos_after=after_train, val_cos_after=after_val,
         seconds=0.0, embed_seconds=embed_seconds)
     saved = save_head(out_dir, fit.module, config, report=_stored_report(report), train_hashes=hashes)
-    from ..models.head import load_head
+    return _finish(report, load_head(saved).id, started, progress)
 
-    head_id = load_head(saved).id
-    return _finish(report, head_id, started, progress)
+
+def _training_rows(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: Sequence[tuple[Path, str]],
+                   val: np.ndarray, t_clean: np.ndarray, s_clean: np.ndarray, *, views: int, teacher_views: bool,
+                   seed: int, batch_size: int, cache: "EmbeddingCache",
+                   progress: ProgressCallback | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(student rows, teacher targets)``: each training image clean, then its views."""
+    from .distill_fit import embed_views
+
+    train_pairs = [p for p, v in zip(pairs, val) if not v]
+    s_views = embed_views(student, train_pairs, views=views, seed=seed, batch_size=batch_size, cache=cache,
+                          progress=progress)
+    if teacher_views:
+        t_views = embed_views(teacher, train_pairs, views=views, seed=seed, batch_size=batch_size, cache=cache,
+                              progress=progress)
+    else:  # each view targets its clean image's teacher vector
+        t_views = np.repeat(t_clean[~val], views, axis=0)
+    return np.concatenate([s_clean[~val], s_views]), np.concatenate([t_clean[~val], t_views])
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    """``out`` as an absolute path, refused before any work when :func:`save_head` would refuse
+    it at the end (a file, or a folder of other files)."""
+    from ..models.head import HEAD_FILE, TRAIN_ITEMS_FILE, WEIGHTS_FILE
+
+    path = Path(out).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise InvalidArgument(f"{path} is a file; a head is saved as a folder: give a new folder's path as --out")
+    if path.is_dir():
+        ours = {HEAD_FILE, TRAIN_ITEMS_FILE, WEIGHTS_FILE}
+        others = sorted(p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith("."))
+        if others:
+            raise InvalidArgument(f"{path} already holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
+                                  "and is not a head folder; give a new or empty folder as --out")
+    return path
 
 
 def _finish(report: DistillReport, head_id: str, started: float, progress: ProgressCallback | None) -> DistillReport:
@@ -275,7 +299,7 @@ def _finish(report: DistillReport, head_id: str, started: float, progress: Progr
 
 
 def _stored_report(report: DistillReport) -> dict[str, Any]:
-    """The report as the head keeps it (no timings: they would change the head's digest)."""
+    """The report as the head keeps it: not its folder or id (the folder is both), nor timings."""
     d = report.to_dict()
     for key in ("out", "head_id", "seconds", "embed_seconds"):
         d.pop(key)
