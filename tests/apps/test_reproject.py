@@ -99,6 +99,8 @@ def test_the_new_collection_keeps_its_head_and_checks_model_names(made: SimpleNa
     assert (path / entry["head_dir"] / "head.json").is_file()
     with Collection.open(path, model=f"openclip:{tiny_clip_dir}+head:{made.head}"):
         pass  # the head's folder or the collection's copy: one model
+    with Collection.create(tmp_path / "made.lkl", made.new.model) as created:  # a new head collection keeps one too
+        assert (created.path / created.manifest.model["head_dir"] / "head.safetensors").is_file()
     with pytest.raises(CollectionMismatch, match="cannot be mixed"):
         Collection.open(path, model=f"openclip:{tiny_clip_dir}")
     shutil.rmtree(made.head)
