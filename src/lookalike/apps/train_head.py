@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
     from .embed_cache import EmbeddingCache
 
-__all__ = ["TrainReport", "PartScores", "train_head", "DEFAULT_EPOCHS", "DEFAULT_PATIENCE"]
+__all__ = ["TrainReport", "PartScores", "train_head", "check_head_out", "DEFAULT_EPOCHS", "DEFAULT_PATIENCE"]
 
 DEFAULT_EPOCHS = FitSettings.epochs
 DEFAULT_PATIENCE = FitSettings.patience
@@ -128,7 +128,7 @@ def train_head(source: "str | os.PathLike[str] | LabelledSet", *, base: "str | E
         raise InvalidArgument(f"--dim and --hidden must be positive, got {dim} and {hidden}")
     fit = _fit_settings(settings, loss=loss, epochs=epochs, patience=patience, seed=seed)
     out_dir = Path(user_path(out))
-    _check_out(out_dir)
+    check_head_out(out_dir)
     data = source if isinstance(source, LabelledSet) else load_labelled(source, depth=depth, progress=progress)
     parts = split_labelled(data, split)
     _check_split(parts, data)
@@ -164,8 +164,8 @@ def _cache(cache: "EmbeddingCache | None") -> "EmbeddingCache":
     return EmbeddingCache()
 
 
-def _check_out(out_dir: Path) -> None:
-    """Refuse an ``out`` that save_head would refuse, before minutes of embedding."""
+def check_head_out(out_dir: Path) -> None:
+    """Refuse an ``out`` that save_head would refuse, before minutes of embedding or fitting."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgument(f"--out {out_dir} is a file; a head is saved as a folder: give a new folder's path")
     if out_dir.is_dir():
