@@ -30,7 +30,7 @@ from .base import EmbeddingModel, normalise_rows
 from .head import LoadedHead, ProjectionHead
 from .names import HEAD_MARK, parse_model_name, read_head_json
 
-__all__ = ["HeadModel", "name_has_text"]
+__all__ = ["HeadModel", "name_has_text", "check_teacher"]
 
 
 class HeadModel(EmbeddingModel):
@@ -190,12 +190,22 @@ def _load_teacher(head: LoadedHead, device: torch.device) -> EmbeddingModel:
     except ModelLoadError as exc:
         raise ModelLoadError(f"student head {head.path} answers text with its teacher '{cfg.teacher}', which "
                              f"could not be loaded: {exc}") from exc
+    check_teacher(head, teacher)
+    return teacher
+
+
+def check_teacher(head: LoadedHead, teacher: EmbeddingModel) -> None:
+    """Refuse a teacher whose weights are not those the student head was distilled from.
+
+    Raises:
+        ModelLoadError: naming both fingerprints and the fix.
+    """
+    cfg = head.config
     if cfg.teacher_fingerprint not in (teacher.fp32_fingerprint(), teacher.fingerprint()):
         raise ModelLoadError(
             f"student head {head.path} was distilled from '{cfg.teacher}' with fingerprint "
             f"{cfg.teacher_fingerprint}, but that model now has {teacher.fp32_fingerprint()}: its text vectors "
             "would not match the student's images; distill the student again from the teacher as it is now")
-    return teacher
 
 
 def name_has_text(name: str) -> bool:
