@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import LookalikeError, ModelLoadError
 from .base import EmbeddingModel, normalise_rows
 from .head import LoadedHead, ProjectionHead
 from .names import HEAD_MARK, parse_model_name, read_head_json
@@ -56,7 +56,10 @@ class HeadModel(EmbeddingModel):
         if self.kind == "text":
             return self.base.supports_text  # align needs the base's text tower to fit anything
         if self.kind == "student":
-            return name_has_text(str(self.head.config.teacher))
+            try:
+                return name_has_text(str(self.head.config.teacher))
+            except LookalikeError:  # a teacher gone from disk: images still work; a text query says why
+                return True
         return self.base.supports_text
 
     # ----------------------------------------------------------------- identity
