@@ -125,6 +125,11 @@ def test_student_answers_text_with_its_teacher(tmp_path: Path, tiny_timm_dir: Pa
                   teacher_fingerprint="0" * 16)
     with pytest.raises(ModelLoadError, match="distill the student again"):
         check_teacher(load_head(stale), clip_base)  # what the first text query does with the teacher it loads
+    gone = HeadModel(timm_base, load_head(_head(tmp_path / "gone", timm_base, kind="student", out_dim=clip_base.dim,
+                                                 teacher=f"openclip:{tmp_path / 'moved'}", teacher_fingerprint="0")))
+    assert gone.supports_text  # images still embed; the text query explains
+    with pytest.raises(ModelLoadError, match="Make the teacher available again"):
+        gone.encode_text("a cat")
 
 
 def test_lite_is_unchanged_and_lite_size_changes_only_the_letterbox(lite_model: LiteModel) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import LookalikeError, ModelLoadError
+from ..errors import LookalikeError, ModelLoadError, UnknownModel
 from .base import EmbeddingModel, normalise_rows
 from .head import LoadedHead, ProjectionHead
 from .names import HEAD_MARK, parse_model_name, read_head_json
@@ -190,9 +190,10 @@ def _load_teacher(head: LoadedHead, device: torch.device) -> EmbeddingModel:
     cfg = head.config
     try:
         teacher = load_model(str(cfg.teacher), device=device, runtime="torch")
-    except ModelLoadError as exc:
+    except (ModelLoadError, UnknownModel) as exc:
         raise ModelLoadError(f"student head {head.path} answers text with its teacher '{cfg.teacher}', which "
-                             f"could not be loaded: {exc}") from exc
+                             f"could not be loaded: {exc}. Make the teacher available again (its weights "
+                             "downloaded, its folder back in place) to search by text") from exc
     check_teacher(head, teacher)
     return teacher
 
