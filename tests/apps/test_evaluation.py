@@ -14,6 +14,7 @@ from lookalike.apps.evaluation import _fitted_on, evaluate, parse_models
 from lookalike.apps.labelled import LabelledSet, load_labelled
 from lookalike.apps.splits import SplitSettings, split_labelled
 from lookalike.errors import InvalidArgument, UnknownModel
+from lookalike.models.head import HeadConfig, ProjectionHead, save_head
 from support import make_image
 
 
@@ -41,51 +42,51 @@ def test_evaluate_caches_and_a_rerun_embeds_only_the_new_model(labelled: Path, t
                                                                tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "cache")
     timm = f"timm:{tiny_timm_dir}"
-    first = evaluate(labelled, f"histogram,{timm}", cache=cache)
-    assert [r.name for r in first.results] == ["histogram", timm]
-    assert first.on == "held-out" and first.images == 18 and len(first.held_out_labels) == 1
+    first = evaluate(labelled, f"histogram,{timm}", cache=cache, on="all")
+    assert [r.name for r in first.results] == ["histogram", timm] and first.images == 50
     for r in first.results:
-        assert r.n == 18 and r.embedded == 18 and r.cached == 0 and r.text_map is None
+        assert r.n == 50 and r.embedded == 50 and r.cached == 0 and r.text_map is None and r.fitted_on == 0
         assert 0.0 <= r.knn1 <= r.recall5 <= r.recall10 <= 1.0 and 0.0 < r.map <= 1.0
         assert r.images_per_second is not None and r.images_per_second > 0
-    assert first.results[0].dim == 512 and first.results[1].dim == 64
+    assert first.results[0].dim == 512 and first.results[1].dim == 64 and not first.warnings
     conf = first.confusion
     assert conf is not None and conf.model == first.best.name  # type: ignore[union-attr]
-    assert conf.counts.shape == (5, 5) and int(conf.counts.sum()) == 18
-    assert np.trace(conf.counts) / 18 == pytest.approx([r for r in first.results if r.name == conf.model][0].knn1)
+    assert conf.counts.shape == (5, 5) and int(conf.counts.sum()) == 50
+    assert np.trace(conf.counts) / 50 == pytest.approx([r for r in first.results if r.name == conf.model][0].knn1)
 
+    # One more model, a head on the timm base fitted on the split's train + val images.
+    data = load_labelled(labelled)
+    split = split_labelled(data, SplitSettings(seed=0))
+    config = HeadConfig(kind="projection", arch="linear", in_dim=64, out_dim=64, base=timm,
+                        base_fingerprint=first.results[1].fingerprint, name="h")
+    head = save_head(tmp_path / "head", ProjectionHead(config), config,
+                     train_hashes=[data.images[i].hash for i in split.fitted])
+    with_head = f"{timm}+head:{head}"
     events: list = []
-    again = evaluate(labelled, ["histogram", timm], cache=cache, on="all", progress=events.append)
-    assert [(r.embedded, r.cached) for r in again.results] == [(32, 18), (32, 18)]  # only the new images
-    assert again.images == 50 and {e.reason for e in events if e.kind == "embed"} == {"histogram", timm}
-    data = json.loads(write_json(again, tmp_path / "r.json").read_text())
-    assert data["best"] in ("histogram", timm) and len(data["results"]) == 2
-    assert data["confusion"]["labels"] == list(again.labels) and data["images"] == 50
+    again = evaluate(data, ["histogram", timm, with_head], cache=cache, on="all", progress=events.append)
+    assert [(r.embedded, r.cached) for r in again.results] == [(0, 50), (0, 50), (50, 0)]
+    assert [r.map for r in again.results[:2]] == [r.map for r in first.results]
+    assert {e.reason for e in events if e.kind == "embed"} == {with_head}
+    assert again.results[2].fitted_on == len(split.fitted)  # scored on images its head was fitted on
+    assert any("used to fit its head" in w for w in again.warnings)
+    held_out = LabelledSet(tuple(data.images[i] for i in split.held_out), data.source)
+    assert _fitted_on(with_head, held_out) == 0  # the same seed never leaks
+    data_json = json.loads(write_json(again, tmp_path / "r.json").read_text())
+    assert data_json["best"] in (r.name for r in again.results) and len(data_json["results"]) == 3
+    assert data_json["confusion"]["labels"] == list(again.labels) and data_json["images"] == 50
+
+
+def test_held_out_by_default(labelled: Path, tmp_path: Path) -> None:
+    report = evaluate(labelled, "histogram", cache=EmbeddingCache(tmp_path / "c"))
+    assert report.on == "held-out" and report.images == 18 and len(report.held_out_labels) == 1
+    assert report.split == {"train": 28, "val": 4, "test": 8, "unseen": 10}
+    assert report.results[0].n == 18 and report.confusion is not None and report.confusion.counts.sum() == 18
 
 
 def test_text_map_for_models_with_text(labelled: Path, tiny_clip_dir: Path, tmp_path: Path) -> None:
     report = evaluate(labelled, f"openclip:{tiny_clip_dir}", cache=EmbeddingCache(tmp_path / "c"))
     result = report.results[0]
     assert result.text_map is not None and 0.0 < result.text_map <= 1.0
-
-
-def test_a_head_fitted_on_scored_images_is_flagged(labelled: Path, tiny_timm_dir: Path, tmp_path: Path) -> None:
-    from lookalike.models.head import HeadConfig, ProjectionHead, save_head
-    from lookalike.models.registry import load_model
-
-    base = f"timm:{tiny_timm_dir}"
-    data = load_labelled(labelled)
-    split = split_labelled(data, SplitSettings(seed=0))
-    config = HeadConfig(kind="projection", arch="linear", in_dim=64, out_dim=64, base=base,
-                        base_fingerprint=load_model(base).fingerprint(), name="h")
-    head = save_head(tmp_path / "head", ProjectionHead(config), config,
-                     train_hashes=[data.images[i].hash for i in split.fitted])
-    name = f"{base}+head:{head}"
-    held_out = LabelledSet(tuple(data.images[i] for i in split.held_out), data.source)
-    assert _fitted_on(name, held_out) == 0 and _fitted_on(base, data) == 0  # the same seed never leaks
-    leaky = evaluate(data, name, cache=EmbeddingCache(tmp_path / "c"), on="all")
-    assert leaky.results[0].fitted_on == len(split.fitted)
-    assert any("used to fit its head" in w for w in leaky.warnings)
 
 
 def test_too_few_held_out_images_is_a_clear_error(tmp_path: Path) -> None:
@@ -98,3 +99,19 @@ def test_too_few_held_out_images_is_a_clear_error(tmp_path: Path) -> None:
     assert report.images == 12
     with pytest.raises(InvalidArgument, match="--on"):
         evaluate(tmp_path / "small", "histogram", on="train")
+
+
+@pytest.mark.slow
+def test_lite_beats_the_histogram_on_real_clip_art(clipart_labelled: dict[str, list[Path]], tmp_path: Path) -> None:
+    csv = tmp_path / "labels.csv"
+    rows = [f"{path},{label}" for label, paths in sorted(clipart_labelled.items()) for path in paths]
+    csv.write_text("path,label\n" + "\n".join(rows) + "\n")
+    cache = EmbeddingCache(tmp_path / "cache")
+    report = evaluate(csv, "histogram,lite", cache=cache, device="cpu")
+    hist, lite = report.results
+    assert lite.map > hist.map + 0.05 and lite.knn1 > hist.knn1
+    assert lite.text_map is not None and lite.text_map > 0.1
+    assert lite.peak_memory_mb is not None and lite.images_per_second is not None
+    assert report.best is lite and report.confusion is not None and report.confusion.model == "lite"
+    again = evaluate(csv, "histogram,lite", cache=cache, device="cpu")
+    assert [r.embedded for r in again.results] == [0, 0] and again.results[1].map == lite.map

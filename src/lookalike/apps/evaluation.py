@@ -55,6 +55,8 @@ class ModelResult:
     n: int
     #: Head models: how many evaluated images the head was fitted on (0 for other models).
     fitted_on: int = 0
+    #: The model's fingerprint (the cache key of its vectors); the baseline's cache key.
+    fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,8 +159,9 @@ def evaluate(source: str | os.PathLike[str] | LabelledSet, models: str | Sequenc
     cache = cache if cache is not None else EmbeddingCache()
     results: list[ModelResult] = []
     best: Confusion | None = None
-    for name in names:
-        result, confusion, warning = _evaluate_one(name, subset, cache, batch_size, device, progress)
+    for i, name in enumerate(names):
+        last = i == len(names) - 1  # no next model's peak to measure: no need to hand memory back
+        result, confusion, warning = _evaluate_one(name, subset, cache, batch_size, device, progress, not last)
         if best is None or result.map > max(r.map for r in results):
             best = confusion  # the best model's, as :attr:`EvaluationReport.best` (first on a tie)
         results.append(result)
@@ -186,7 +189,7 @@ def _scorable(data: LabelledSet, chosen: list[int], on: str) -> tuple[LabelledSe
 
 
 def _evaluate_one(name: str, data: LabelledSet, cache: EmbeddingCache, batch_size: int, device: str | None,
-                  progress: ProgressCallback | None) -> tuple[ModelResult, Confusion, str | None]:
+                  progress: ProgressCallback | None, free: bool) -> tuple[ModelResult, Confusion, str | None]:
     def tagged(event: ProgressEvent) -> None:
         if progress is not None:
             progress(ProgressEvent(event.kind, event.done, event.total, event.path, name))
@@ -195,14 +198,14 @@ def _evaluate_one(name: str, data: LabelledSet, cache: EmbeddingCache, batch_siz
     if name == HISTOGRAM:
         got = cache.embed_with(_HISTOGRAM_KEY, lambda paths: colour_histogram(paths), data,
                                progress=tagged, name=HISTOGRAM)
-        model_id, text_map = HISTOGRAM, None
+        model_id, text_map, fingerprint = HISTOGRAM, None, _HISTOGRAM_KEY
     else:
-        got, model_id, text_map = _embed_model(name, data, cache, batch_size, device, tagged)
+        got, model_id, text_map, fingerprint = _embed_model(name, data, cache, batch_size, device, tagged, free)
     scores = image_retrieval(got.vectors, labels, ks=(1, 5, 10))
     fitted = _fitted_on(name, data)
     result = ModelResult(name, model_id, int(got.vectors.shape[1]), scores.knn1, scores.recall_at[5],
                          scores.recall_at[10], scores.map, text_map, got.images_per_second, got.peak_memory_mb,
-                         got.embedded, got.cached, scores.n, fitted)
+                         got.embedded, got.cached, scores.n, fitted, fingerprint)
     warning = None
     if fitted:
         warning = (f"{name}: {fitted} of the {len(data)} scored images were used to fit its head, so its scores "
@@ -211,7 +214,7 @@ def _evaluate_one(name: str, data: LabelledSet, cache: EmbeddingCache, batch_siz
 
 
 def _embed_model(name: str, data: LabelledSet, cache: EmbeddingCache, batch_size: int, device: str | None,
-                 progress: ProgressCallback) -> tuple[Embedded, str, float | None]:
+                 progress: ProgressCallback, free: bool) -> tuple[Embedded, str, float | None, str]:
     from ..models.registry import load_model  # torch loads only when a model is evaluated
 
     baseline = rss_mb()  # before loading: the peak then includes the weights
@@ -223,10 +226,11 @@ def _embed_model(name: str, data: LabelledSet, cache: EmbeddingCache, batch_size
             queries = [label.replace("_", " ").replace("-", " ") for label in data.labels]
             text = model.encode_text(queries)
             text_map = text_retrieval_map(text, list(data.labels), got.vectors, data.label_of_each)
-        return got, model.model_id, text_map
+        return got, model.model_id, text_map, model.fingerprint()
     finally:
         del model
-        _free_memory()
+        if free:
+            _free_memory()
 
 
 def _free_memory() -> None:
