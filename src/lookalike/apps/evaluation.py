@@ -8,6 +8,12 @@ the colour-histogram baseline every learned model should beat.
 
 By default only the held-out part of the seeded split (:mod:`.splits`) is scored: the images
 a head trained with the same seed never saw, so base models and heads compare fairly.
+
+Speed is images per second over decoding and the forward pass, measured when the model last
+embedded a batch of these images. Peak memory is the process's resident memory above its
+level just before the model was loaded: weights, activations and decode buffers (the first
+model of a backend also counts importing that backend's library). A fully cached model shows
+the figures of the run that embedded its images.
 """
 
 from __future__ import annotations
