@@ -13,6 +13,7 @@ from PIL import Image
 
 from lookalike import Collection
 from lookalike.errors import CollectionError, CollectionExists, InvalidArgument
+from lookalike.images.thumbnails import thumbnail_path
 from lookalike.images.traits import ImageTraits
 from lookalike.store.derive import derive_collection
 from lookalike.store.manifest import Manifest
@@ -86,6 +87,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     storage.close()
     with Collection.open(path) as coll:
         coll.build_index("flat")
+    thumbnail = thumbnail_path(path, 2, "h2", 128)
+    thumbnail.parent.mkdir(parents=True)
+    thumbnail.write_bytes(b"a cached JPEG")
     return path
 
 
@@ -126,6 +130,7 @@ def test_derive_copies_items_and_transforms_vectors_without_reading_images(
         assert db.conn.execute("SELECT COUNT(*) FROM clusters").fetchone()[0] == 0
         assert db.get_state("clustering") is None
         assert new.index_state is not None and new.index_state.label == "Flat"
+        assert thumbnail_path(new.path, 2, "h2", 128).read_bytes() == b"a cached JPEG"  # ids are kept
         hits = new.search(f"id:{ok[1]}", k=2)  # search by id needs no model and no image
         assert hits[0].id == ok[1] and hits[0].score == pytest.approx(1.0, abs=1e-5)
 

@@ -3,7 +3,8 @@
 What is copied: every item row (ids, paths, sizes, hashes, failures), its image traits
 (perceptual hashes, sharpness, EXIF date: they come from the pixels, not the vectors), its
 metadata (captions, table columns), the finished source parts, where URL items are cached,
-and the index settings. What is not: anything computed from the vectors (clusters, zero-shot
+the index settings, and the cached thumbnails (keyed by item id and content hash, both kept;
+hard-linked where the file system allows, as they are only ever replaced, never edited). What is not: anything computed from the vectors (clusters, zero-shot
 labels, map positions, cached neighbours, the approximate index), since the new vectors
 differ; the index is rebuilt, the rest is computed again on demand.
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from ..errors import CollectionError, CollectionExists, InvalidArgument
 from ..fsutil import user_path
+from ..images.thumbnails import THUMBNAIL_DIR
 from ..models.lazy import LazyModel
 from ..progress import ProgressCallback, ProgressEvent
 from ..version import __version__
@@ -106,6 +108,7 @@ def derive_collection(source: "Collection", out: str | os.PathLike[str], model: 
         storage = Storage(work, manifest)
         try:
             counts = _copy(source._storage, storage, model.dim, transform, emit, chunk_rows)
+            _link_thumbnails(source.path, work)
             lazy = LazyModel(manifest.model_id, manifest.fingerprint, owner=str(target))
             lazy.use(model)
             build_index(storage, source.index_settings, lazy)  # records the index in the manifest
@@ -113,7 +116,11 @@ def derive_collection(source: "Collection", out: str | os.PathLike[str], model: 
             state = storage.index_state()
         finally:
             storage.close()
-        os.rename(work, target)  # an empty folder at out is replaced; anything else was refused
+        try:
+            os.rename(work, target)  # an empty folder at out is replaced; anything else was refused
+        except OSError as exc:
+            raise CollectionError(f"{target}: cannot put the new collection there ({exc}); something was "
+                                  "written to it meanwhile: pick a new path") from exc
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -162,6 +169,23 @@ def _copy(src: Storage, dst: Storage, dim: int, transform: Transform | None, emi
             dst.db.bump_generation()
     dst.invalidate()
     return items, embedded, len(keep)
+
+
+def _link_thumbnails(source: Path, dest: Path) -> None:
+    """The source's cached thumbnails, hard-linked (copied across file systems); one that a
+    server replaces or removes meanwhile is left out (it is made again on demand)."""
+    for path in sorted((source / THUMBNAIL_DIR).rglob("*.jpg")):
+        if path.name.startswith("."):
+            continue  # an atomic writer's temporary file
+        target = dest / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+        except FileNotFoundError:
+            continue
 
 
 def _write_vectors(stored: np.ndarray, keep: np.ndarray, dest: Path, dim: int, transform: Transform | None,
