@@ -51,9 +51,11 @@ from .store.items import Hit, Item, StoredItem
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .apps.align import AlignReport
     from .apps.distill import DistillReport
     from .apps.evaluation import EvaluationReport
     from .apps.matrix import MatrixItem, SimilarityMatrix
+    from .apps.train_head import TrainReport
     from .models.base import EmbeddingModel
     from .models.names import ModelInfo
 
@@ -64,6 +66,8 @@ __all__ = [
     "similarity_matrix",
     "evaluate",
     "distill",
+    "train_head",
+    "align_text",
     "SimilarityMatrix",
     "EmbeddingModel",
     "ModelInfo",
@@ -175,6 +179,30 @@ def distill(teacher: str, images: Any, *, student: str = "lite", out: Any, views
 
     return _distill(teacher, images, student=student, out=out, views=views, arch=arch, epochs=epochs, seed=seed,
                     progress=progress, **options)
+
+
+def train_head(source: Any, *, base: Any = "lite", out: Any, arch: str = "linear", loss: str = "supcon",
+               dim: int | None = None, seed: int = 0, progress: ProgressCallback | None = None,
+               **options: Any) -> "TrainReport":
+    """Train a projection head on ``base``'s vectors of labelled images (a folder whose sub-folders
+    name the labels, a CSV of path,label, or a LabelledSet) and save it to ``out``; load the
+    result as ``f"{base}+head:{out}"``. The report compares base and head on held-out images of
+    seen labels and on held-out labels. See :func:`lookalike.apps.train_head.train_head`."""
+    from .apps.train_head import train_head as _train
+
+    return _train(source, base=base, out=out, arch=arch, loss=loss, dim=dim, seed=seed, progress=progress, **options)
+
+
+def align_text(collection: Any, *, captions: Any = None, from_filenames: bool = False, out: Any, seed: int = 0,
+               progress: ProgressCallback | None = None, **options: Any) -> "AlignReport":
+    """Fit a text head mapping the collection model's text features into its image space from
+    (image, caption) pairs (a CSV of path,caption, or ``from_filenames=True``), keeping ridge or
+    contrastive, whichever wins on held-out pairs; save it to ``out`` and apply it with
+    :func:`reproject`. See :func:`lookalike.apps.align.align_text`."""
+    from .apps.align import align_text as _align
+
+    return _align(collection, captions=captions, from_filenames=from_filenames, out=out, seed=seed,
+                  progress=progress, **options)
 
 
 def evaluate(source: Any, models: "str | Sequence[str]", *, depth: int = 1, seed: int = 0, on: str = "held-out",

@@ -181,7 +181,7 @@ def _check_split(parts: Split, data: LabelledSet) -> None:
         raise InvalidArgument(f"{data.source}: the split left no training images; give more images per label")
     if not parts.val:
         raise InvalidArgument(f"{data.source}: the split left no validation images (early stopping needs some); "
-                              "give more images per label, or a larger SplitSettings.val")
+                              "give each label more images (10 or more)")
 
 
 def _take(vectors: np.ndarray, labels: Sequence[str], rows: Sequence[int]) -> LabelledVectors:

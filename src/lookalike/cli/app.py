@@ -30,6 +30,7 @@ from .explore_cmds import cluster, label, map_, report
 from .matrix_cmd import matrix
 from .reproject_cmd import reproject
 from .search_cmd import search
+from .train_cmds import align, train
 
 __all__ = ["app", "main"]
 
@@ -63,6 +64,8 @@ app.command(name="import")(import_)
 app.command()(reproject)
 app.command()(evaluate)
 app.command()(distill)
+app.command()(train)
+app.command()(align)
 
 
 @app.command()
