@@ -135,10 +135,10 @@ class Collection(Exploring, Deduplicating, ItemAccess):
                 f"{root}: no lookalike collection here. Create one with "
                 f"`lookalike index FOLDER --collection {root}` or Collection.create()"
             )
-        storage = Storage(root, Manifest.load(root / MANIFEST))
-        if isinstance(model, str) and parse_model_name(model).model_id != storage.manifest.model_id:
-            storage.close()
-            raise LazyModel(storage.manifest.model_id, storage.manifest.fingerprint, owner=str(root)).mismatch(model)
+        manifest = Manifest.load(root / MANIFEST)
+        if isinstance(model, str) and parse_model_name(model).model_id != manifest.model_id:  # before SQLite opens
+            raise LazyModel(manifest.model_id, manifest.fingerprint, owner=str(root)).mismatch(model)
+        storage = Storage(root, manifest)
         try:
             check_request(str(root), storage.manifest, runtime, precision)
             return cls(storage, model if not isinstance(model, str) else None, device, runtime=runtime,
