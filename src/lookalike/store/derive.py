@@ -4,9 +4,10 @@ What is copied: every item row (ids, paths, sizes, hashes, failures), its image 
 (perceptual hashes, sharpness, EXIF date: they come from the pixels, not the vectors), its
 metadata (captions, table columns), the finished source parts, where URL items are cached,
 the index settings, and the cached thumbnails (keyed by item id and content hash, both kept;
-hard-linked where the file system allows, as they are only ever replaced, never edited). What is not: anything computed from the vectors (clusters, zero-shot
-labels, map positions, cached neighbours, the approximate index), since the new vectors
-differ; the index is rebuilt, the rest is computed again on demand.
+hard-linked where the file system allows, as they are only ever replaced, never edited).
+What is not: anything computed from the vectors (clusters, zero-shot labels, map positions,
+cached neighbours, the approximate index), since the new vectors differ; the index is
+rebuilt, the rest is computed again on demand.
 
 The vectors are written as ``transform(stored vectors)`` a chunk at a time, so memory stays
 bounded at any size, and only the rows some item uses are carried over (a compacted file).

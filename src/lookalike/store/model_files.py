@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
     from .manifest import Manifest
 
-__all__ = ["MODELS_DIR", "keep_model_files", "keep_head", "keep_int8_model", "lazy_model", "load_named", "check_request",
-           "precision_of"]
+__all__ = ["MODELS_DIR", "keep_model_files", "keep_head", "keep_int8_model", "lazy_model", "load_named",
+           "check_request", "precision_of"]
 
 #: The collection's folder for model files it cannot do without (an int8 model).
 MODELS_DIR = "models"
