@@ -39,19 +39,30 @@ def test_train_prints_before_after_and_saves_a_head(env: None, tmp_path: Path, t
     assert busy.exit_code == 2 and "not a head folder" in busy.output
 
 
-def test_align_prints_the_three_text_sides(env: None, tmp_path: Path, tiny_clip_dir: Path) -> None:
-    import lookalike
+def test_align_prints_the_three_text_sides(env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookalike.apps import align
+    from lookalike.apps.align_fit import CaptionScores
 
-    words = ["red_apple", "blue_car", "green_tree", "old_house"]
-    for i in range(16):
-        make_image(tmp_path / "imgs" / f"{words[i % 4]}-{i:02d}.png", seed=i, size=(40, 32))
-    with lookalike.Collection.create(tmp_path / "c.lkl", model=f"openclip:{tiny_clip_dir}", device="cpu") as coll:
-        coll.add([tmp_path / "imgs"])
+    def scores(m: float) -> CaptionScores:
+        return CaptionScores(m, {1: m, 5: m, 10: m}, 6, 12)
+
+    calls: list[dict[str, Any]] = []
+
+    def fake(collection: Any, **kw: Any) -> align.AlignReport:  # the pipeline is tested in tests/apps/test_align.py
+        calls.append({"collection": collection, **kw})
+        return align.AlignReport(out=tmp_path / "words", base="lite", base_fingerprint="f", captions="file names",
+                                 pairs=60, counts={"fit": 39, "val": 9, "held_out": 12}, ridge_strength=0.1,
+                                 ridge_tried=[], contrastive_epoch=3, ridge=scores(0.41), contrastive=scores(0.52),
+                                 model=scores(0.23), kept="contrastive", seconds=1.0, skipped=2)
+
+    monkeypatch.setattr(align, "align_text", fake)
     result = run("align", "--collection", tmp_path / "c.lkl", "--captions-from-filenames", "--out",
-                 tmp_path / "words", "-q")
+                 tmp_path / "words", "--seed", "4", "-q")
     assert result.exit_code == 0, result.output
-    for row in ("model's own text tower", "ridge", "contrastive", "yes"):
-        assert row in result.stdout
-    assert json.loads((tmp_path / "words/head.json").read_text())["config"]["kind"] == "text"
+    assert calls[0]["from_filenames"] and calls[0]["captions"] is None and calls[0]["seed"] == 4
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 2}
+    assert "0.230" in lines["model's own text tower"] and "0.410" in lines["ridge"]
+    assert "0.520" in lines["contrastive"] and "yes" in lines["contrastive"] and "yes" not in lines["ridge"]
+    assert "2 images without a usable name skipped" in result.output
     neither = run("align", "--collection", tmp_path / "c.lkl", "--out", tmp_path / "x")
-    assert neither.exit_code == 2 and "one of the two" in neither.output
+    assert neither.exit_code == 2 and "one of the two" in neither.output and len(calls) == 1

@@ -160,23 +160,24 @@ def _parts(hashes: Sequence[str], seed: int, held_out: float, val: float) -> tup
     return np.flatnonzero(codes == 0), np.flatnonzero(codes == 1), np.flatnonzero(codes == 2)
 
 
-def _open(collection: "Collection | str | os.PathLike[str]") -> tuple["Collection", bool]:
+def _open(collection: "Collection | str | os.PathLike[str]", device: str | None) -> tuple["Collection", bool]:
     from ..store.collection import Collection
 
     if isinstance(collection, Collection):
         return collection, False
-    return Collection.open(collection), True
+    return Collection.open(collection, device=device), True
 
 
 def align_text(collection: "Collection | str | os.PathLike[str]", *, captions: "str | os.PathLike[str] | None" = None,
                from_filenames: bool = False, out: "str | os.PathLike[str]", seed: int = 0, held_out: float = 0.2,
-               val: float = 0.15, settings: ContrastiveSettings | None = None,
+               val: float = 0.15, settings: ContrastiveSettings | None = None, device: str | None = None,
                progress: ProgressCallback | None = None) -> AlignReport:
     """Fit a ``text`` head from caption pairs of ``collection``'s images and save it to ``out``.
 
     Give ``captions`` (a CSV of ``path,caption``; relative paths from the CSV's folder) or
     ``from_filenames=True``. ``held_out`` and ``val`` are the fractions of images held out
-    for the report and for validation.
+    for the report and for validation. ``device`` is where a collection given by path loads
+    its model (for the caption features).
 
     Raises:
         InvalidArgument: neither or both caption sources; CSV paths that are not embedded items
@@ -191,7 +192,7 @@ def align_text(collection: "Collection | str | os.PathLike[str]", *, captions: "
     start = time.perf_counter()
     out_dir = Path(user_path(out))
     check_head_out(out_dir)
-    coll, opened = _open(collection)
+    coll, opened = _open(collection, device)
     try:
         pairs = _filename_pairs(coll) if from_filenames else _csv_pairs(coll, Path(user_path(captions or "")))
         source = "file names" if from_filenames else str(Path(user_path(captions or "")))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..progress import ProgressCallback, ProgressEvent
 from .evaluate import average_precision
+from .head_fit import one_thread
 
 __all__ = ["CaptionScores", "caption_retrieval", "ridge_solution", "fit_ridge", "fit_contrastive", "RIDGE_STRENGTHS",
            "PairSet"]
@@ -126,6 +127,12 @@ def fit_contrastive(module: torch.nn.Module, fit: PairSet, val: PairSet, setting
     """Train ``module`` (already holding the ridge solution) with InfoNCE on ``fit``; returns it
     restored to the epoch with the best validation mAP (0: the ridge solution itself), that
     epoch, and its validation mAP."""
+    with one_thread():
+        return _fit_contrastive(module, fit, val, settings, seed, progress)
+
+
+def _fit_contrastive(module: torch.nn.Module, fit: PairSet, val: PairSet, settings: ContrastiveSettings, seed: int,
+                     progress: ProgressCallback | None) -> tuple[torch.nn.Module, int, float]:
     x = torch.from_numpy(np.ascontiguousarray(fit.text, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(fit.images, dtype=np.float32))
     c = torch.from_numpy(np.asarray(fit.captions, dtype=np.int64))

@@ -10,15 +10,19 @@ Epoch 0 is the head before any step, so a head that training cannot improve is r
 as it started (the identity, for a linear head of the base's dim).
 
 Everything random (the head's initial weights, the batches) comes from ``seed``, and the
-loop runs on the CPU, so the same inputs and settings give the same weights bit for bit.
+loop runs on the CPU on one thread (:func:`one_thread`: a head's matrices are too small to
+split, a busy machine makes a parallel op wait for a core, and a fixed reduction order keeps
+results equal across machines), so the same inputs and settings give the same weights bit
+for bit.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +33,18 @@ from ..progress import ProgressCallback, ProgressEvent
 from .evaluate import average_precision
 from .losses import LOSSES, BalancedBatchSampler, supcon_loss, triplet_loss
 
-__all__ = ["FitSettings", "LabelledVectors", "EpochRecord", "FitResult", "fit_head", "validation_scores"]
+__all__ = ["one_thread", "FitSettings", "LabelledVectors", "EpochRecord", "FitResult", "fit_head", "validation_scores"]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block, restoring the caller's setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,12 @@ def fit_head(module: torch.nn.Module, train: LabelledVectors, val: LabelledVecto
     if np.bincount(train_codes).max(initial=0) < 2:
         raise InvalidArgument("no label has two training images, so there is nothing to learn: give each label "
                               "more images (at least 5 each is a sensible minimum)")
+    with one_thread():
+        return _fit(module, train, val, train_codes, val_codes, settings, progress)
+
+
+def _fit(module: torch.nn.Module, train: LabelledVectors, val: LabelledVectors, train_codes: np.ndarray,
+         val_codes: np.ndarray, settings: FitSettings, progress: ProgressCallback | None) -> FitResult:
     start = time.perf_counter()
     x_train = torch.from_numpy(np.ascontiguousarray(train.vectors, dtype=np.float32))
     x_val = torch.from_numpy(np.ascontiguousarray(val.vectors, dtype=np.float32))

@@ -103,16 +103,14 @@ def align(
 ) -> None:
     """Fit the collection model's text side to captions of its images (ridge, then contrastive),
     keep the better on held-out pairs, and compare both with the model's own text tower."""
-    from ..apps.align import align_text
-    from ..store.collection import Collection
+    from ..apps import align as aligning
 
     try:
         if (captions is None) == (not from_filenames):
             raise InvalidArgument("give --captions CSV or --captions-from-filenames (one of the two)")
-        with Collection.open(collection, device=device) as coll, \
-                TaskProgress(err, quiet, embed="caption features", train="training") as progress:
-            report = align_text(coll, captions=captions, from_filenames=from_filenames, out=out_dir, seed=seed,
-                                progress=progress)
+        with TaskProgress(err, quiet, embed="caption features", train="training") as progress:
+            report = aligning.align_text(collection, captions=captions, from_filenames=from_filenames, out=out_dir,
+                                         seed=seed, device=device, progress=progress)
     except LookalikeError as exc:
         fail(exc)
     _align_table(report)
