@@ -21,6 +21,7 @@ from lookalike.apps.align_fit import (
     fit_contrastive,
     fit_ridge,
     ridge_solution,
+    tower_prior,
 )
 from lookalike.errors import InvalidArgument
 from lookalike.models.head import HeadConfig, ProjectionHead, load_head
@@ -64,6 +65,23 @@ def test_ridge_recovers_a_planted_linear_map() -> None:
     # exact on noise-free data with almost no penalty
     w0, b0 = ridge_solution(fit.text, fit.text @ m, 1e-6)
     assert np.allclose(w0, m, atol=1e-2) and np.abs(b0).max() < 1e-2
+
+
+def test_ridge_shrinks_towards_the_models_own_tower() -> None:
+    fit, m = _planted(200, 2)
+    val, _ = _planted(50, 2)
+    rng = np.random.default_rng(5)
+    bridge = rng.normal(size=(16, 24)).astype(np.float32)  # a linear text tower, unrelated to the data
+    feats = rng.normal(size=(100, 16)).astype(np.float32)
+    prior = tower_prior(feats, feats @ bridge, fit)
+    cos = np.sum(prior * bridge) / np.linalg.norm(prior) / np.linalg.norm(bridge)
+    assert cos > 0.999  # the tower recovered (up to the scale of the image vectors)
+    far, _ = ridge_solution(fit.text, fit.images, 1e9, prior)
+    near, _ = ridge_solution(fit.text, fit.images, 1e-6, prior)
+    assert np.allclose(far, prior, atol=1e-4)  # all penalty: the model's own tower
+    w, b, _, tried = fit_ridge(fit, val, prior=prior)
+    assert caption_retrieval(val.text @ w + b, val).map > 0.95 and len(tried) > 3
+    assert not np.allclose(near, prior, atol=1e-2)
 
 
 def test_caption_retrieval_counts_every_image_of_a_caption_as_relevant() -> None:

@@ -7,7 +7,9 @@ the file names (``red_apple-01.png`` -> "red apple"); the targets are the vector
 collection already stores, so no image is decoded.
 
 Pairs are split by content hash (seeded): a held-out part never fitted on, and of the rest
-a validation part that chooses the ridge strength and stops the contrastive training. Both
+a validation part that chooses the ridge strength and stops the contrastive training. The
+ridge map shrinks towards the model's own text tower, so words the captions never use keep
+what the model knew of them. Both
 heads (:mod:`.align_fit`) and the model's own text tower are scored on the held-out pairs
 (caption->image mAP among the held-out images); the better head is saved, as a ``text``
 head: ``lookalike reproject --head`` then gives a collection whose text search uses it.
@@ -29,7 +31,8 @@ import numpy as np
 from ..errors import InvalidArgument, UnsupportedModality
 from ..fsutil import user_path
 from ..progress import ProgressCallback, ProgressEvent
-from .align_fit import CaptionScores, ContrastiveSettings, PairSet, caption_retrieval, fit_contrastive, fit_ridge
+from .align_fit import (CaptionScores, ContrastiveSettings, PairSet, caption_retrieval, fit_contrastive, fit_ridge,
+                        tower_prior)
 from .train_head import check_head_out
 
 if TYPE_CHECKING:
@@ -212,21 +215,27 @@ def _with_time(report: AlignReport, seconds: float) -> AlignReport:
     return replace(report, seconds=seconds)
 
 
-def _text_features(model: Any, captions: list[str], progress: ProgressCallback | None) -> tuple[np.ndarray,
-                                                                                                  np.ndarray]:
-    """Features of each distinct caption once, and each pair's caption id."""
+def _text_features(model: Any, captions: list[str],
+                   progress: ProgressCallback | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each distinct caption once: its text features and the model's own text vector;
+    and each pair's caption id."""
     distinct = sorted(set(captions))
     index = {c: i for i, c in enumerate(distinct)}
     if not model.supports_text:
         raise UnsupportedModality(f"the collection's model '{model.model_id}' has no text tower, so there is no "
                                   "text side to align; use a collection indexed with a model that has one "
                                   "(lite, openclip:...)")
-    if progress is not None:
-        progress(ProgressEvent("embed", done=0, total=len(distinct), reason="caption features"))
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent("embed", done=done, total=2 * len(distinct), reason="caption features"))
+
+    step(0)
     feats = np.asarray(model.text_features(distinct), dtype=np.float32)
-    if progress is not None:
-        progress(ProgressEvent("embed", done=len(distinct), total=len(distinct), reason="caption features"))
-    return feats, np.array([index[c] for c in captions], dtype=np.int64)
+    step(len(distinct))
+    own = np.asarray(model.encode_text(distinct), dtype=np.float32)
+    step(2 * len(distinct))
+    return feats, own, np.array([index[c] for c in captions], dtype=np.int64)
 
 
 def _align(coll: "Collection", pairs: _Pairs, source: str, out_dir: Path, seed: int, held_out: float, val: float,
@@ -235,8 +244,7 @@ def _align(coll: "Collection", pairs: _Pairs, source: str, out_dir: Path, seed: 
 
     from ..models.head import HeadConfig, ProjectionHead, save_head
 
-    model = coll.model
-    feats, caption_ids = _text_features(model, pairs.captions, progress)
+    feats, own_vectors, caption_ids = _text_features(coll.model, pairs.captions, progress)
     images = coll.get_vectors(pairs.ids)
     fit_rows, val_rows, held_rows = _parts(pairs.hashes, seed, held_out, val)
 
@@ -244,7 +252,7 @@ def _align(coll: "Collection", pairs: _Pairs, source: str, out_dir: Path, seed: 
         return PairSet(feats[caption_ids[rows]], images[rows], caption_ids[rows])
 
     fit, valid, held = part(fit_rows), part(val_rows), part(held_rows)
-    w, b, strength, tried = fit_ridge(fit, valid)
+    w, b, strength, tried = fit_ridge(fit, valid, prior=tower_prior(feats, own_vectors, fit))
     config = HeadConfig(kind="text", arch="linear", in_dim=feats.shape[1], out_dim=coll.manifest.dim,
                         base=coll.manifest.model_id, base_fingerprint=coll.manifest.fingerprint,
                         name=out_dir.name or "captions")
@@ -258,7 +266,7 @@ def _align(coll: "Collection", pairs: _Pairs, source: str, out_dir: Path, seed: 
     with torch.no_grad():
         ridge_scores = caption_retrieval(ridge_head(torch.from_numpy(held.text)).numpy(), held)
         trained_scores = caption_retrieval(trained(torch.from_numpy(held.text)).numpy(), held)
-    own = _own_tower(model, pairs.captions, held_rows, held)
+    own = caption_retrieval(own_vectors[caption_ids[held_rows]], held)
     kept = "contrastive" if trained_scores.map > ridge_scores.map else "ridge"
     report = AlignReport(
         out=out_dir, base=config.base, base_fingerprint=config.base_fingerprint, captions=source,
@@ -270,12 +278,3 @@ def _align(coll: "Collection", pairs: _Pairs, source: str, out_dir: Path, seed: 
     save_head(out_dir, trained if kept == "contrastive" else ridge_head, config, report=report.to_dict(),
               train_hashes=fitted)
     return report
-
-
-def _own_tower(model: Any, captions: list[str], held_rows: np.ndarray, held: PairSet) -> CaptionScores | None:
-    """The collection model's own text->image retrieval on the held-out pairs."""
-    try:
-        queries = model.encode_text([captions[i] for i in held_rows])
-    except UnsupportedModality:
-        return None
-    return caption_retrieval(queries, held)

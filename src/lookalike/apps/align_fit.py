@@ -3,7 +3,8 @@
 Two fits, both linear maps from the text encoder's space to the image space:
 
 - :func:`fit_ridge`: closed-form ridge regression of the image vectors on the caption
-  features, with its strength chosen by caption->image retrieval on a validation part;
+  features, shrunk towards the model's own text tower (:func:`tower_prior`) rather than
+  towards zero, with its strength chosen by caption->image retrieval on a validation part;
 - :func:`fit_contrastive`: a linear head trained with InfoNCE (captions against the images of
   a batch, LiT-style: the image side is frozen), initialised from the ridge solution and
   early-stopped on the same validation part.
@@ -27,12 +28,13 @@ from ..progress import ProgressCallback, ProgressEvent
 from .evaluate import average_precision
 from .head_fit import one_thread
 
-__all__ = ["CaptionScores", "caption_retrieval", "ridge_solution", "fit_ridge", "fit_contrastive", "RIDGE_STRENGTHS",
+__all__ = ["CaptionScores", "caption_retrieval", "ridge_solution", "tower_prior", "fit_ridge", "fit_contrastive", "RIDGE_STRENGTHS",
            "PairSet"]
 
-#: Ridge strengths tried, relative to the mean squared norm of a caption feature times the
-#: number of pairs (features are normalised, so that is the trace of X^T X / dim).
-RIDGE_STRENGTHS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
+#: Ridge strengths tried, relative to the number of fitting pairs (features are normalised, so
+#: that is the trace of X^T X). With a prior, the large ones give the model's own text tower
+#: back, so the validation pairs decide how far to move from it.
+RIDGE_STRENGTHS = (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -75,25 +77,42 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def ridge_solution(x: np.ndarray, y: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(W, b)`` minimising ``|x W + b - y|^2 + strength |W|^2`` (the bias unpenalised):
-    ``W`` is ``(in_dim, out_dim)``."""
+def ridge_solution(x: np.ndarray, y: np.ndarray, strength: float,
+                   prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, b)`` minimising ``|x W + b - y|^2 + strength |W - prior|^2`` (the bias unpenalised;
+    ``prior`` defaults to zero): ``W`` is ``(in_dim, out_dim)``."""
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     mx, my = x64.mean(axis=0), y64.mean(axis=0)
     xc, yc = x64 - mx, y64 - my
+    p = np.zeros((x.shape[1], y.shape[1])) if prior is None else prior.astype(np.float64)
     gram = xc.T @ xc + strength * np.eye(x.shape[1])
-    w = np.linalg.solve(gram, xc.T @ yc)
+    w = p + np.linalg.solve(gram, xc.T @ (yc - xc @ p))
     return w.astype(np.float32), (my - mx @ w).astype(np.float32)
 
 
-def fit_ridge(fit: PairSet, val: PairSet) -> tuple[np.ndarray, np.ndarray, float, list[dict[str, float]]]:
-    """The ridge map whose predictions retrieve ``val``'s images best (mAP); returns
-    ``(W, b, strength, tried)`` with ``tried`` the validation mAP of every strength."""
+def tower_prior(features: np.ndarray, tower: np.ndarray, fit: PairSet) -> np.ndarray:
+    """The model's own text tower as a linear map from its text features: the least-squares
+    ``W0`` with ``features @ W0 ~ tower`` (exact for a linear tower such as lite's bridge, the
+    identity for a CLIP model), scaled to the fitting pairs' image vectors, so that ridge
+    shrinks towards what the model already knows instead of towards nothing."""
+    w0 = np.linalg.lstsq(features.astype(np.float64), tower.astype(np.float64), rcond=None)[0]
+    pred = fit.text.astype(np.float64) @ w0
+    pred -= pred.mean(axis=0)
+    target = fit.images.astype(np.float64) - fit.images.mean(axis=0)
+    scale = float(np.sum(pred * target) / max(float(np.sum(pred * pred)), 1e-12))
+    return (w0 * max(scale, 0.0)).astype(np.float32)
+
+
+def fit_ridge(fit: PairSet, val: PairSet, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float,
+                                                                                    list[dict[str, float]]]:
+    """The ridge map (shrunk towards ``prior``, if given) whose predictions retrieve ``val``'s
+    images best (mAP); returns ``(W, b, strength, tried)`` with ``tried`` the validation mAP of
+    every strength."""
     scale = float(len(fit.text))  # normalised rows: trace(X^T X) = n
     best: tuple[float, np.ndarray, np.ndarray, float] | None = None
     tried = []
     for rel in RIDGE_STRENGTHS:
-        w, b = ridge_solution(fit.text, fit.images, rel * scale)
+        w, b = ridge_solution(fit.text, fit.images, rel * scale, prior)
         score = caption_retrieval(_normalise(val.text @ w + b), val).map
         tried.append({"strength": rel, "val_map": score})
         if best is None or score > best[0]:
