@@ -207,19 +207,20 @@ def align_text(collection: Any, *, captions: Any = None, from_filenames: bool = 
 
 def evaluate(source: Any, models: "str | Sequence[str]", *, depth: int = 1, seed: int = 0, on: str = "held-out",
              html: Any = None, json: Any = None, batch_size: int = 32, device: str | None = None,
-             progress: ProgressCallback | None = None) -> "EvaluationReport":
+             cache: Any = None, progress: ProgressCallback | None = None) -> "EvaluationReport":
     """Score ``models`` (names, or ``"a,b"``; ``histogram`` is a colour baseline) on labelled images
     (a folder whose sub-folders name the labels, or a CSV of path,label): kNN@1, recall@5/10, mAP,
     text->image mAP, speed and peak memory, on the seeded split's held-out images (``on="all"``:
-    every image). Writes an HTML page and/or JSON when paths are given. See
-    :func:`lookalike.apps.evaluation.evaluate`."""
+    every image). Writes an HTML page and/or JSON when paths are given. ``cache``: an
+    :class:`~lookalike.apps.embed_cache.EmbeddingCache` (default: the one in the cache folder).
+    See :func:`lookalike.apps.evaluation.evaluate`."""
     from .apps import eval_report
     from .apps.evaluation import evaluate as _evaluate
 
     if html is not None:
         eval_report.require_matplotlib()  # before the embedding, not after
     report = _evaluate(source, models, depth=depth, seed=seed, on=on, batch_size=batch_size, device=device,
-                       progress=progress)
+                       cache=cache, progress=progress)
     if html is not None:
         eval_report.write_html(report, html)
     if json is not None:

@@ -115,3 +115,11 @@ def test_lite_beats_the_histogram_on_real_clip_art(clipart_labelled: dict[str, l
     assert report.best is lite and report.confusion is not None and report.confusion.model == "lite"
     again = evaluate(csv, "histogram,lite", cache=cache, device="cpu")
     assert [r.embedded for r in again.results] == [0, 0] and again.results[1].map == lite.map
+
+
+def test_public_wrapper_writes_json(labelled: Path, tmp_path: Path) -> None:
+    import lookalike
+
+    report = lookalike.evaluate(labelled, "histogram", cache=EmbeddingCache(tmp_path / "c"), json=tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["name"] == "histogram"
+    assert "histogram: kNN@1" in str(report) and "18 held-out images of 5 labels" in str(report)

@@ -64,6 +64,15 @@ class ModelResult:
     #: The model's fingerprint (the cache key of its vectors); the baseline's cache key.
     fingerprint: str = ""
 
+    def __str__(self) -> str:
+        def num(v: float | None, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+
+        return (f"{self.name}: kNN@1 {self.knn1:.3f}  R@5 {self.recall5:.3f}  R@10 {self.recall10:.3f}  "
+                f"mAP {self.map:.3f}  text mAP {num(self.text_map, '.3f')}  "
+                f"{num(self.images_per_second, '.1f')} img/s  peak {num(self.peak_memory_mb, '.0f')} MB  "
+                f"(cached {self.cached}, embedded {self.embedded})")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -101,6 +110,12 @@ class EvaluationReport:
     def best(self) -> ModelResult | None:
         """The model with the highest mAP (the first one listed on a tie)."""
         return max(self.results, key=lambda r: r.map, default=None)
+
+    def __str__(self) -> str:
+        head = (f"{self.images:,} {self.on} images of {len(self.labels)} labels (seed {self.seed}), "
+                f"{len(self.results)} model(s):")
+        lines = [head] + [f"  {r}" for r in self.results] + [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (what ``--json`` writes)."""
