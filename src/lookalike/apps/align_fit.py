@@ -79,15 +79,18 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def ridge_solution(x: np.ndarray, y: np.ndarray, strength: float,
                    prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(W, b)`` minimising ``|x W + b - y|^2 + strength |W - prior|^2`` (the bias unpenalised;
-    ``prior`` defaults to zero): ``W`` is ``(in_dim, out_dim)``."""
+    """``(W, b)``: ``W`` (``(in_dim, out_dim)``) minimises ``|xc W - yc|^2 + strength |W - prior|^2``
+    on centred ``x`` and ``y`` (``prior`` defaults to zero), and ``b = -mean(x) W``, so a query
+    predicts an image vector minus the mean image. The mean image is left out on purpose: it is
+    the same for every query, and added to one it only ranks "typical" images first (on clip
+    art's validation pairs, caption->image mAP 0.266 without it, 0.230 with it)."""
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     mx, my = x64.mean(axis=0), y64.mean(axis=0)
     xc, yc = x64 - mx, y64 - my
     p = np.zeros((x.shape[1], y.shape[1])) if prior is None else prior.astype(np.float64)
     gram = xc.T @ xc + strength * np.eye(x.shape[1])
     w = p + np.linalg.solve(gram, xc.T @ (yc - xc @ p))
-    return w.astype(np.float32), (my - mx @ w).astype(np.float32)
+    return w.astype(np.float32), (-mx @ w).astype(np.float32)
 
 
 def tower_prior(features: np.ndarray, tower: np.ndarray, fit: PairSet) -> np.ndarray:
