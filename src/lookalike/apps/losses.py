@@ -102,16 +102,16 @@ def triplet_loss(z: torch.Tensor, labels: torch.Tensor, margin: float = 0.2) -> 
 class BalancedBatchSampler:
     """Batches of ``labels_per_batch`` labels x ``per_label`` images each, reproducible from ``seed``.
 
-    Each label's images are walked in a shuffled order, reshuffled when used up, so every
-    image is seen about equally often; labels are drawn uniformly, so small labels are not
-    drowned by large ones. A label with fewer than ``per_label`` images gives all it has.
+    Each label's images are walked in a shuffled order, reshuffled when used up. Labels are
+    drawn with probability proportional to ``size ** label_power``: 0 (the default) draws them
+    uniformly, so small labels are not drowned by large ones; 1 in proportion to their images. A label with fewer than ``per_label`` images gives all it has.
     One epoch has about as many images as the data (at least one batch). Iterating the
     sampler again continues the same seeded stream: epoch 2 differs from epoch 1, and two
     samplers built with the same arguments yield the same batches.
     """
 
     def __init__(self, labels: Sequence[int] | np.ndarray, *, labels_per_batch: int = 16, per_label: int = 4,
-                 seed: int = 0) -> None:
+                 seed: int = 0, label_power: float = 0.0) -> None:
         codes = np.asarray(labels)
         if codes.ndim != 1 or codes.size == 0:
             raise InvalidArgument("the batch sampler needs a non-empty list of labels, one per image")
@@ -121,6 +121,8 @@ class BalancedBatchSampler:
         self._rng = np.random.default_rng(seed)
         self._groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
         self._queues: list[list[int]] = [[] for _ in self._groups]
+        weights = np.array([g.size for g in self._groups], dtype=np.float64) ** float(label_power)
+        self._p = weights / weights.sum()
         self.labels_per_batch = min(labels_per_batch, len(self._groups))
         self.per_label = per_label
         batch = self.labels_per_batch * per_label
@@ -141,7 +143,7 @@ class BalancedBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         for _ in range(self.batches_per_epoch):
-            chosen = self._rng.choice(len(self._groups), size=self.labels_per_batch, replace=False)
+            chosen = self._rng.choice(len(self._groups), size=self.labels_per_batch, replace=False, p=self._p)
             yield [i for g in sorted(int(c) for c in chosen) for i in self._take(g)]
 
     def __len__(self) -> int:
