@@ -112,3 +112,13 @@ def test_sampler_epochs_continue_the_stream_and_cover_every_image() -> None:
     e1, e2 = list(sampler), list(sampler)
     assert e1 != e2
     assert set(i for b in e1 + e2 for i in b) == set(range(labels.size))
+
+
+def test_sampler_label_power_draws_large_labels_more_often() -> None:
+    labels = np.array([0] * 90 + [1] * 10 + [2] * 10)
+    counts = {}
+    for power in (0.0, 1.0):
+        sampler = BalancedBatchSampler(labels, labels_per_batch=1, per_label=2, seed=0, label_power=power)
+        drawn = [labels[b[0]] for _ in range(20) for b in sampler]
+        counts[power] = np.bincount(drawn, minlength=3) / len(drawn)
+    assert counts[1.0][0] > 0.7 and counts[0.0][0] < 0.5
