@@ -169,7 +169,7 @@ def similarity_matrix(model_or_coll: "Collection | EmbeddingModel | str", items:
     return _matrix(model_or_coll, items, limit=limit)
 
 
-def distill(teacher: str, images: Any, *, student: str = "lite", out: Any, views: int = 2, arch: str = "mlp",
+def distill(teacher: str, images: Any, *, student: str = "lite", out: Any, views: int = 2, arch: str = "auto",
             epochs: int = 100, seed: int = 0, progress: ProgressCallback | None = None, **options: Any) -> "DistillReport":
     """Fit a head on ``student`` that puts its image vectors into ``teacher``'s space, on the
     images of a folder (or a list of files), and save it to ``out``; load the result as

@@ -48,6 +48,9 @@ def test_the_head_loads_as_a_model_in_the_teachers_space(setup: dict) -> None:
     assert report.images == 16 and report.train_images + report.val_images == 16 and report.views == 1
     assert report.train_cos_before is None  # 64-d student, 32-d teacher: nothing to compare without a head
     assert report.val_cos_after > report.val_cos_untrained
+    # auto: both archs trained, the one closer to the teacher on validation kept.
+    assert set(report.val_cos_by_arch) == {"linear", "mlp"}
+    assert report.val_cos_by_arch[report.arch] == max(report.val_cos_by_arch.values())
     teacher, student = setup["teacher"], setup["student"]
     model = lookalike.load_model(f"{setup['student_name']}+head:{report.out}", device="cpu")
     assert model.dim == teacher.dim == 32

@@ -30,7 +30,8 @@ def distill(
     epochs: int = typer.Option(100, "--epochs", min=1, help="The most passes over the vectors."),
     patience: int = typer.Option(10, "--patience", min=1, help="Stop after this many epochs without a better "
                                  "validation cosine."),
-    arch: str = typer.Option("mlp", "--arch", help="mlp (2 layers) or linear."),
+    arch: str = typer.Option("auto", "--arch", help="linear, mlp (2 layers), or auto: both, keep the one closer "
+                             "to the teacher on validation images."),
     seed: int = typer.Option(0, "--seed", help="Seeds the validation split, the views and the head."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
     device: str = DeviceOpt,
