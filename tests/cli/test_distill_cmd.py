@@ -27,11 +27,12 @@ def run(*args: str | Path):
 
 def test_distill_writes_a_head_and_reports(env: Path, tiny_timm_dir: Path, tiny_clip_dir: Path) -> None:
     result = run("--teacher", f"openclip:{tiny_clip_dir}", "--student", f"timm:{tiny_timm_dir}", "--images",
-                 env / "imgs", "--out", env / "head", "--views", "0", "--epochs", "3", "--arch", "linear",
+                 env / "imgs", "--out", env / "head", "--views", "1", "--clean-targets", "--epochs", "3", "--arch", "linear",
                  "--device", "cpu", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["images"] == 8 and report["views"] == 0 and report["arch"] == "linear"
+    assert report["images"] == 8 and report["views"] == 1 and report["arch"] == "linear"
+    assert report["teacher_views"] is False and list(report["val_cos_by_arch"]) == ["linear"]
     assert (env / "head" / "head.json").is_file()
 
 

@@ -27,6 +27,9 @@ def distill(
     out_dir: Path = typer.Option(..., "--out", "-o", help="A new folder for the head; use it as STUDENT+head:OUT."),
     student: str = typer.Option("lite", "--student", "-s", help="The fast base model the head sits on."),
     views: int = typer.Option(2, "--views", min=0, help="Augmented views per training image, besides the image."),
+    teacher_views: bool = typer.Option(True, "--teacher-views/--clean-targets", help="The teacher embeds every view "
+                                       "(the better head), or views target the clean image's teacher vector (the "
+                                       "teacher embeds each image once: faster)."),
     epochs: int = typer.Option(100, "--epochs", min=1, help="The most passes over the vectors."),
     patience: int = typer.Option(10, "--patience", min=1, help="Stop after this many epochs without a better "
                                  "validation cosine."),
@@ -44,8 +47,9 @@ def distill(
 
     try:
         with TaskProgress(err, quiet, scan="hashing images", embed="embedding", train="training") as progress:
-            report = _distill(teacher, images, student=student, out=out_dir, views=views, arch=arch, epochs=epochs,
-                              patience=patience, seed=seed, batch_size=batch_size, device=device, progress=progress)
+            report = _distill(teacher, images, student=student, out=out_dir, views=views, teacher_views=teacher_views,
+                              arch=arch, epochs=epochs, patience=patience, seed=seed, batch_size=batch_size,
+                              device=device, progress=progress)
     except LookalikeError as exc:
         fail(exc)
     if as_json:
