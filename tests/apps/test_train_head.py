@@ -193,8 +193,9 @@ def test_fit_refuses_nan_vectors_and_labels_without_pairs() -> None:
 
 
 @pytest.mark.slow
-def test_real_lite_head_on_clip_art_improves_seen_labels(tmp_path: Path, clipart_labelled: dict) -> None:
+def test_real_lite_head_on_clip_art_ranks_seen_labels_better(tmp_path: Path, clipart_labelled: dict) -> None:
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\n" + "".join(f"{p},{label}\n" for label, ps in clipart_labelled.items() for p in ps))
     report = train_head(csv, base="lite", out=tmp_path / "head", device="cpu")
-    assert report.test is not None and report.test.after.knn1 >= report.test.before.knn1
+    # mAP, not kNN@1: with two test images per label, kNN@1 moves in steps too coarse to judge
+    assert report.test is not None and report.test.after.map > report.test.before.map
