@@ -30,6 +30,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_timm_dir: Path, tiny_cl
     for i in range(16):
         make_image(images / f"{i:02d}.png", seed=i)
     make_image(images / "copy.png", seed=0)  # a copy counts once
+    (images / "broken.png").write_bytes(b"not an image")  # left out, as index does
     unseen = [make_image(root / "unseen" / f"{i}.png", seed=1000 + i) for i in range(6)]
     cache = EmbeddingCache(root / "cache")
     teacher = lookalike.load_model(f"openclip:{tiny_clip_dir}", device="cpu")
@@ -46,6 +47,7 @@ def test_the_head_loads_as_a_model_in_the_teachers_space(setup: dict) -> None:
 
     report: DistillReport = setup["report"]
     assert report.images == 16 and report.train_images + report.val_images == 16 and report.views == 1
+    assert report.skipped == 1 and "1 unreadable" in str(report)
     assert report.train_cos_before is None  # 64-d student, 32-d teacher: nothing to compare without a head
     assert report.val_cos_after > report.val_cos_untrained
     # auto: both archs trained, the one closer to the teacher on validation kept.

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, UnreadableImage
 from ..progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class DistillReport:
     arch: str
     val_cos_by_arch: dict[str, float]
     images: int
+    skipped: int
     train_images: int
     val_images: int
     views: int
@@ -113,7 +114,8 @@ class DistillReport:
             f"student {self.student} + head -> teacher {self.teacher}: {self.out} ({self.head_id}, {self.arch}"
             + (", chosen on validation: " + ", ".join(f"{a} {c:.4f}" for a, c in self.val_cos_by_arch.items())
                if len(self.val_cos_by_arch) > 1 else "") + ")",
-            f"images {self.images} (train {self.train_images}, val {self.val_images}), views {self.views} "
+            f"images {self.images} (train {self.train_images}, val {self.val_images}"
+            + (f"; {self.skipped} unreadable, left out" if self.skipped else "") + f"), views {self.views} "
             f"({'teacher embeds the views' if self.teacher_views else 'views target the clean image'})",
             f"cosine to the teacher  train: {cos(self.train_cos_before)} -> {self.train_cos_after:.4f}   "
             f"val: {cos(self.val_cos_before)} -> {self.val_cos_after:.4f} (untrained head {self.val_cos_untrained:.4f})",
@@ -231,6 +233,8 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
 
     started = time.perf_counter()
     out_dir = check_out_dir(out)
+    cache = cache if cache is not None else EmbeddingCache()
+    pairs, t_clean, s_clean, skipped = _clean_vectors(teacher, student, pairs, cache, batch_size, progress)
     hashes = [h for _, h in pairs]
     val = validation_mask(hashes, seed)
     configs = [HeadConfig(kind="student", arch=a, in_dim=student.dim, out_dim=teacher.dim,
@@ -239,9 +243,6 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
                           teacher=parse_model_name(teacher.model_id).canonical,
                           teacher_fingerprint=teacher.fingerprint())
                for a in (HEAD_ARCHS if arch == "auto" else (arch,))]
-    cache = cache if cache is not None else EmbeddingCache()
-    t_clean = cache.embed(teacher, list(pairs), batch_size=batch_size, progress=progress).vectors
-    s_clean = cache.embed(student, list(pairs), batch_size=batch_size, progress=progress).vectors
     x_train, y_train = _training_rows(teacher, student, pairs, val, t_clean, s_clean, views=views,
                                       teacher_views=teacher_views, seed=seed, batch_size=batch_size, cache=cache,
                                       progress=progress)
@@ -254,7 +255,7 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
     same_dim = student.dim == teacher.dim
     report = DistillReport(
         teacher=config.teacher or "", student=config.base, out=out_dir, head_id="", arch=config.arch,
-        val_cos_by_arch={f.module.config.arch: f.best_val_cos for f in fits}, images=len(pairs),
+        val_cos_by_arch={f.module.config.arch: f.best_val_cos for f in fits}, images=len(pairs), skipped=skipped,
         train_images=int((~val).sum()), val_images=int(val.sum()), views=views, teacher_views=teacher_views,
         epochs=fit.epochs, best_epoch=fit.best_epoch,
         train_cos_before=_mean_cos(s_clean[~val], t_clean[~val]) if same_dim else None,
@@ -263,6 +264,31 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
         seconds=0.0, embed_seconds=embed_seconds)
     saved = save_head(out_dir, fit.module, config, report=_stored_report(report), train_hashes=hashes)
     return _finish(report, load_head(saved).id, started, progress)
+
+
+def _clean_vectors(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: Sequence[tuple[Path, str]],
+                   cache: "EmbeddingCache", batch_size: int, progress: ProgressCallback | None,
+                   ) -> tuple[list[tuple[Path, str]], np.ndarray, np.ndarray, int]:
+    """``(pairs kept, teacher vectors, student vectors, images skipped)`` of the clean images.
+
+    An image that cannot be decoded is left out (reported as a ``skip`` event), as ``index``
+    does, and the rest embedded again: vectors embedded before it come back from the cache.
+    """
+    kept = list(pairs)
+    skipped = 0
+    while True:
+        try:
+            t = cache.embed(teacher, kept, batch_size=batch_size, progress=progress).vectors
+            s = cache.embed(student, kept, batch_size=batch_size, progress=progress).vectors
+            return kept, t, s, skipped
+        except UnreadableImage as exc:
+            bad = [i for i, (path, _) in enumerate(kept) if str(path) == str(exc.path)]
+            if not bad:
+                raise
+            del kept[bad[0]]
+            skipped += 1
+            if progress is not None:
+                progress(ProgressEvent("skip", path=str(exc.path), reason=exc.reason))
 
 
 def _training_rows(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: Sequence[tuple[Path, str]],
