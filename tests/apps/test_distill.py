@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.apps.distill import DistillReport, DistillSettings, distill, distill_images, validation_mask
+from lookalike.apps.distill import (DistillReport, DistillSettings, distill, distill_images, model_name,
+                                   validation_mask)
 from lookalike.apps.embed_cache import EmbeddingCache
 from lookalike.errors import InvalidArgument
 from support import make_image
@@ -57,6 +58,8 @@ def test_the_head_loads_as_a_model_in_the_teachers_space(setup: dict) -> None:
     model = lookalike.load_model(f"{setup['student_name']}+head:{report.out}", device="cpu")
     assert model.dim == teacher.dim == 32
     assert model.model_id == f"{report.student}+head:{report.head_id}"
+    # A head model (as a teacher) is recorded by the name that loads it again.
+    assert model_name(model) == f"{report.student}+head:{report.out}"
     # On images it never saw, the trained head is closer to the teacher than an untrained one.
     target = teacher.encode_images(setup["unseen"])
     distilled = model.encode_images(setup["unseen"])
@@ -105,3 +108,10 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path: Path) -> None:
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     with pytest.raises(InvalidArgument, match="not a head folder"):
         distill("lite", [one], out=tmp_path / "taken")
+    from lookalike.models.head import HeadConfig, ProjectionHead, save_head
+
+    config = HeadConfig(kind="projection", arch="linear", in_dim=4, out_dim=4, base="lite", base_fingerprint="x",
+                        name="h")
+    head = save_head(tmp_path / "head", ProjectionHead(config), config)
+    with pytest.raises(InvalidArgument, match="cannot sit on another"):
+        distill("lite", [one], student=f"lite+head:{head}", out=tmp_path / "out")

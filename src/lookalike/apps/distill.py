@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
     from .embed_cache import EmbeddingCache
 
-__all__ = ["DistillReport", "DistillSettings", "distill", "distill_images", "image_pairs", "check_out_dir", "validation_mask"]
+__all__ = ["DistillReport", "DistillSettings", "distill", "distill_images", "image_pairs", "check_out_dir", "model_name",
+           "validation_mask"]
 
 #: The fraction of images held back to stop training (by content hash, seeded).
 VAL_FRACTION = 0.2
@@ -198,7 +199,9 @@ def distill(teacher: str, images: str | os.PathLike[str] | Sequence[str | os.Pat
     Raises:
         InvalidArgument: bad settings, fewer than 2 distinct images, an unusable ``out``.
         UnknownModel, ModelLoadError, MissingExtra: a model cannot be loaded.
-        UnreadableImage: an image cannot be decoded.
+
+    An image that cannot be decoded is left out (a ``skip`` progress event) and counted in
+    the report's ``skipped``.
     """
     from ..models.head import HEAD_ARCHS
     from ..models.names import parse_model_name
@@ -209,7 +212,10 @@ def distill(teacher: str, images: str | os.PathLike[str] | Sequence[str | os.Pat
         raise InvalidArgument(f"views must be 0 or more, not {views}")
     if arch not in (*HEAD_ARCHS, "auto"):
         raise InvalidArgument(f"head arch '{arch}' is not one of {', '.join(HEAD_ARCHS)} or auto")
-    parse_model_name(teacher), parse_model_name(student)  # a typo fails before any image is read
+    parse_model_name(teacher)  # a typo fails before any image is read
+    if parse_model_name(student).head is not None:
+        raise InvalidArgument(f"the student '{student}' already has a head, and a head cannot sit on another: "
+                              "give its base model as --student")
     check_out_dir(out)
     pairs = image_pairs(images, progress)
     validation_mask([h for _, h in pairs], seed)  # fewer than 2 images fail before any model loads
@@ -227,7 +233,6 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
                    progress: ProgressCallback | None = None) -> DistillReport:
     """:func:`distill` with loaded models and ``(path, content hash)`` pairs of distinct images."""
     from ..models.head import HEAD_ARCHS, HeadConfig, load_head, save_head
-    from ..models.names import parse_model_name
     from .distill_fit import fit_head, head_cosines
     from .embed_cache import EmbeddingCache
 
@@ -238,9 +243,9 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
     hashes = [h for _, h in pairs]
     val = validation_mask(hashes, seed)
     configs = [HeadConfig(kind="student", arch=a, in_dim=student.dim, out_dim=teacher.dim,
-                          base=parse_model_name(student.model_id).canonical, base_fingerprint=student.fingerprint(),
+                          base=model_name(student), base_fingerprint=student.fingerprint(),
                           name=name or out_dir.name, hidden=_hidden(a, student.dim, teacher.dim, settings),
-                          teacher=parse_model_name(teacher.model_id).canonical,
+                          teacher=model_name(teacher),
                           teacher_fingerprint=teacher.fingerprint())
                for a in (HEAD_ARCHS if arch == "auto" else (arch,))]
     x_train, y_train = _training_rows(teacher, student, pairs, val, t_clean, s_clean, views=views,
@@ -264,6 +269,18 @@ def distill_images(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
         seconds=0.0, embed_seconds=embed_seconds)
     saved = save_head(out_dir, fit.module, config, report=_stored_report(report), train_hashes=hashes)
     return _finish(report, load_head(saved).id, started, progress)
+
+
+def model_name(model: "EmbeddingModel") -> str:
+    """The name that loads ``model`` again: its canonical name, or for a head model (a
+    teacher may be one) ``BASE+head:<its folder>``."""
+    from ..models.head import LoadedHead
+    from ..models.names import parse_model_name
+
+    head = getattr(model, "head", None)
+    if isinstance(head, LoadedHead):
+        return f"{model_name(model.base)}+head:{head.path}"  # type: ignore[attr-defined]
+    return parse_model_name(model.model_id).canonical
 
 
 def _clean_vectors(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: Sequence[tuple[Path, str]],
