@@ -64,5 +64,6 @@ def test_align_prints_the_three_text_sides(env: None, tmp_path: Path, monkeypatc
     assert "0.230" in lines["model's own text tower"] and "0.410" in lines["ridge"]
     assert "0.520" in lines["contrastive"] and "yes" in lines["contrastive"] and "yes" not in lines["ridge"]
     assert "2 images without a usable name skipped" in result.output
+    assert "would not improve" not in result.output
     neither = run("align", "--collection", tmp_path / "c.lkl", "--out", tmp_path / "x")
     assert neither.exit_code == 2 and "one of the two" in neither.output and len(calls) == 1

@@ -138,5 +138,10 @@ def _align_table(report: "AlignReport") -> None:
     add("ridge", report.ridge, report.kept == "ridge")
     add("contrastive", report.contrastive, report.kept == "contrastive")
     out.print(table)
+    kept = report.contrastive if report.kept == "contrastive" else report.ridge
+    if report.model is not None and report.model.map >= kept.map:
+        err.print(Text.assemble(("warning: ", "yellow"), "the model's own text tower retrieves the held-out pairs "
+                                "as well or better: this head would not improve text search; more (or better) "
+                                "captions may"), soft_wrap=True)
     err.print(Text(f"saved {report.out} ({report.kept}); make a collection that searches with it: lookalike "
                    f"reproject --collection COLLECTION --head {report.out} --out NEW"), soft_wrap=True)
