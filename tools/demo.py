@@ -1,7 +1,8 @@
 """`make demo`: index real public-domain clip art, search it by text and by example image,
 plant edited copies of a few images and find them as duplicates, then explore the collection:
 zero-shot labels (and a search filtered by one), clusters as an HTML contact sheet, and a map
-as a PNG.
+as a PNG. Last, it scores ``lite`` against a colour histogram on the category folders as
+labels (``lookalike evaluate``, with an HTML report).
 
 The images are 35 categories of Debian's openclipart-png (animals, food, music, vehicles...),
 20 each; the queries show what the offline ``lite`` model does well.
@@ -120,10 +121,15 @@ def main() -> None:
     run("dupes", "--undo", str(journal))  # everything back where it was, in the collection too
     print(f"\nOpen {args.workdir / 'dupes.html'} in a browser to review the groups (works offline).")
     clusters, picture = explore(collection, args.workdir)
+    # The category folders are labels: how well does lite fit them, against a colour histogram?
+    print("\nEvaluating models on the demo's labels (its category folders) ...", flush=True)
+    evaluation = args.workdir / "evaluate.html"
+    run("evaluate", str(images), "--models", "lite,histogram", "--html", str(evaluation))
     print("\nDemo done. Browse it in the web UI: make serve (http://127.0.0.1:8000).")
     print("Try your own: lookalike index ~/Pictures && lookalike search \"a dog on a beach\"")
     print(f"\nClusters (contact sheets, opens offline): {clusters}")
     print(f"Map of the collection (PNG): {picture}")
+    print(f"Model evaluation on the demo's labels (HTML, opens offline): {evaluation}")
 
 
 def explore(collection: Path, workdir: Path) -> tuple[Path, Path]:

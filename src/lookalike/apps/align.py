@@ -253,8 +253,11 @@ def _align(coll: "Collection", pairs: _Pairs, source: str, out_dir: Path, seed: 
 
     fit, valid, held = part(fit_rows), part(val_rows), part(held_rows)
     w, b, strength, tried = fit_ridge(fit, valid, prior=tower_prior(feats, own_vectors, fit))
+    # An int8 collection's image vectors are within cosine ~0.99 of its model's fp32 ones, and a
+    # head model runs on the fp32 base: record that base, so the head loads as MODEL+head:DIR.
+    fingerprint = coll.manifest.model.get("fp32_fingerprint") or coll.manifest.fingerprint
     config = HeadConfig(kind="text", arch="linear", in_dim=feats.shape[1], out_dim=coll.manifest.dim,
-                        base=coll.manifest.model_id, base_fingerprint=coll.manifest.fingerprint,
+                        base=coll.manifest.model_id, base_fingerprint=fingerprint,
                         name=out_dir.name or "captions")
     ridge_head = ProjectionHead(config)
     with torch.no_grad():

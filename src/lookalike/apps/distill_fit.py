@@ -6,10 +6,9 @@ Kept apart from :mod:`.distill` (the orchestration and the report) so that each 
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -102,24 +101,10 @@ def fit_head(config: "HeadConfig", x_train: np.ndarray, y_train: np.ndarray, x_v
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = ProjectionHead(config)
-    with _one_thread():
+    from .head_fit import one_thread
+
+    with one_thread():
         return _train(module, x_train, y_train, x_val, y_val, settings, seed, progress)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Train on one torch thread. A head's matrices are too small for a second thread to pay:
-    on a busy 2-core machine each parallel op waits for the other core (measured, 1280-d
-    lite vectors: linear head 401 -> 32 ms an epoch of 96 rows, 676 -> 97 ms of 650 rows;
-    MLP 1440 -> 383 ms of 650 rows). One thread also gives the same weights on any machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(module: "ProjectionHead", x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,

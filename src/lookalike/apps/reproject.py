@@ -81,8 +81,9 @@ def _check_fits(source: Collection, head: "LoadedHead") -> None:
         raise CollectionMismatch(
             f"{source.path} holds int8 vectors of '{model_id}' (fingerprint {manifest.fingerprint}); head "
             f"{head.path} ('{head.id}') maps fp32 vectors of '{cfg.base}' (fingerprint {cfg.base_fingerprint}), "
-            "and a head model runs on an fp32 base. Index the images into an fp32 collection "
-            f"(lookalike index FOLDER --collection NEW.lkl --model {model_id} --precision fp32) and reproject that")
+            "and a head model runs on an fp32 base. Index the images with the head model itself "
+            f"(lookalike index FOLDER --collection NEW.lkl --model {cfg.base}+head:{head.path}), or into an fp32 "
+            f"collection (--model {model_id} --precision fp32) and reproject that")
     raise CollectionMismatch(
         f"{source.path} holds vectors of '{model_id}' (fingerprint {manifest.fingerprint}), but head {head.path} "
         f"('{head.id}') was fitted on vectors of '{cfg.base}' (fingerprint {cfg.base_fingerprint}): applied to "

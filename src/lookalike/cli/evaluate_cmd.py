@@ -42,8 +42,7 @@ def evaluate(
 ) -> None:
     """Score models on LABELLED images: kNN@1, recall@5/10, mAP, text->image mAP, speed, memory.
 
-    Vectors are cached per model and file content, so a re-run with one more model embeds only
-    for that model.
+    Vectors are cached per model and file content: a re-run with one more model embeds only for it.
     """
     from ..apps import eval_report
     from ..apps.evaluation import ON_CHOICES, evaluate as run_evaluation
