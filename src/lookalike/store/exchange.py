@@ -181,7 +181,7 @@ def create_for_import(path: str | os.PathLike[str], source: str | os.PathLike[st
                                   f"e.g. --model openclip:ViT-B-32) to create {root}")
         return Collection.create(root, model=model, device=device)
     recorded = dict(sidecar["model"])
-    if model is not None and parse_model_name(model).canonical != recorded.get("model_id"):
+    if model is not None and parse_model_name(model).model_id != recorded.get("model_id"):
         raise LazyModel(str(recorded.get("model_id")), str(recorded.get("fingerprint")), owner=str(src)).mismatch(model)
     if (root / MANIFEST).exists():
         raise CollectionExists(f"{root}: a collection already exists here; import into it, or pick another path")
