@@ -104,3 +104,22 @@ def test_a_damaged_cache_file_is_replaced(tmp_path: Path, labelled) -> None:
     model = CountingModel()
     assert cache.embed(model, labelled).embedded == len(labelled)  # type: ignore[arg-type]
     assert cache.embed(model, labelled).embedded == 0  # type: ignore[arg-type]
+
+
+def test_a_busy_cache_is_reported_and_never_deleted(tmp_path: Path, labelled, monkeypatch) -> None:
+    """Regression: "database is locked" is a DatabaseError too, and was taken for a damaged file."""
+    from lookalike.apps import embed_cache
+    from lookalike.errors import InvalidArgument
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.embed(CountingModel(), labelled)
+    live = cache.path_for("fp-a")
+    before = live.read_bytes()
+
+    def locked(path: Path) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(embed_cache, "_open", locked)
+    with pytest.raises(InvalidArgument, match="database is locked"):
+        cache.embed(CountingModel(), labelled)
+    assert live.read_bytes() == before

@@ -194,17 +194,29 @@ class EmbeddingCache:
         path = self.path_for(key)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            db = _open(path)
-        except sqlite3.DatabaseError:
-            # Not a database (a damaged or foreign file): a cache may be dropped, never trusted.
-            for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                stale.unlink(missing_ok=True)
-            db = _open(path)
-        except OSError as exc:
-            raise InvalidArgument(f"cannot use the embedding cache {self.root}: {exc.strerror or exc}. Make it "
-                                  "writable, or point $LOOKALIKE_CACHE at a writable folder.") from None
+            try:
+                db = _open(path)
+            except sqlite3.DatabaseError as exc:
+                # Only a file that is not a database (damaged, or foreign) may be dropped: a busy or
+                # unwritable one (OperationalError, also a DatabaseError) is another process's live cache.
+                if isinstance(exc, sqlite3.OperationalError) or "not a database" not in str(exc):
+                    raise
+                for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                    stale.unlink(missing_ok=True)
+                db = _open(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise _unusable(self.root, exc) from None
         with closing(db):
-            yield db
+            try:
+                yield db
+            except sqlite3.Error as exc:  # a full disk, a file damaged while in use
+                raise _unusable(self.root, exc) from None
+
+
+def _unusable(root: Path, exc: Exception) -> InvalidArgument:
+    reason = getattr(exc, "strerror", None) or exc
+    return InvalidArgument(f"cannot use the embedding cache {root}: {reason}. Make it writable (and give it room), "
+                           "or point $LOOKALIKE_CACHE at a writable folder.")
 
 
 def _open(path: Path) -> sqlite3.Connection:
