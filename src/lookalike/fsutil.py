@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_writer", "user_path"]
+__all__ = ["atomic_folder", "atomic_writer", "user_path"]
 
 
 def user_path(path: str | os.PathLike[str]) -> str:
@@ -36,10 +38,37 @@ def atomic_writer(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    if not durable:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        _fsync_dir(path.parent)  # make the rename itself durable
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """``with atomic_folder(path) as work: (write files into work)``: the folder is built in a
+    hidden work folder beside ``path`` and swapped in whole at the end, so ``path`` holds its
+    old files or all the new ones, never a mix; on any error the work folder is removed and
+    ``path`` is untouched. An existing folder at ``path`` is replaced (moved aside, then
+    deleted: a crash between the two renames leaves it as ``.NAME.*.old`` beside ``path``).
+    Write the files with :func:`atomic_writer` to make them durable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new"))
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
+        yield work
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old") if path.exists() else None
+        if old is not None:
+            os.rename(path, old)
+        os.rename(work, path)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
     finally:
         os.close(dir_fd)

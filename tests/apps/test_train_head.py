@@ -199,3 +199,19 @@ def test_real_lite_head_on_clip_art_ranks_seen_labels_better(tmp_path: Path, cli
     report = train_head(csv, base="lite", out=tmp_path / "head", device="cpu")
     # mAP, not kNN@1: with two test images per label, kNN@1 moves in steps too coarse to judge
     assert report.test is not None and report.test.after.map > report.test.before.map
+
+
+def test_a_base_that_already_has_a_head_is_refused_before_any_work(tmp_path) -> None:
+    """A head sits on a plain model only: fitting one on a head model could never load."""
+    from lookalike.apps.train_head import check_no_head, train_head
+    from lookalike.errors import InvalidArgument
+
+    class HeadModelStub:
+        model_id = "lite+head:logos-1234abcd"
+
+        def fingerprint(self) -> str:  # pragma: no cover - must not be reached
+            raise AssertionError("the model was used before the refusal")
+
+    with pytest.raises(InvalidArgument, match="already has a head.*'lite'"):
+        train_head(tmp_path / "no-such-folder", base=HeadModelStub(), out=tmp_path / "h")
+    check_no_head("lite", "base")  # a plain model passes

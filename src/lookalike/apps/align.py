@@ -33,7 +33,7 @@ from ..fsutil import user_path
 from ..progress import ProgressCallback, ProgressEvent
 from .align_fit import (CaptionScores, ContrastiveSettings, PairSet, caption_retrieval, fit_contrastive, fit_ridge,
                         tower_prior)
-from .train_head import check_head_out
+from .train_head import check_head_out, check_no_head
 
 if TYPE_CHECKING:
     from ..store.collection import Collection
@@ -197,6 +197,7 @@ def align_text(collection: "Collection | str | os.PathLike[str]", *, captions: "
     check_head_out(out_dir)
     coll, opened = _open(collection, device)
     try:
+        check_no_head(coll.manifest.model_id, "collection's model")
         pairs = _filename_pairs(coll) if from_filenames else _csv_pairs(coll, Path(user_path(captions or "")))
         source = "file names" if from_filenames else str(Path(user_path(captions or "")))
         if len(set(pairs.hashes)) < MIN_PAIRS:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import InvalidArgument, UnreadableImage
 from ..progress import ProgressCallback, ProgressEvent
+from .train_head import check_no_head
 
 if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
@@ -213,9 +214,7 @@ def distill(teacher: str, images: str | os.PathLike[str] | Sequence[str | os.Pat
     if arch not in (*HEAD_ARCHS, "auto"):
         raise InvalidArgument(f"head arch '{arch}' is not one of {', '.join(HEAD_ARCHS)} or auto")
     parse_model_name(teacher)  # a typo fails before any image is read
-    if parse_model_name(student).head is not None:
-        raise InvalidArgument(f"the student '{student}' already has a head, and a head cannot sit on another: "
-                              "give its base model as --student")
+    check_no_head(parse_model_name(student).model_id, "student")
     check_out_dir(out)
     pairs = image_pairs(images, progress)
     validation_mask([h for _, h in pairs], seed)  # fewer than 2 images fail before any model loads
@@ -327,20 +326,10 @@ def _training_rows(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
 
 
 def check_out_dir(out: str | os.PathLike[str]) -> Path:
-    """``out`` as an absolute path, refused before any work when :func:`save_head` would refuse
-    it at the end (a file, or a folder of other files)."""
-    from ..models.head import HEAD_FILE, TRAIN_ITEMS_FILE, WEIGHTS_FILE
+    """``out`` as an absolute path, refused before any work when :func:`save_head` would refuse it."""
+    from ..models.head import check_out_dir as check
 
-    path = Path(out).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise InvalidArgument(f"{path} is a file; a head is saved as a folder: give a new folder's path as --out")
-    if path.is_dir():
-        ours = {HEAD_FILE, TRAIN_ITEMS_FILE, WEIGHTS_FILE}
-        others = sorted(p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith("."))
-        if others:
-            raise InvalidArgument(f"{path} already holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
-                                  "and is not a head folder; give a new or empty folder as --out")
-    return path
+    return check(out)
 
 
 def _finish(report: DistillReport, head_id: str, started: float, progress: ProgressCallback | None) -> DistillReport:

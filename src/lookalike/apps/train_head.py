@@ -129,6 +129,7 @@ def train_head(source: "str | os.PathLike[str] | LabelledSet", *, base: "str | E
     fit = _fit_settings(settings, loss=loss, epochs=epochs, patience=patience, seed=seed)
     out_dir = Path(user_path(out))
     check_head_out(out_dir)
+    check_no_head(parse_model_name(base).model_id if isinstance(base, str) else base.model_id, "base")
     data = source if isinstance(source, LabelledSet) else load_labelled(source, depth=depth, progress=progress)
     parts = split_labelled(data, split)
     _check_split(parts, data)
@@ -166,14 +167,20 @@ def _cache(cache: "EmbeddingCache | None") -> "EmbeddingCache":
 
 def check_head_out(out_dir: Path) -> None:
     """Refuse an ``out`` that save_head would refuse, before minutes of embedding or fitting."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InvalidArgument(f"--out {out_dir} is a file; a head is saved as a folder: give a new folder's path")
-    if out_dir.is_dir():
-        head_files = {"head.json", "head.safetensors", "train_items.txt"}
-        others = sorted(p.name for p in out_dir.iterdir() if p.name not in head_files and not p.name.startswith("."))
-        if others:
-            raise InvalidArgument(f"--out {out_dir} already holds {', '.join(others[:3])} and is not a head folder; "
-                                  "give a new or empty folder (or an older head's, to replace it)")
+    from ..models.head import check_out_dir
+
+    check_out_dir(out_dir)
+
+
+def check_no_head(model_id: str, role: str) -> None:
+    """Refuse a base that is already a head model, before minutes of embedding or fitting: a head
+    sits on a plain model only, so the result could never load (``role``: what the model is for)."""
+    from ..models.names import HEAD_MARK
+
+    if HEAD_MARK in model_id:
+        base = model_id.split(HEAD_MARK, 1)[0]
+        raise InvalidArgument(f"the {role} '{model_id}' already has a head, and a head cannot sit on another; "
+                              f"fit on its base model '{base}' instead")
 
 
 def _check_split(parts: Split, data: LabelledSet) -> None:

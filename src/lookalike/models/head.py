@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,11 +34,11 @@ import numpy as np
 import torch
 
 from ..errors import InvalidArgument, ModelLoadError
-from ..fsutil import atomic_writer, user_path
+from ..fsutil import atomic_folder, atomic_writer, user_path
 from .names import HEAD_FILE, HEAD_FORMAT, read_head_json
 
 __all__ = ["HEAD_KINDS", "HEAD_ARCHS", "HEAD_FORMAT", "HEAD_FILE", "WEIGHTS_FILE", "TRAIN_ITEMS_FILE", "HeadConfig",
-           "ProjectionHead", "save_head", "LoadedHead", "load_head", "apply_head"]
+           "ProjectionHead", "save_head", "check_out_dir", "LoadedHead", "load_head", "apply_head"]
 
 HEAD_KINDS = ("projection", "text", "student")
 HEAD_ARCHS = ("linear", "mlp")
@@ -215,14 +216,24 @@ def save_head(out_dir: str | Path, module: ProjectionHead, config: HeadConfig, *
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{out}: the head's report cannot be stored as JSON ({exc})") from exc
     hashes = sorted({str(h) for h in train_hashes})
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(out / WEIGHTS_FILE) as f:
-        f.write(weights)
-    with atomic_writer(out / TRAIN_ITEMS_FILE) as f:
-        f.write("".join(f"{h}\n" for h in hashes).encode())
-    with atomic_writer(out / HEAD_FILE) as f:
-        f.write((meta + "\n").encode())
+    # Swapped in whole: a crash never leaves new weights beside an older head.json (whose id
+    # check would then refuse the folder, losing the older head too).
+    with atomic_folder(out) as work:
+        with atomic_writer(work / WEIGHTS_FILE) as f:
+            f.write(weights)
+        with atomic_writer(work / TRAIN_ITEMS_FILE) as f:
+            f.write("".join(f"{h}\n" for h in hashes).encode())
+        with atomic_writer(work / HEAD_FILE) as f:
+            f.write((meta + "\n").encode())
     return out
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    """``out`` as an absolute path, refused (InvalidArgument) when :func:`save_head` would refuse
+    it: a file, or a folder of other files. Callers check before minutes of embedding or fitting."""
+    path = Path(user_path(out))
+    _check_out_dir(path)
+    return path
 
 
 def _check_out_dir(out: Path) -> None:
