@@ -217,8 +217,7 @@ def evaluate(source: Any, models: "str | Sequence[str]", *, depth: int = 1, seed
     from .apps import eval_report
     from .apps.evaluation import evaluate as _evaluate
 
-    if html is not None:
-        eval_report.require_matplotlib()  # before the embedding, not after
+    eval_report.check_destinations(html, json)  # before the embedding, not after
     report = _evaluate(source, models, depth=depth, seed=seed, on=on, batch_size=batch_size, device=device,
                        cache=cache, progress=progress)
     if html is not None:

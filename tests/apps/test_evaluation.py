@@ -123,3 +123,12 @@ def test_public_wrapper_writes_json(labelled: Path, tmp_path: Path) -> None:
     report = lookalike.evaluate(labelled, "histogram", cache=EmbeddingCache(tmp_path / "c"), json=tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["name"] == "histogram"
     assert "histogram: kNN@1" in str(report) and "18 held-out images of 5 labels" in str(report)
+
+
+def test_report_paths_are_checked_before_any_work(tmp_path) -> None:
+    """Regression: lookalike.evaluate checked its html/json paths only after embedding everything."""
+    import lookalike
+    from lookalike.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="no such folder"):
+        lookalike.evaluate(tmp_path / "not-labelled-yet", ["histogram"], json=tmp_path / "missing" / "r.json")

@@ -23,7 +23,7 @@ from ..errors import MissingExtra
 from .evaluation import EvaluationReport, ModelResult
 from .html import html_destination, save_page
 
-__all__ = ["METRICS", "write_json", "write_html", "require_matplotlib"]
+__all__ = ["METRICS", "write_json", "write_html", "require_matplotlib", "check_destinations"]
 
 #: The columns of the table and the charts: (ModelResult field, title, higher is better).
 METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -33,6 +33,21 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
 )
 #: Above this many labels the heat map drops its tick labels (they would overlap).
 _TICK_LABELS_UP_TO = 60
+
+
+def check_destinations(html_path: "str | os.PathLike[str] | None", json_path: "str | os.PathLike[str] | None") -> None:
+    """Refuse report paths that cannot be written (and ``--html`` without matplotlib) before
+    minutes of embedding, not after; ``json_path`` ``-`` is standard output.
+
+    Raises:
+        InvalidArgument: a missing folder, or a folder named as the file.
+        MissingExtra: an HTML report without matplotlib.
+    """
+    if html_path is not None:
+        html_destination(html_path, "evaluation.html")
+        require_matplotlib()
+    if json_path is not None and str(json_path) != "-":
+        html_destination(json_path, "evaluation.json", "JSON report")
 
 
 def require_matplotlib() -> tuple[Any, Any]:

@@ -31,7 +31,8 @@ def evaluate(
     models: str = typer.Option("lite,histogram", "--models", "-m", help="Comma-separated model names "
                                "(lite, timm:..., openclip:..., BASE+head:DIR; 'histogram' is a colour baseline)."),
     depth: int = typer.Option(1, "--depth", min=1, help="Which folder level below LABELLED names the label."),
-    seed: int = typer.Option(0, "--seed", help="The split's seed (use the one a head was trained with)."),
+    seed: int = typer.Option(0, "--seed",
+                             help="The split's seed: the one a head was trained with (train --split-seed)."),
     on: str = typer.Option("held-out", "--on", help="held-out (the seeded split's test images and held-out "
                            "labels: never trained on) or all."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report with charts here."),
@@ -46,17 +47,12 @@ def evaluate(
     """
     from ..apps import eval_report
     from ..apps.evaluation import ON_CHOICES, evaluate as run_evaluation
-    from ..apps.html import html_destination
 
     to_stdout = json_path is not None and str(json_path) == "-"
     try:
         if on not in ON_CHOICES:
             raise InvalidArgument(f"--on {on!r} is not one of {', '.join(ON_CHOICES)}.")
-        if html is not None:  # checked before minutes of embedding, not after
-            html_destination(html, "evaluation.html")
-            eval_report.require_matplotlib()
-        if json_path is not None and not to_stdout:
-            html_destination(json_path, "evaluation.json", "JSON report")
+        eval_report.check_destinations(html, json_path)
         with TaskProgress(err, quiet, scan="hashing files", embed="embedding") as progress:
             report = run_evaluation(labelled, models, depth=depth, seed=seed, on=on, batch_size=batch_size,
                                     device=device, progress=progress)

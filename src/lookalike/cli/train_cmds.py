@@ -144,4 +144,5 @@ def _align_table(report: "AlignReport") -> None:
                                 "as well or better: this head would not improve text search; more (or better) "
                                 "captions may"), soft_wrap=True)
     err.print(Text(f"saved {report.out} ({report.kept}); make a collection that searches with it: lookalike "
-                   f"reproject --collection COLLECTION --head {report.out} --out NEW"), soft_wrap=True)
+                   f"reproject --collection COLLECTION --head {report.out} --out NEW (an int8 collection: lookalike "
+                   f"index FOLDER --collection NEW --model {report.base}+head:{report.out})"), soft_wrap=True)
