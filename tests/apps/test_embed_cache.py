@@ -123,3 +123,25 @@ def test_a_busy_cache_is_reported_and_never_deleted(tmp_path: Path, labelled, mo
     with pytest.raises(InvalidArgument, match="database is locked"):
         cache.embed(CountingModel(), labelled)
     assert live.read_bytes() == before
+
+
+def test_an_unreadable_image_is_left_out_reported_and_not_cached(tmp_path: Path, labelled) -> None:
+    """Regression: one bad file ended evaluate and train; now it is skipped, as index does."""
+    from lookalike.errors import UnreadableImage
+
+    bad_path = labelled.images[1].path
+
+    class OneBad(CountingModel):
+        def encode_images(self, paths, *, batch_size: int = 32) -> np.ndarray:
+            if any(Path(p) == bad_path for p in paths):
+                raise UnreadableImage(str(bad_path), "truncated file")
+            return super().encode_images(paths, batch_size=batch_size)
+
+    events = []
+    got = EmbeddingCache(tmp_path / "cache").embed(OneBad(), labelled, progress=events.append)
+    assert got.failed == ((bad_path, "truncated file"),)
+    assert got.ok.tolist() == [i != 1 for i in range(len(labelled.images))]
+    assert np.isfinite(got.vectors[got.ok]).all() and got.embedded == len(labelled.images) - 1
+    assert [(e.path, e.reason) for e in events if e.kind == "skip"] == [(str(bad_path), "truncated file")]
+    again = EmbeddingCache(tmp_path / "cache").embed(OneBad(), labelled)  # the bad one is tried again
+    assert again.embedded == 0 and len(again.failed) == 1

@@ -132,3 +132,15 @@ def test_report_paths_are_checked_before_any_work(tmp_path) -> None:
 
     with pytest.raises(InvalidArgument, match="no such folder"):
         lookalike.evaluate(tmp_path / "not-labelled-yet", ["histogram"], json=tmp_path / "missing" / "r.json")
+
+
+def test_an_unreadable_image_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    """Regression: one corrupt file ended the whole evaluation."""
+    root = tmp_path / "lab"
+    for label in range(2):
+        for i in range(4):
+            make_image(root / f"kind_{label}" / f"{i}.png", seed=label * 10 + i, size=(32, 32))
+    (root / "kind_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    report = evaluate(root, ["histogram"], on="all", cache=EmbeddingCache(tmp_path / "cache"))
+    assert report.results[0].n == 8
+    assert any("could not be read" in w and "broken.png" in w for w in report.warnings)

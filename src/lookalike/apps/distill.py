@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import InvalidArgument, UnreadableImage
+from ..errors import InvalidArgument
 from ..progress import ProgressCallback, ProgressEvent
 from .train_head import check_no_head
 
@@ -287,24 +287,14 @@ def _clean_vectors(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: 
                    ) -> tuple[list[tuple[Path, str]], np.ndarray, np.ndarray, int]:
     """``(pairs kept, teacher vectors, student vectors, images skipped)`` of the clean images.
 
-    An image that cannot be decoded is left out (reported as a ``skip`` event), as ``index``
-    does, and the rest embedded again: vectors embedded before it come back from the cache.
+    An image that cannot be decoded is left out (the cache reports it as a ``skip`` event), as
+    ``index`` does.
     """
-    kept = list(pairs)
-    skipped = 0
-    while True:
-        try:
-            t = cache.embed(teacher, kept, batch_size=batch_size, progress=progress).vectors
-            s = cache.embed(student, kept, batch_size=batch_size, progress=progress).vectors
-            return kept, t, s, skipped
-        except UnreadableImage as exc:
-            bad = [i for i, (path, _) in enumerate(kept) if str(path) == str(exc.path)]
-            if not bad:
-                raise
-            del kept[bad[0]]
-            skipped += 1
-            if progress is not None:
-                progress(ProgressEvent("skip", path=str(exc.path), reason=exc.reason))
+    t = cache.embed(teacher, pairs, batch_size=batch_size, progress=progress)
+    s = cache.embed(student, pairs, batch_size=batch_size, progress=progress)
+    ok = t.ok & s.ok
+    kept = [p for p, keep in zip(pairs, ok) if keep]
+    return kept, t.vectors[ok], s.vectors[ok], len(pairs) - len(kept)
 
 
 def _training_rows(teacher: "EmbeddingModel", student: "EmbeddingModel", pairs: Sequence[tuple[Path, str]],

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, UnreadableImage
 from ..models.cache import cache_dir
 from ..progress import ProgressCallback, ProgressEvent
 from .labelled import LabelledSet
@@ -54,11 +54,21 @@ class Embedded:
     seconds: float
     images_per_second: float | None
     peak_memory_mb: float | None
+    #: Images that could not be read or decoded, as ``(path, reason)``: their rows are NaN (a
+    #: bad file never ends the run, nor is it cached: it is tried again next time).
+    failed: tuple[tuple[Path, str], ...] = ()
+    #: Which rows hold a vector; None when all do.
+    readable: np.ndarray | None = None
 
     @property
     def cached(self) -> int:
         """How many of the vectors came from the cache."""
-        return len(self.vectors) - self.embedded
+        return len(self.vectors) - self.embedded - len(self.failed)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """A boolean mask of the rows that hold a vector (False for :attr:`failed` images)."""
+        return np.ones(len(self.vectors), dtype=bool) if self.readable is None else self.readable
 
 
 def rss_mb() -> float | None:
@@ -162,16 +172,22 @@ class EmbeddingCache:
             for path, h in pairs:
                 if h not in found and h not in todo:
                     todo[h] = Path(path)  # one copy of each missing file is enough
-            seconds, peak = self._embed_missing(db, fn, todo, found, progress, baseline_mb, prepare)
-            if todo:
-                _store_measurement(db, len(todo), seconds, peak, name)
+            failed: dict[str, str] = {}
+            seconds, peak = self._embed_missing(db, fn, todo, found, failed, progress, baseline_mb, prepare)
+            if len(todo) > len(failed):
+                _store_measurement(db, len(todo) - len(failed), seconds, peak, name)
             speed, memory = _measurement(db)
         width = dim if dim is not None else (len(next(iter(found.values()))) if found else 0)
-        vectors = np.stack([found[h] for _, h in pairs]) if pairs else np.zeros((0, width), np.float32)
-        return Embedded(vectors.astype(np.float32, copy=False), len(todo), seconds, speed, memory)
+        missing = np.full(width, np.nan, dtype=np.float32)
+        vectors = (np.stack([found.get(h, missing) for _, h in pairs]) if pairs
+                   else np.zeros((0, width), np.float32))
+        bad = tuple((Path(path), failed[h]) for path, h in pairs if h in failed)
+        readable = np.array([h not in failed for _, h in pairs], dtype=bool) if failed else None
+        return Embedded(vectors.astype(np.float32, copy=False), len(todo) - len(failed), seconds, speed, memory, bad,
+                        readable)
 
     def _embed_missing(self, db: sqlite3.Connection, fn: EmbedFn, todo: dict[str, Path],
-                       found: dict[str, np.ndarray], progress: ProgressCallback | None,
+                       found: dict[str, np.ndarray], failed: dict[str, str], progress: ProgressCallback | None,
                        baseline_mb: float | None, prepare: Callable[[], None] | None) -> tuple[float, float | None]:
         items = list(todo.items())
         with MemoryPeak(baseline_mb) as peak:
@@ -180,11 +196,11 @@ class EmbeddingCache:
             start = time.perf_counter()
             for begin in range(0, len(items), CHUNK):
                 chunk = items[begin:begin + CHUNK]
-                vectors = np.asarray(fn([p for _, p in chunk]), dtype=np.float32)
+                good, vectors = _embed_chunk(fn, chunk, failed, progress)
                 with db:  # one transaction per chunk
                     db.executemany("INSERT OR REPLACE INTO vectors (hash, vector) VALUES (?, ?)",
-                                   [(h, v.tobytes()) for (h, _), v in zip(chunk, vectors)])
-                found.update((h, v) for (h, _), v in zip(chunk, vectors))
+                                   [(h, v.tobytes()) for (h, _), v in zip(good, vectors)])
+                found.update((h, v) for (h, _), v in zip(good, vectors))
                 if progress is not None:
                     progress(ProgressEvent("embed", done=begin + len(chunk), total=len(items)))
         return time.perf_counter() - start, peak.peak_mb
@@ -211,6 +227,27 @@ class EmbeddingCache:
                 yield db
             except sqlite3.Error as exc:  # a full disk, a file damaged while in use
                 raise _unusable(self.root, exc) from None
+
+
+def _embed_chunk(fn: EmbedFn, chunk: list[tuple[str, Path]], failed: dict[str, str],
+                 progress: ProgressCallback | None) -> tuple[list[tuple[str, Path]], np.ndarray]:
+    """The chunk's vectors in one call; when an image in it cannot be read, one image at a time,
+    so the bad ones are left out (recorded in ``failed``, reported as ``skip`` events) and the
+    rest still embed. Returns the images that embedded and their vectors."""
+    try:
+        return chunk, np.asarray(fn([p for _, p in chunk]), dtype=np.float32)
+    except UnreadableImage:
+        pass
+    good, rows = [], []
+    for h, path in chunk:
+        try:
+            rows.append(np.asarray(fn([path]), dtype=np.float32)[0])
+            good.append((h, path))
+        except UnreadableImage as exc:
+            failed[h] = exc.reason
+            if progress is not None:
+                progress(ProgressEvent("skip", path=str(path), reason=exc.reason))
+    return good, (np.stack(rows) if rows else np.zeros((0, 0), np.float32))
 
 
 def _unusable(root: Path, exc: Exception) -> InvalidArgument:

@@ -222,16 +222,29 @@ def _evaluate_one(name: str, data: LabelledSet, cache: EmbeddingCache, batch_siz
         model_id, text_map, fingerprint = HISTOGRAM, None, _HISTOGRAM_KEY
     else:
         got, model_id, text_map, fingerprint = _embed_model(name, data, cache, batch_size, device, tagged, free)
-    scores = image_retrieval(got.vectors, labels, ks=(1, 5, 10))
+    vectors, labels = _readable(got, labels)
+    scores = image_retrieval(vectors, labels, ks=(1, 5, 10))
     fitted = _fitted_on(name, data)
-    result = ModelResult(name, model_id, int(got.vectors.shape[1]), scores.knn1, scores.recall_at[5],
+    result = ModelResult(name, model_id, int(vectors.shape[1]), scores.knn1, scores.recall_at[5],
                          scores.recall_at[10], scores.map, text_map, got.images_per_second, got.peak_memory_mb,
                          got.embedded, got.cached, scores.n, fitted, fingerprint)
-    warning = None
+    notes = []
+    if got.failed:
+        path, reason = got.failed[0]
+        notes.append(f"{name}: {len(got.failed)} image(s) could not be read and were left out of its scores "
+                     f"(first: {path}: {reason}); fix or remove them.")
     if fitted:
-        warning = (f"{name}: {fitted} of the {len(data)} scored images were used to fit its head, so its scores "
-                   "are optimistic; score with --on held-out and the --seed the head was trained with.")
-    return result, _confusion(name, got.vectors, labels, data.labels), warning
+        notes.append(f"{name}: {fitted} of the {len(data)} scored images were used to fit its head, so its scores "
+                     "are optimistic; score with --on held-out and the --seed the head was trained with.")
+    return result, _confusion(name, vectors, labels, data.labels), " ".join(notes) or None
+
+
+def _readable(got: Embedded, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The vectors and labels of the images that could be read (a bad file is left out, not fatal)."""
+    ok = got.ok
+    if ok.all():
+        return got.vectors, labels
+    return got.vectors[ok], [label for label, keep in zip(labels, ok) if keep]
 
 
 def _embed_model(name: str, data: LabelledSet, cache: EmbeddingCache, batch_size: int, device: str | None,
@@ -246,7 +259,8 @@ def _embed_model(name: str, data: LabelledSet, cache: EmbeddingCache, batch_size
         if model.supports_text:
             queries = [label.replace("_", " ").replace("-", " ") for label in data.labels]
             text = model.encode_text(queries)
-            text_map = text_retrieval_map(text, list(data.labels), got.vectors, data.label_of_each)
+            vectors, labels = _readable(got, data.label_of_each)
+            text_map = text_retrieval_map(text, list(data.labels), vectors, labels)
         return got, model.model_id, text_map, model.fingerprint()
     finally:
         del model

@@ -32,7 +32,7 @@ from .splits import Split, SplitSettings, split_labelled
 
 if TYPE_CHECKING:
     from ..models.base import EmbeddingModel
-    from .embed_cache import EmbeddingCache
+    from .embed_cache import Embedded, EmbeddingCache
 
 __all__ = ["TrainReport", "PartScores", "train_head", "check_head_out", "DEFAULT_EPOCHS", "DEFAULT_PATIENCE"]
 
@@ -85,6 +85,8 @@ class TrainReport:
     train_seconds: float
     source: str = ""
     split: dict[str, Any] = field(default_factory=dict)
+    #: Images that could not be read, ``(path, reason)``: left out of training and the scores.
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (stored in the head's ``head.json`` as its report)."""
@@ -97,6 +99,7 @@ class TrainReport:
             "test": self.test.to_dict() if self.test else None,
             "unseen": self.unseen.to_dict() if self.unseen else None,
             "embedded": self.embedded, "embed_seconds": self.embed_seconds, "train_seconds": self.train_seconds,
+            "skipped": [list(x) for x in self.skipped],
         }
 
 
@@ -131,14 +134,17 @@ def train_head(source: "str | os.PathLike[str] | LabelledSet", *, base: "str | E
     check_head_out(out_dir)
     check_no_head(parse_model_name(base).model_id if isinstance(base, str) else base.model_id, "base")
     data = source if isinstance(source, LabelledSet) else load_labelled(source, depth=depth, progress=progress)
-    parts = split_labelled(data, split)
-    _check_split(parts, data)
+    _check_split(split_labelled(data, split), data)  # before the model loads
     if isinstance(base, str):
         model, base_name = load_model(base, device=device), parse_model_name(base).canonical
     else:  # a loaded model: a plain model's id is its canonical name
         model, base_name = base, base.model_id
     embedded = _cache(cache).embed(model, data, progress=progress)
-    vectors = np.asarray(embedded.vectors, dtype=np.float32)
+    # An unreadable image is left out (reported in the progress and the report), never fatal;
+    # the split is made without it, as evaluate's is.
+    data, vectors = _readable(data, embedded)
+    parts = split_labelled(data, split)
+    _check_split(parts, data)
     config = HeadConfig(kind="projection", arch=arch, in_dim=model.dim, out_dim=dim or model.dim, base=base_name,
                         base_fingerprint=model.fingerprint(), name=out_dir.name or "head",
                         hidden=(hidden or model.dim) if arch == "mlp" else None)
@@ -146,9 +152,23 @@ def train_head(source: "str | os.PathLike[str] | LabelledSet", *, base: "str | E
     # The only vectors training is given: the train and validation parts, nothing held out.
     result = _train(config, _take(vectors, labels, parts.train), _take(vectors, labels, parts.val), fit, progress)
     report = _report(model, config, data, parts, vectors, result, fit, embedded, out_dir)
+    if embedded.failed:
+        from dataclasses import replace
+
+        report = replace(report, skipped=tuple((str(p), r) for p, r in embedded.failed))
     hashes = [data.images[i].hash for i in parts.fitted]
     save_head(out_dir, result.module, config, report=report.to_dict(), train_hashes=hashes)
     return report
+
+
+def _readable(data: LabelledSet, embedded: "Embedded") -> tuple[LabelledSet, np.ndarray]:
+    """``data`` and its vectors without the images that could not be read."""
+    ok = embedded.ok
+    vectors = np.asarray(embedded.vectors, dtype=np.float32)
+    if ok.all():
+        return data, vectors
+    kept = tuple(im for im, keep in zip(data.images, ok) if keep)
+    return LabelledSet(kept, data.source), vectors[ok]
 
 
 def _fit_settings(settings: FitSettings | None, **overrides: Any) -> FitSettings:
