@@ -145,3 +145,22 @@ def test_an_unreadable_image_is_left_out_reported_and_not_cached(tmp_path: Path,
     assert [(e.path, e.reason) for e in events if e.kind == "skip"] == [(str(bad_path), "truncated file")]
     again = EmbeddingCache(tmp_path / "cache").embed(OneBad(), labelled)  # the bad one is tried again
     assert again.embedded == 0 and len(again.failed) == 1
+
+
+def test_a_head_model_reuses_its_base_vectors(tmp_path: Path, labelled, tiny_timm_dir: Path) -> None:
+    """A base and its heads decode each image once; the head's vectors are the head applied to them."""
+    import lookalike
+    from lookalike.models.head import HeadConfig, ProjectionHead, apply_head, load_head, save_head
+
+    base = lookalike.load_model(f"timm:{tiny_timm_dir}", device="cpu", runtime="torch")
+    config = HeadConfig(kind="projection", arch="mlp", in_dim=base.dim, out_dim=16, hidden=32,
+                        base=f"timm:{tiny_timm_dir}", base_fingerprint=base.fingerprint(), name="h")
+    folder = save_head(tmp_path / "h", ProjectionHead(config), config)
+    cache = EmbeddingCache(tmp_path / "cache")
+    base_vectors = cache.embed(base, labelled).vectors
+    head_model = lookalike.load_model(f"timm:{tiny_timm_dir}+head:{folder}", device="cpu", runtime="torch")
+    got = cache.embed(head_model, labelled)
+    assert got.embedded == 0 and got.cached == len(labelled.images)
+    np.testing.assert_allclose(got.vectors, apply_head(load_head(folder), base_vectors), atol=1e-6)
+    direct = head_model.encode_images([im.path for im in labelled.images])
+    assert float(np.min(np.sum(direct * got.vectors, axis=1))) > 0.9999

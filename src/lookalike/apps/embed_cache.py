@@ -143,9 +143,14 @@ class EmbeddingCache:
         """Vectors of ``images`` (``(path, content hash)`` pairs, or a labelled set) from
         ``model``, in input order: cached ones read back, only the misses embedded.
 
-        Raises:
-            UnreadableImage: a missing image could not be decoded.
+        An fp32 head model (``BASE+head:DIR``) takes its base's vectors (cached, or embedded and
+        cached under the base) through the head: evaluating a head trained on vectors this cache
+        holds decodes no image, and a base and its heads decode each image once.
         """
+        if _is_head_model(model) and model.precision == "fp32":
+            return self._through_head(model, images, batch_size=batch_size, progress=progress,
+                                      baseline_mb=baseline_mb)
+
         def fn(paths: list[Path]) -> np.ndarray:
             return model.encode_images(paths, batch_size=batch_size)
 
@@ -157,6 +162,22 @@ class EmbeddingCache:
 
         return self.embed_with(model.fingerprint(), fn, images, dim=model.dim, progress=progress,
                                baseline_mb=baseline_mb, name=model.model_id, prepare=build_engine)
+
+    def _through_head(self, model: "EmbeddingModel", images: Sequence[tuple[Path, str]] | LabelledSet, *,
+                      batch_size: int, progress: ProgressCallback | None, baseline_mb: float | None) -> Embedded:
+        from dataclasses import replace
+
+        from ..models.head import apply_head
+
+        got = self.embed(model.base, images, batch_size=batch_size, progress=progress,  # type: ignore[attr-defined]
+                         baseline_mb=baseline_mb)
+        head = model.head  # type: ignore[attr-defined]
+        if head.config.kind == "text":  # a text head leaves the image vectors as they are
+            return got
+        vectors = np.full((len(got.vectors), head.config.out_dim), np.nan, dtype=np.float32)
+        if got.ok.any():
+            vectors[got.ok] = apply_head(head, got.vectors[got.ok])
+        return replace(got, vectors=vectors)
 
     def embed_with(self, key: str, fn: EmbedFn, images: Sequence[tuple[Path, str]] | LabelledSet, *,
                    dim: int | None = None, progress: ProgressCallback | None = None,
@@ -227,6 +248,14 @@ class EmbeddingCache:
                 yield db
             except sqlite3.Error as exc:  # a full disk, a file damaged while in use
                 raise _unusable(self.root, exc) from None
+
+
+def _is_head_model(model: object) -> bool:
+    if not hasattr(model, "head"):  # no import of torch for the stand-ins tests use
+        return False
+    from ..models.head_model import HeadModel
+
+    return isinstance(model, HeadModel)
 
 
 def _embed_chunk(fn: EmbedFn, chunk: list[tuple[str, Path]], failed: dict[str, str],
