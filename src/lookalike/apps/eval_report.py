@@ -37,7 +37,7 @@ _TICK_LABELS_UP_TO = 60
 
 def check_destinations(html_path: "str | os.PathLike[str] | None", json_path: "str | os.PathLike[str] | None") -> None:
     """Refuse report paths that cannot be written (and ``--html`` without matplotlib) before
-    minutes of embedding, not after; ``json_path`` ``-`` is standard output.
+    minutes of embedding, not after.
 
     Raises:
         InvalidArgument: a missing folder, or a folder named as the file.
@@ -46,7 +46,7 @@ def check_destinations(html_path: "str | os.PathLike[str] | None", json_path: "s
     if html_path is not None:
         html_destination(html_path, "evaluation.html")
         require_matplotlib()
-    if json_path is not None and str(json_path) != "-":
+    if json_path is not None:
         html_destination(json_path, "evaluation.json", "JSON report")
 
 

@@ -52,7 +52,7 @@ def evaluate(
     try:
         if on not in ON_CHOICES:
             raise InvalidArgument(f"--on {on!r} is not one of {', '.join(ON_CHOICES)}.")
-        eval_report.check_destinations(html, json_path)
+        eval_report.check_destinations(html, None if to_stdout else json_path)  # '-' is standard output
         with TaskProgress(err, quiet, scan="hashing files", embed="embedding") as progress:
             report = run_evaluation(labelled, models, depth=depth, seed=seed, on=on, batch_size=batch_size,
                                     device=device, progress=progress)
