@@ -1,4 +1,4 @@
-"""Exploring a collection's vectors: clusters, zero-shot labels and a 2-D map.
+"""Exploring a collection's vectors: clusters, zero-shot labels, a 2-D map, and faces grouped into people.
 
 Pure array algorithms (no collection, no SQLite): the store layer feeds them vectors and
 keeps what they return. Optional libraries (faiss, scikit-learn, umap-learn, openTSNE) are
@@ -19,6 +19,7 @@ from .layout import (
     load_reducer,
     save_reducer,
 )
+from .people import DEFAULT_MIN_FACES, DEFAULT_THRESHOLD, assign_new, face_neighbours, group_faces
 from .zeroshot import DEFAULT_TEMPLATES, builtin_vocabulary, label_prototypes, parse_labels, score, top_labels
 
 __all__ = [
@@ -47,4 +48,9 @@ __all__ = [
     "fit_layout",
     "save_reducer",
     "load_reducer",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_MIN_FACES",
+    "group_faces",
+    "assign_new",
+    "face_neighbours",
 ]
