@@ -2,9 +2,11 @@
 
 ``regroup`` (synthetic)
     ``--n`` (100,000) face-descriptor-like 128-d float32 vectors (``tests/explore/explore_data.py``
-    ``face_like``: not unit length; a person's faces ~0.4 apart, two people's centres ~1.0, on
-    either side of dlib's 0.6) of people with log-normal sizes (median ~12 faces, 1 to 2,000;
-    ~4,100 people at 100,000 faces, ~3,700 of them with >= 3 faces), in a seeded random order.
+    ``face_like``: not unit length; a person's faces ~``--within`` (0.4) apart, two people's
+    centres ~``--between`` (1.0), on either side of dlib's 0.6; ``--within 0.6 --between 0.5``
+    is a hard case, half of a person's pairs beyond the threshold) of people with log-normal
+    sizes (median ~12 faces, 1 to 2,000; ~4,100 people at 100,000 faces, ~3,700 of them with
+    >= 3 faces), in a seeded random order.
     ``lookalike.explore.people.group_faces`` regroups them all (threshold 0.6, min_faces 3;
     above 20,000 faces the neighbours come from a FAISS IVF index, see that module), timed
     from the array in memory to the labels, FAISS on every core.
@@ -15,6 +17,7 @@
     smaller people that were assigned (they should not be); people found vs people planted.
 
     python benchmarks/bench_faces.py regroup [--n 100000] [--seed 0] [--threshold 0.6] [--min-faces 3]
+        [--within 0.4] [--between 1.0]
 """
 
 from __future__ import annotations
@@ -50,11 +53,12 @@ def regroup(args: argparse.Namespace) -> None:
     from sklearn.metrics import adjusted_rand_score
 
     sizes = planted_sizes(args.n, args.seed)
-    x, truth = face_like(sizes, seed=args.seed)
+    x, truth = face_like(sizes, seed=args.seed, within=args.within, between=args.between)
     load = os.getloadavg()[0]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load {load:.2f}")
     print(f"faces: {len(x):,} x {x.shape[1]} float32; planted people: {len(sizes):,} "
-          f"({int((sizes >= args.min_faces).sum()):,} with >= {args.min_faces} faces)")
+          f"({int((sizes >= args.min_faces).sum()):,} with >= {args.min_faces} faces); "
+          f"within {args.within}, between {args.between}")
     t0 = time.perf_counter()
     labels = group_faces(x, threshold=args.threshold, min_faces=args.min_faces, seed=args.seed)
     elapsed = time.perf_counter() - t0
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.6)
     p.add_argument("--min-faces", type=int, default=3)
+    p.add_argument("--within", type=float, default=0.4, help="typical distance of two faces of one person")
+    p.add_argument("--between", type=float, default=1.0, help="typical distance of two people's centres")
     p.set_defaults(run=regroup)
     args = parser.parse_args(argv)
     args.run(args)

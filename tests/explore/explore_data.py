@@ -67,22 +67,24 @@ def mixed(n: int, *, d: int = 512, curves: int = 40, seed: int = 0) -> np.ndarra
     return x[rng.permutation(n)]
 
 
-def face_like(sizes: list[int] | np.ndarray, *, d: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def face_like(
+    sizes: list[int] | np.ndarray, *, d: int = 128, seed: int = 0, within: float = 0.4, between: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Face-descriptor-like vectors: one person per entry of ``sizes`` with that many faces;
     ``(vectors, person)`` in a seeded random order.
 
     Like dlib's descriptors they are not unit length and are compared by Euclidean distance:
-    two people's centres are ~1.0 apart, one person's faces ~0.4 from each other (~0.28 from
-    the centre), on both sides of dlib's 0.6 threshold with a wide margin.
+    two people's centres are ~``between`` apart, one person's faces ~``within`` from each other
+    (the defaults, 1.0 and 0.4, put them on both sides of dlib's 0.6 threshold with a wide margin).
     """
     rng = np.random.default_rng(seed)
     sizes = np.asarray(sizes, dtype=np.int64)
-    centres = rng.standard_normal((len(sizes), d)).astype(np.float32) * (1.0 / np.sqrt(2 * d))
+    centres = rng.standard_normal((len(sizes), d)).astype(np.float32) * (between / np.sqrt(2 * d))
     truth = np.repeat(np.arange(len(sizes)), sizes)
     rng.shuffle(truth)
     x = np.empty((len(truth), d), dtype=np.float32)
     for start in range(0, len(truth), 100_000):
         t = truth[start : start + 100_000]
-        noise = rng.standard_normal((len(t), d)).astype(np.float32) * (0.4 / np.sqrt(2 * d))
+        noise = rng.standard_normal((len(t), d)).astype(np.float32) * (within / np.sqrt(2 * d))
         x[start : start + len(t)] = centres[t] + noise
     return x, truth
