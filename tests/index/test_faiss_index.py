@@ -15,7 +15,6 @@ import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest

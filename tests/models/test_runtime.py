@@ -305,7 +305,6 @@ def test_int8_through_load_model(tiny_timm_dir: Path, cache: Path, make_image, t
         LazyModel(name, model.fingerprint(), owner="c.lkl", runtime="onnx", precision="int8",
                   calibration=kept).use(fp32_model)
 
-    import onnx
 
     proto = onnx.load(str(model.int8_path))
     for prop in proto.metadata_props:
