@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -10,13 +11,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_folder", "atomic_writer", "user_path"]
+__all__ = ["atomic_folder", "atomic_writer", "file_digest", "user_path"]
 
 
 def user_path(path: str | os.PathLike[str]) -> str:
     """A path as the user gave it (``~``, relative, a ``Path``) in the one form stored and
     compared everywhere: absolute, user-expanded, normalised, symlinks left as they are."""
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The first 16 hex digits of the sha256 of a file's bytes, read 1 MB at a time (what model
+    fingerprints record of their weight files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 @contextmanager

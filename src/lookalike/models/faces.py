@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidArgument, MissingExtra, ModelLoadError
+from ..fsutil import file_digest
 
 __all__ = [
     "Face", "FaceModel", "SAME_PERSON_THRESHOLD", "DESCRIPTOR_DIM", "CHIP_SIZE", "CHIP_PADDING",
@@ -131,14 +132,6 @@ def face_model_files() -> dict[str, Path]:
     return files
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def _rgb(image: Image.Image) -> Image.Image:
     if not isinstance(image, Image.Image):
         raise InvalidArgument(f"faces are found in a PIL image, not {type(image).__name__}; "
@@ -196,7 +189,7 @@ class FaceModel:
 
     @cached_property
     def _weights_digests(self) -> dict[str, str]:
-        return {role: _file_digest(self._files[role]) for role in ("landmarks", "descriptor")}
+        return {role: file_digest(self._files[role]) for role in ("landmarks", "descriptor")}
 
     # ------------------------------------------------------------------ detection
     def detect(self, image: Image.Image, *, detector: str = "hog", min_size: int = DEFAULT_MIN_SIZE,

