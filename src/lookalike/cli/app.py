@@ -27,6 +27,7 @@ from .dupes_cmd import dupes
 from .evaluate_cmd import evaluate
 from .exchange_cmds import export, import_
 from .explore_cmds import cluster, label, map_, report
+from .faces_cmds import faces_app, people_app
 from .matrix_cmd import matrix
 from .reproject_cmd import reproject
 from .search_cmd import search
@@ -66,6 +67,8 @@ app.command()(evaluate)
 app.command()(distill)
 app.command()(train)
 app.command()(align)
+app.add_typer(faces_app)
+app.add_typer(people_app)
 
 
 @app.command()
@@ -94,7 +97,7 @@ def serve(
         config = ServerConfig(collection=collection or default_collection(), token=token,
                               allow_url_hosts=tuple(allow_url_host), cors_origins=tuple(cors_origin),
                               max_upload_bytes=int(max_upload_mb * 1024 * 1024), request_timeout_s=timeout,
-                              allow_actions=allow_actions,
+                              allow_actions=allow_actions, host=host,
                               quarantine=quarantine.expanduser().resolve() if quarantine else None)
         web = create_app(config)
     except LookalikeError as exc:

@@ -48,6 +48,8 @@ class ServerConfig:
         quarantine: where moved duplicates go (relative paths kept below it, with the
             journal); ``<collection>/quarantine`` when None. Fixed here: a client never
             names a destination.
+        host: the address the server listens on (``lookalike serve --host``); with no token,
+            face crops are served only on loopback (:attr:`crops_allowed`).
     """
 
     collection: Path
@@ -61,6 +63,7 @@ class ServerConfig:
     warm: bool = True
     allow_actions: bool = False
     quarantine: Path | None = None
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.token is not None:
@@ -79,6 +82,12 @@ class ServerConfig:
     def quarantine_dir(self) -> Path:
         """Where moved duplicates go: :attr:`quarantine`, or ``quarantine/`` in the collection."""
         return Path(self.quarantine) if self.quarantine is not None else Path(self.collection) / "quarantine"
+
+    @property
+    def crops_allowed(self) -> bool:
+        """Whether ``GET /api/faces/{id}/crop`` may answer: faces are personal data, so a server
+        anyone on the network can reach without a token shows none (issue 14's privacy rule)."""
+        return bool(self.token) or is_loopback(self.host)
 
     def host_allowed(self, host: str) -> bool:
         """Whether ``host`` matches the URL allow-list (exactly, or a ``*.`` suffix rule)."""
