@@ -45,6 +45,9 @@ def search(
                                     "label`); repeatable: any of them."),
     cluster: List[int] = typer.Option([], "--cluster", help="Only items in this cluster (see `lookalike "
                                       "cluster`); repeatable: any of them."),
+    person: List[str] = typer.Option([], "--person", help="Only photos showing this person, by name or id (see "
+                                     "`lookalike people`); repeatable: all of them. Without a query, the "
+                                     "person's photos, most typical face first."),
     where: List[str] = typer.Option([], "--where", help="Metadata condition, e.g. license=cc-by, width>=512, "
                                     "'lang in en,de' (ops = != < <= > >= in); repeatable: all must hold."),
     device: str = DeviceOpt,
@@ -52,11 +55,11 @@ def search(
     """Search a collection. Terms are joined with + and -, each optionally weighted as W:term
     (a negative weight works too: search -2:dog + cat)."""
     try:
-        texts, queries = _queries(query, batch)
+        texts, queries = _queries(query, batch, bool(person))
         flt = Filter(under=tuple(under), glob=glob, modified_after=_date(after, "--after"),
                      modified_before=_date(before, "--before"), min_width=min_width, min_height=min_height,
                      max_width=max_width, max_height=max_height, label=tuple(label), cluster=tuple(cluster),
-                     conditions=tuple(where))
+                     person=tuple(person), conditions=tuple(where))
         with Collection.open(collection or default_collection(), device=device) as coll:
             results = coll.search_batch(queries, k=k, min_score=min_score, where=flt)
     except LookalikeError as exc:
@@ -75,11 +78,15 @@ def search(
             _print_hits(hits, False, files_only)
 
 
-def _queries(tokens: Optional[List[str]], batch: Optional[Path]) -> tuple[list[str], list[Query]]:
-    """``(texts, queries)``: the arguments as one query, or one query per line of ``batch``."""
+def _queries(tokens: Optional[List[str]], batch: Optional[Path],
+             persons: bool = False) -> tuple[list[str], list[Query]]:
+    """``(texts, queries)``: the arguments as one query, or one query per line of ``batch``;
+    with ``--person`` and neither, the query of no terms (the person's photos)."""
     if batch is None:
+        if not tokens and persons:
+            return [""], [Query(())]
         if not tokens:
-            raise QueryError("give a query (text, image, id:N) or --batch FILE")
+            raise QueryError("give a query (text, image, id:N, person:NAME), --person NAME or --batch FILE")
         return [" ".join(tokens)], [parse_query_tokens(tokens)]
     if tokens:
         raise QueryError("give either a query or --batch FILE, not both")

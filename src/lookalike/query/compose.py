@@ -129,6 +129,9 @@ def query_vectors(queries: Sequence[Query], *, dim: int, model: Callable[[], Que
         text_vecs = options.text_cache.encode(texts, encode) if options.text_cache else dict(zip(texts, encode(texts)))
     out = np.empty((len(queries), dim), dtype=np.float32)
     for i, q in enumerate(queries):
+        if not q.terms:
+            raise QueryError(f"'{q.describe()}' has no terms to embed: a query of person: filters alone is "
+                             "ranked by faces (Collection.search), not by a vector; add text or an image")
         total = np.zeros(dim, dtype=np.float64)
         for t in q.terms:
             v = text_vecs[t.value] if t.kind == "text" else _term_vector(t, dim, model, item_vectors, options.urls)

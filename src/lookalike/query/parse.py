@@ -7,8 +7,11 @@ or a stored item (``id:N``)::
     ./query.jpg                     an image
     "2:dog" + ./a.jpg - grass       2*dog + a.jpg - grass
     id:42 + 0.5:sunset              item 42 nudged towards "sunset"
+    beach person:Ada                "beach" among the photos that show the person Ada
+    person:3 person:"Ada Lovelace"  photos showing both people (ids or names), no terms
 
-Parsing never embeds anything and never opens a collection; :mod:`.compose` turns a
+``person:NAME`` and ``person:ID`` are filters, not terms: they carry no weight, cannot be
+negated, and may stand anywhere (a query may be persons alone). Parsing never embeds anything and never opens a collection; :mod:`.compose` turns a
 parsed :class:`Query` into one vector.
 """
 
@@ -28,6 +31,7 @@ __all__ = ["Term", "Query", "TermKind", "parse_query", "parse_query_tokens"]
 TermKind = Literal["text", "image", "url", "id", "vector"]
 _WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)):(.+)$", re.DOTALL)
 _ID = re.compile(r"^id:(.*)$")
+_PERSON = "person:"
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,15 @@ class Term:
 
 @dataclass(frozen=True)
 class Query:
-    """A weighted sum of terms; build it with :func:`parse_query` or directly."""
+    """A weighted sum of terms; build it with :func:`parse_query` or directly.
+
+    ``persons`` are ``person:`` filters (a name or an id, as written): results must show every
+    one of them. A query of persons alone has no terms; the collection then ranks the
+    people's photos by how typical their face is.
+    """
 
     terms: tuple[Term, ...]
+    persons: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, text: str, *, allow_files: bool = True) -> "Query":
@@ -59,7 +69,7 @@ class Query:
         return [int(t.value) for t in self.terms if t.kind == "id"]
 
     def describe(self) -> str:
-        """A short readable form: ``red apple - 0.5*id:4 + [image]``."""
+        """A short readable form: ``red apple - 0.5*id:4 + [image] person:Ada``."""
         parts: list[str] = []
         for t in self.terms:
             if t.kind == "id":
@@ -71,6 +81,7 @@ class Query:
             term = body if abs(t.weight) == 1 else f"{abs(t.weight):g}*{body}"
             sign = "- " if t.weight < 0 else ("+ " if parts else "")
             parts.append(sign + term)
+        parts += [_PERSON + (f'"{p}"' if any(c.isspace() for c in p) else p) for p in self.persons]
         return " ".join(parts)
 
 
@@ -107,6 +118,7 @@ def parse_query_tokens(tokens: Sequence[str], *, allow_files: bool = True) -> Qu
     if isinstance(tokens, str):
         raise QueryError("parse_query_tokens takes a list of tokens; for one query string use parse_query")
     terms: list[Term] = []
+    persons: list[str] = []
     sign = 1.0
     expect_term = True
     after_operator = False
@@ -121,6 +133,12 @@ def parse_query_tokens(tokens: Sequence[str], *, allow_files: bool = True) -> Qu
         if not token.strip():
             continue
         weight, body, weighted = _split_weight(token)
+        if body.startswith(_PERSON):
+            # A filter is no term: the terms around it read as if it were not there, and a "+"
+            # before it is harmless ("dog + person:Ada" and "dog + person:Ada + cat" are fine).
+            persons.append(_person(token, body, weighted, negated=after_operator and sign < 0))
+            after_operator = False
+            continue
         kind, value = _classify(body, allow_files)
         if not expect_term:
             last = terms[-1]
@@ -131,11 +149,23 @@ def parse_query_tokens(tokens: Sequence[str], *, allow_files: bool = True) -> Qu
             raise QueryError(f"put + or - between the terms '{last.value}' and '{token}'")
         terms.append(Term(sign * weight, kind, value))
         sign, expect_term, after_operator = 1.0, False, False
-    if not terms:
-        raise QueryError("empty query: give text, an image path or URL, or id:N")
-    if expect_term:
+    if not terms and not persons:
+        raise QueryError("empty query: give text, an image path or URL, id:N, or person:NAME")
+    if after_operator:
         raise QueryError("the query ends with an operator; add a term after it")
-    return Query(tuple(terms))
+    return Query(tuple(terms), tuple(dict.fromkeys(persons)))
+
+
+def _person(token: str, body: str, weighted: bool, negated: bool) -> str:
+    """The name or id of a ``person:`` token, or a QueryError saying why it is not one."""
+    if weighted or negated:
+        raise QueryError(f"'{'- ' if negated else ''}{token}': person: is a filter (photos that show the person), "
+                         "not a term; it takes no weight and cannot be negated. Write person:NAME on its own")
+    name = body[len(_PERSON):].strip()
+    if not name:
+        raise QueryError(f"'{token}': give a name or id after person:, as in person:Ada, person:3 or "
+                         "'person:\"Ada Lovelace\"' (see `lookalike people`)")
+    return name
 
 
 def _split_weight(token: str) -> tuple[float, str, bool]:

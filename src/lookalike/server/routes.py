@@ -41,7 +41,8 @@ def search_routes(svc: Service) -> APIRouter:
     @router.post("/api/search", response_model=SearchResponse, summary="Search by a weighted mix")
     def search_post(req: SearchRequest) -> SearchResponse:
         t0 = time.perf_counter()
-        return svc.respond(svc.query(req.q, req.terms), Page.of(req), t0, "mix")
+        query = svc.query(req.q, req.terms, by_person=bool(req.filters.person))
+        return svc.respond(query, Page.of(req), t0, "mix")
 
     @router.post("/api/search/image", response_model=SearchResponse,
                  summary="Search by an uploaded image, optionally mixed with other terms")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -55,6 +55,10 @@ class Filters(_Strict):
     cluster: list[Annotated[int, Field(ge=-1, le=2**31)]] = Field(
         default_factory=list, max_length=200,
         description="cluster ids (GET /api/clusters; -1 is the noise group); items must be in one of them")
+    person: list[Union[Annotated[int, Field(ge=0, le=2**63 - 1)],
+                       Annotated[str, StringConstraints(min_length=1, max_length=200)]]] = Field(
+        default_factory=list, max_length=20,
+        description="people (GET /api/people) by id or name; items must show every one of them")
     conditions: list[Annotated[str, StringConstraints(min_length=3, max_length=500)]] = Field(
         default_factory=list, max_length=50,
         description="metadata conditions, all must hold: key=value, key!=value, key<n, <=, >, >=, 'key in a,b' "
@@ -72,7 +76,8 @@ class FilterParams(Filters):
 
 
 class SearchRequest(_Strict):
-    """A search: ``q`` (text, ``id:N`` and weights, as on the command line), ``terms``, or both."""
+    """A search: ``q`` (text, ``id:N``, ``person:NAME`` and weights, as on the command line),
+    ``terms``, or both; or neither with ``filters.person`` (that person's photos)."""
 
     q: Optional[str] = Field(None, max_length=_MAX_TEXT, description="e.g. 'red apple', 'id:42 + 0.5:sunset'")
     terms: list[TermIn] = Field(default_factory=list, max_length=200)
@@ -83,8 +88,8 @@ class SearchRequest(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> "SearchRequest":
-        if not (self.q and self.q.strip()) and not self.terms:
-            raise ValueError("give q, terms, or both")
+        if not (self.q and self.q.strip()) and not self.terms and not self.filters.person:
+            raise ValueError("give q, terms, or both (or filters.person alone)")
         return self
 
 

@@ -134,12 +134,17 @@ class Service:
                 self.texts.encode(["a photo"], self.coll.model.encode_text)
 
     @staticmethod
-    def query(q: str | None, terms_in: list[TermIn], extra: tuple[Term, ...] = ()) -> Query:
+    def query(q: str | None, terms_in: list[TermIn], extra: tuple[Term, ...] = (), *,
+              by_person: bool = False) -> Query:
         """A request's ``q`` (never read as a file path) and terms as one library :class:`Query`;
-        texts, ids and URLs are embedded by the library under :attr:`options`."""
+        texts, ids and URLs are embedded by the library under :attr:`options`. ``by_person``:
+        the filters name people, so a query of no terms is their photos."""
         terms: list[Term] = []
+        persons: tuple[str, ...] = ()
         if q and q.strip():
-            terms += parse_query(q, allow_files=False).terms
+            parsed = parse_query(q, allow_files=False)
+            terms += parsed.terms
+            persons = parsed.persons  # person:NAME in q: a filter the collection applies
         for t in terms_in:
             if t.text is not None:
                 terms.append(Term(t.weight, "text", t.text))
@@ -148,9 +153,9 @@ class Service:
             else:
                 terms.append(Term(t.weight, "url", t.url))
         terms += extra
-        if not terms:
-            raise QueryError("empty query: give text, id:N or an image")
-        return Query(tuple(terms))
+        if not terms and not persons and not by_person:
+            raise QueryError("empty query: give text, id:N, person:NAME or an image")
+        return Query(tuple(terms), persons)
 
     def item(self, item_id: int) -> Item:
         """The item, or a 404 for an unknown, failed or impossible id."""

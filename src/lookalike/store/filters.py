@@ -1,5 +1,5 @@
 """Metadata filters for search: folder, glob, modification time, image size, zero-shot label,
-cluster, ``--where`` conditions over table metadata (:mod:`.conditions`), and a predicate.
+cluster, the people a photo shows, ``--where`` conditions over table metadata (:mod:`.conditions`), and a predicate.
 
 The structured parts become one SQL ``WHERE`` clause; the Python predicate (``where``) then
 runs over the rows that pass it. The result is the set of rows a search may return, handed
@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..errors import InvalidArgument
 from ..fsutil import user_path
 from .conditions import parse_condition
 
 if TYPE_CHECKING:
     from .items import Item
 
-__all__ = ["Filter"]
+__all__ = ["Filter", "person_key"]
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -36,6 +37,23 @@ def _timestamp(value: float | datetime | None) -> float | None:
     if value is None or isinstance(value, (int, float)):
         return value
     return value.timestamp()
+
+
+def person_key(person: int | str) -> int | str:
+    """A person as asked for: an id (an int, or a string of digits, as ``person:3`` gives)
+    or a name (stripped). A name made of digits alone is therefore read as an id.
+
+    Raises:
+        InvalidArgument: an empty name, or something that is neither a name nor an id.
+    """
+    if isinstance(person, bool) or not isinstance(person, (int, str)):
+        raise InvalidArgument(f"a person is a name or an id, not {person!r}")
+    if isinstance(person, int):
+        return person
+    text = person.strip()
+    if not text:
+        raise InvalidArgument("an empty person name; give a name or id (see `lookalike people`)")
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def _option(cli: str | None, help: str) -> dict[str, object]:
@@ -69,6 +87,9 @@ class Filter:
         default=(), metadata=_option("--label", "zero-shot labels (see `label`); items must carry one of them"))
     cluster: Sequence[int] = field(
         default=(), metadata=_option("--cluster", "cluster ids (see `cluster`); items must be in one of them"))
+    person: Sequence[int | str] = field(
+        default=(), metadata=_option("--person", "people (name or id, see `people`); items must show every one "
+                                                 "of them"))
     conditions: Sequence[str] = field(
         default=(), metadata=_option("--where", "metadata conditions (license=cc-by, width>=512, 'lang in en,de'; "
                                                 "ops = != < <= > >= in); all must hold"))
@@ -78,6 +99,8 @@ class Filter:
     def __post_init__(self) -> None:
         for text in self.conditions:
             parse_condition(text)  # a typo fails here, naming the condition, before any search
+        for person in self.person:
+            person_key(person)
 
     def is_empty(self) -> bool:
         return not self.under and self.where is None and not self.sql()[0]
@@ -125,6 +148,16 @@ class Filter:
             clauses.append("id IN (SELECT item_id FROM item_labels WHERE label COLLATE NOCASE IN "
                            f"({','.join('?' * len(self.label))}))")
             params += [str(lb) for lb in self.label]
+        for person in self.person:
+            # One clause per person: a photo must show all of them. A name is looked up here
+            # (people.name is NOCASE); the collection resolves names first, to report an unknown one.
+            key = person_key(person)
+            if isinstance(key, int):
+                clauses.append("id IN (SELECT item_id FROM faces WHERE person_id = ?)")
+            else:
+                clauses.append("id IN (SELECT f.item_id FROM faces f JOIN people p ON p.id = f.person_id "
+                               "WHERE p.name = ?)")
+            params.append(key)
         for text in self.conditions:
             clause, extra = parse_condition(text).sql()
             clauses.append(clause)
