@@ -38,6 +38,7 @@ from .item_access import ItemAccess
 from .items import Hit, Item, StoredItem
 from .manifest import Manifest
 from .model_files import MODELS_DIR, check_request, keep_model_files, lazy_model, load_named
+from .person_search import search_by_person, wants_persons
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
 
 if TYPE_CHECKING:
@@ -343,11 +344,24 @@ class Collection(Exploring, Deduplicating, ItemAccess):
     def search_batch(self, queries: Sequence[QueryLike], k: int = 10, *, min_score: float | None = None,
                      under: Sequence[str | os.PathLike[str]] = (), where: Filter | None = None,
                      options: QueryOptions | None = None) -> list[list[Hit]]:
-        """:meth:`search` for many queries at once (texts are embedded in batches); one list per query."""
+        """:meth:`search` for many queries at once (texts are embedded in batches); one list per query.
+
+        ``person:`` in a query, or ``where.person``, keeps the photos showing those people
+        (:mod:`.person_search`; PersonNotFound for an unknown one); a query of persons alone
+        ranks them by how typical the person's face is."""
         if not queries:
             return []
-        vectors = self.query_vectors(queries, options=options)
+        options = options or QueryOptions()
+        parsed = [as_query(q, allow_files=options.allow_files) for q in queries]
         flt = (where or Filter()).below(under)
+        if wants_persons(parsed, flt):
+            return search_by_person(self, parsed, k, min_score, flt, options, self._ranked)
+        return self._ranked(parsed, k, min_score, flt, options)
+
+    def _ranked(self, queries: Sequence[QueryLike], k: int, min_score: float | None, flt: Filter,
+                options: QueryOptions) -> list[list[Hit]]:
+        """Rank queries by their vectors among the items ``flt`` passes."""
+        vectors = self.query_vectors(queries, options=options)
         ids, rows, matrix = self._storage.search_arrays(None if flt.is_empty() else flt)
         ann = self._storage.ann_index()
         ranked = rank(matrix, ids, rows, vectors, k, ann=ann, forced=self._storage.index_settings().forced,
