@@ -63,6 +63,8 @@ def test_files_off_still_reads_persons_and_query_stays_constructible() -> None:
 def test_a_query_of_persons_alone_has_no_vector() -> None:
     with pytest.raises(QueryError, match="person: filters alone"):
         query_vectors([parse_query("person:Ada")], dim=4, model=lambda: None, item_vectors={})  # type: ignore[arg-type]
+    with pytest.raises(QueryError, match="empty query"):
+        query_vectors([Query(())], dim=4, model=lambda: None, item_vectors={})  # type: ignore[arg-type]
 
 
 def test_person_keys_digits_are_ids_and_names_are_stripped() -> None:

@@ -129,6 +129,8 @@ def query_vectors(queries: Sequence[Query], *, dim: int, model: Callable[[], Que
         text_vecs = options.text_cache.encode(texts, encode) if options.text_cache else dict(zip(texts, encode(texts)))
     out = np.empty((len(queries), dim), dtype=np.float32)
     for i, q in enumerate(queries):
+        if not q.terms and not q.persons:
+            raise QueryError("empty query: give text, an image path or URL, id:N, or person:NAME")
         if not q.terms:
             raise QueryError(f"'{q.describe()}' has no terms to embed: a query of person: filters alone is "
                              "ranked by faces (Collection.search), not by a vector; add text or an image")
