@@ -28,8 +28,9 @@ and ``all`` (the three in turn, each with its defaults).
     (``tools.face_samples.face_images``: one face each). Printed: how many, and their
     megapixels (median, max).
 
-    (a) model alone, in a fresh process: each photo decoded whole (``decode_image``, EXIF
-    upright; timed apart and not part of the model's time), then ``FaceModel.detect`` (dlib's
+    (a) model alone, in a fresh process: each photo decoded (``decode_image``, EXIF upright,
+    shrunk on load while its short side stays >= ``--decode-min-side`` 1600 as the index does;
+    0: whole; timed apart and not part of the model's time), then ``FaceModel.detect`` (dlib's
     detector on a copy of at most 4 MP, ``--min-size`` 80) and ``FaceModel.describe`` of its
     faces (``--jitter`` 0). Model load is timed apart too.
     (b) end to end, in another fresh process: ``coll.faces.index(detector, min_size, jitter,
@@ -47,7 +48,7 @@ and ``all`` (the three in turn, each with its defaults).
     than HOG on a CPU: only when asked.
 
     python benchmarks/bench_faces.py detect [--detector hog|cnn] [--photos 40] [--min-size 80]
-        [--jitter 0] [--workers N] [--image-model lite:32] [--skip-index]
+        [--jitter 0] [--workers N] [--image-model lite:32] [--skip-index] [--decode-min-side 1600]
 
 ``pairs`` (real faces)
     Every face that ``FaceModel.detect`` (``--detector`` hog, default min_size) finds in the 7
@@ -170,6 +171,11 @@ def run_child(part: str, options: Sequence[str]) -> dict:
 
 
 # --------------------------------------------------------------------------- detect
+#: coll.faces.index decodes a photo shrunk while its short side stays >= this
+#: (``lookalike.store.face_index.DECODE_MIN_SIDE``); the model alone does the same by default.
+DECODE_MIN_SIDE = 1600
+
+
 def photo_set(photos: int) -> list[Path]:
     """The Debian wallpapers, the first ``photos`` camera-sized photos cut from them, and the 7
     face test photos (see the module docstring)."""
@@ -209,12 +215,15 @@ def model_worker(args: argparse.Namespace) -> None:
     for path in json.loads(Path(args.list).read_text()):
         t0 = time.perf_counter()
         try:
-            image = decode_image(path).image
+            decoded = decode_image(path, min_side=args.decode_min_side)
         except Exception as exc:  # noqa: BLE001 - an unreadable photo is reported, not the end of the run
             failed.append([path, str(exc)])
             continue
         t1 = time.perf_counter()
-        faces = model.detect(image, detector=args.detector, min_size=args.min_size)
+        image = decoded.image
+        # As coll.faces.index does: min_size is in the original's pixels, the decoder may have shrunk it.
+        shrunk = max(decoded.width / image.width, decoded.height / image.height)
+        faces = model.detect(image, detector=args.detector, min_size=max(1, round(args.min_size / shrunk)))
         t2 = time.perf_counter()
         model.describe(image, faces, jitter=args.jitter)
         rows.append([t1 - t0, t2 - t1, time.perf_counter() - t2, len(faces)])
@@ -276,7 +285,7 @@ def report_model(alone: dict) -> float:
           f"{rate(faces, model_s):.2f} faces/s; per photo {ms_summary(det + desc)}")
     print(f"    detect {ms_summary(det)}; describe {float(desc.sum()) / max(model_s, 1e-9):.1%} of the model's time "
           f"({rate(faces, float(desc.sum())):.1f} faces/s)")
-    print(f"    decode (whole image, not in the model's time): {decode.sum():.2f} s, per photo {ms_summary(decode)}; "
+    print(f"    decode (not in the model's time): {decode.sum():.2f} s, per photo {ms_summary(decode)}; "
           f"with decode {rate(n, model_s + float(decode.sum())):.2f} photos/s")
     print(f"    peak RSS {alone['vmhwm'] / 2**20:.0f} MiB")
     for path, reason in alone["failed"]:
@@ -309,12 +318,14 @@ def detect(args: argparse.Namespace) -> None:
     print(machine_line())
     print(f"photos: {len(paths)} ({args.photos} camera-sized cuts, 7 face photos, the rest Debian wallpapers); "
           f"megapixels median {np.median(mp):.1f}, max {mp.max():.1f}, total {mp.sum():.0f}")
-    print(f"detector {args.detector}, min_size {args.min_size}, jitter {args.jitter}")
+    print(f"detector {args.detector}, min_size {args.min_size}, jitter {args.jitter}; (a) decodes with "
+          f"min_side {args.decode_min_side}")
     same = ["--detector", args.detector, "--min-size", str(args.min_size), "--jitter", str(args.jitter)]
     with tempfile.TemporaryDirectory(prefix="bench-faces-") as tmp:
         listing = Path(tmp) / "photos.json"
         listing.write_text(json.dumps([str(p) for p in paths]))
-        baseline_s = report_model(run_child("_model", [*same, "--list", str(listing)]))
+        baseline_s = report_model(run_child("_model", [*same, "--list", str(listing),
+                                                       "--decode-min-side", str(args.decode_min_side)]))
         if args.skip_index:
             return
         from lookalike.store.collection import Collection
@@ -452,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None, help="coll.faces.index workers (default: its own)")
     p.add_argument("--image-model", default="lite:32", help="the collection's image model (its indexing is untimed)")
     p.add_argument("--skip-index", action="store_true", help="the model alone only")
+    p.add_argument("--decode-min-side", type=int, default=DECODE_MIN_SIDE,
+                   help="(a) decodes shrunk while the short side stays >= this, as the index does (0: whole)")
     p.set_defaults(run=detect)
     p = sub.add_parser("pairs", help="same/different accuracy over every pair of the real test faces")
     p.add_argument("--detector", choices=("hog", "cnn"), default="hog")
@@ -466,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
         for option in ("--list", "--collection", "--folder", "--image-model"):
             p.add_argument(option)
         p.add_argument("--workers", type=int, default=None)
+        p.add_argument("--decode-min-side", type=int, default=0)
         p.set_defaults(run=run)
     args = parser.parse_args(argv)
     if args.run is None:
