@@ -24,7 +24,8 @@ __all__ = ["search"]
 
 def search(
     query: Optional[List[str]] = typer.Argument(
-        None, help="Text, image path or URL, id:N, or a mix: \"2:dog\" + ./a.jpg - grass"),
+        None, help="Text, image path or URL, id:N, or a mix: \"2:dog\" + ./a.jpg - grass; person:NAME (or "
+                   "person:ID) keeps that person's photos"),
     collection: Optional[Path] = CollectionOpt,
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines: {\"id\", \"path\", \"score\"}."),

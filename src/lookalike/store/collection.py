@@ -337,6 +337,7 @@ class Collection(Exploring, Deduplicating, ItemAccess):
         Raises:
             QueryError: the query does not parse or names an unknown item.
             UnreadableImage: a query image cannot be read or fetched.
+            PersonNotFound: a ``person:`` or ``where.person`` the collection does not hold.
             UnsupportedModality: a text query on an image-only model.
         """
         return self.search_batch([query], k, min_score=min_score, under=under, where=where, options=options)[0]
