@@ -27,10 +27,12 @@ from .errors import (
     CollectionNotFound,
     IndexBuildError,
     InvalidArgument,
+    FaceNotFound,
     ItemNotFound,
     LookalikeError,
     MissingExtra,
     ModelLoadError,
+    PersonNotFound,
     QueryError,
     UnknownModel,
     UnreadableImage,
@@ -45,6 +47,8 @@ from .store.collection import Collection, CollectionInfo
 from .store.dupes import DuplicateGroup, DuplicateSettings, Member, SimilarityHistogram
 from .store.explore_types import Cluster, Clustering, LabelCount, Labelling, MapPoints
 from .store.exchange import ExportReport, ImportReport, export_collection, import_embeddings
+from .store.face_types import FaceIndexReport, FaceRecord, FaceStats, PeopleSettings, Person, RegroupReport
+from .store.facing import Faces, People
 from .store.filters import Filter
 from .store.indexer import AddReport
 from .store.items import Hit, Item, StoredItem
@@ -101,6 +105,14 @@ __all__ = [
     "LabelCount",
     "Labelling",
     "MapPoints",
+    "Faces",
+    "People",
+    "Person",
+    "FaceRecord",
+    "FaceIndexReport",
+    "FaceStats",
+    "PeopleSettings",
+    "RegroupReport",
     "Query",
     "Term",
     "QueryOptions",
@@ -118,6 +130,8 @@ __all__ = [
     "UnreadableImage",
     "QueryError",
     "ItemNotFound",
+    "PersonNotFound",
+    "FaceNotFound",
     "InvalidArgument",
     "IndexBuildError",
     "CollectionError",

@@ -11,7 +11,9 @@ thing at fault, the reason, and what to do about it::
     ├── UnsupportedModality   (also a ValueError)  e.g. a text query on an image-only model
     ├── UnreadableImage                            one image could not be opened or decoded
     ├── QueryError            (also a ValueError)  a search query that does not parse or resolve
-    │   └── ItemNotFound                           an item id that the collection does not hold
+    │   ├── ItemNotFound                           an item id that the collection does not hold
+    │   ├── PersonNotFound                         a person (id or name) the collection does not hold
+    │   └── FaceNotFound                           a face id the collection does not hold
     ├── InvalidArgument       (also a ValueError)  a setting or parameter outside what it accepts
     ├── IndexBuildError                            no approximate index could be built for the vectors
     └── CollectionError
@@ -32,6 +34,8 @@ __all__ = [
     "UnreadableImage",
     "QueryError",
     "ItemNotFound",
+    "PersonNotFound",
+    "FaceNotFound",
     "InvalidArgument",
     "IndexBuildError",
     "CollectionError",
@@ -97,6 +101,22 @@ class ItemNotFound(QueryError):
 
     def __init__(self, item_id: int, message: str) -> None:
         self.item_id = item_id
+        super().__init__(message)
+
+
+class PersonNotFound(QueryError):
+    """A person, by id or name, that the collection does not hold (``person``: what was asked for)."""
+
+    def __init__(self, person: int | str, message: str) -> None:
+        self.person = person
+        super().__init__(message)
+
+
+class FaceNotFound(QueryError):
+    """A face id that the collection does not hold."""
+
+    def __init__(self, face_id: int, message: str) -> None:
+        self.face_id = face_id
         super().__init__(message)
 
 

@@ -8,7 +8,7 @@ from typing import Callable, Literal, Optional
 __all__ = ["ProgressEvent", "ProgressCallback", "EventKind"]
 
 EventKind = Literal["scan", "embed", "skip", "done", "traits", "neighbours", "group", "resolve", "cluster", "label", "map",
-                    "export", "verify", "import", "train", "derive"]
+                    "export", "verify", "import", "train", "derive", "faces", "people"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class ProgressEvent:
     Exports report ``"export"``; imports ``"verify"`` (shards checked) then ``"import"``;
     a collection derived from another's vectors (reproject) ``"derive"`` (vectors written).
     Training a head reports ``"train"`` once per epoch (``done`` of ``total``; ``reason``
-    gives the loss and the validation score).
+    gives the loss and the validation score). Finding faces reports ``"faces"`` (items
+    scanned, ``done`` of ``total``; a ``path`` and ``reason`` for an unreadable one), grouping
+    them ``"people"``.
     """
 
     kind: EventKind

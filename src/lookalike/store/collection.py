@@ -31,6 +31,7 @@ from ..version import __version__
 from .ann import IndexSettings, IndexState, build_index
 from .deduplicating import Deduplicating
 from .exploring import Exploring
+from .facing import Facing
 from .filters import Filter
 from .indexer import AddReport, default_download, index_source, require_roots
 from .info import CollectionInfo
@@ -57,7 +58,7 @@ _CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f
                                MODELS_DIR})
 
 
-class Collection(Exploring, Deduplicating, ItemAccess):
+class Collection(Exploring, Deduplicating, ItemAccess, Facing):
     """Embeddings of a set of images, kept on disk, searchable.
 
     Make one with :meth:`create`, reopen it with :meth:`open`. Adding is incremental: unchanged
@@ -336,8 +337,8 @@ class Collection(Exploring, Deduplicating, ItemAccess):
 
         Raises:
             QueryError: the query does not parse or names an unknown item.
-            UnreadableImage: a query image cannot be read or fetched.
             PersonNotFound: a ``person:`` or ``where.person`` the collection does not hold.
+            UnreadableImage: a query image cannot be read or fetched.
             UnsupportedModality: a text query on an image-only model.
         """
         return self.search_batch([query], k, min_score=min_score, under=under, where=where, options=options)[0]

@@ -81,8 +81,10 @@ class MetadataDB:
         for target in range(version, SCHEMA_VERSION):
             with self.transaction():
                 # executescript would COMMIT our transaction early, so run statements one by one
-                # (hence: no semicolons inside the SQL comments of a migration).
-                for statement in MIGRATIONS[target].split(";"):
+                # (hence: no semicolons inside the SQL comments of a string migration; a tuple
+                # migration lists its statements, for those with semicolons of their own).
+                entry = MIGRATIONS[target]
+                for statement in entry if isinstance(entry, tuple) else entry.split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {target + 1}")

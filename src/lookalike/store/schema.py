@@ -2,7 +2,9 @@
 
 The version is ``PRAGMA user_version``; :class:`~.metadata.MetadataDB` runs the entries a
 database has not seen yet, one transaction each, so collections written by older releases
-open in newer ones. Statements are split on semicolons: no semicolons inside comments.
+open in newer ones. A string entry is split on semicolons (no semicolons inside its
+comments); a tuple entry is a list of statements run as they are, for statements with
+semicolons of their own (a trigger's body).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
 #: Each entry upgrades the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     """
     CREATE TABLE items (
         id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- stable: never reused, kept across edits
@@ -81,5 +83,55 @@ MIGRATIONS: tuple[str, ...] = (
         done_at  REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
     )
     """,
+    # 5: faces and people (store/face_db.py). A face's box and landmarks are display pixels of
+    # the original, EXIF-upright image. Its descriptor is row vec_row of faces-<gen>.f32. manual:
+    # a person put the face there (pinned: a regroup never moves it). face_scans records which
+    # content of an item was scanned. The trigger forgets the faces of an item whose content or
+    # status changes, so the next `faces index` scans it again; deleting an item cascades.
+    (
+        """CREATE TABLE people (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            name       TEXT UNIQUE COLLATE NOCASE,
+            created_at REAL NOT NULL DEFAULT (((julianday('now') - 2440587.5) * 86400.0))
+        )""",
+        """CREATE TABLE faces (
+            id        INTEGER PRIMARY KEY AUTOINCREMENT,
+            item_id   INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+            "left"    INTEGER NOT NULL,
+            top       INTEGER NOT NULL,
+            "right"   INTEGER NOT NULL,
+            bottom    INTEGER NOT NULL,
+            landmarks TEXT NOT NULL,
+            score     REAL NOT NULL,
+            size      INTEGER NOT NULL,
+            vec_row   INTEGER NOT NULL,
+            person_id INTEGER REFERENCES people (id) ON DELETE SET NULL,
+            manual    INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX faces_item ON faces (item_id)",
+        "CREATE INDEX faces_person ON faces (person_id, score)",
+        """CREATE TABLE face_crops (
+            face_id INTEGER PRIMARY KEY REFERENCES faces (id) ON DELETE CASCADE,
+            jpeg    BLOB NOT NULL
+        )""",
+        """CREATE TABLE face_scans (
+            item_id INTEGER PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
+            hash    TEXT,
+            faces   INTEGER NOT NULL,
+            error   TEXT
+        )""",
+        """CREATE TABLE face_rejects (
+            face_id   INTEGER NOT NULL REFERENCES faces (id) ON DELETE CASCADE,
+            person_id INTEGER NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+            PRIMARY KEY (face_id, person_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX face_rejects_person ON face_rejects (person_id)",
+        """CREATE TRIGGER items_faces_reset AFTER UPDATE OF hash, status ON items
+        WHEN OLD.hash IS NOT NEW.hash OR OLD.status IS NOT NEW.status
+        BEGIN
+            DELETE FROM faces WHERE item_id = NEW.id;
+            DELETE FROM face_scans WHERE item_id = NEW.id;
+        END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

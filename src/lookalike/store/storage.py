@@ -6,6 +6,7 @@
       manifest.json        model id, fingerprint, dim, preprocessing, index settings (atomic JSON)
       items.sqlite         one row per file: id, path, size, mtime, hash, status, vec_row (WAL)
       vectors-<gen>.f32    float32 rows, appended; <gen> changes when compaction rewrites it
+      faces-<gen>.f32      face descriptors (float32 x 128), the same rules (store/face_vectors.py)
       index.npz            the approximate index, when there is one
       .lock                held by the one process allowed to write
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..errors import CollectionError, ItemNotFound
 from . import ann
+from .face_vectors import FaceVectors
 from .filters import Filter
 from .items import StoredItem
 from .manifest import Manifest
@@ -219,7 +221,8 @@ class Storage:
             os.close(fd)  # closing releases the flock
 
     def _recover(self) -> None:
-        """Make the vector file agree with the committed row count after a crash."""
+        """Make the vector files (items' and faces') agree with the committed row counts after a crash."""
+        FaceVectors(self.path, self.db).recover()
         vf = self.vector_file
         committed = self.vector_rows
         size = vf.path.stat().st_size if vf.path.exists() else 0
