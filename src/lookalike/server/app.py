@@ -28,6 +28,7 @@ from .config import ServerConfig
 from .dupes_routes import dupes_routes
 from .explore_routes import explore_routes
 from .middleware import BodyLimit, Deadline, Metrics, TokenAuth
+from .people_routes import people_routes
 from .routes import collection_routes, item_routes, search_routes
 from .schemas import ErrorOut
 from .service import ApiError, Service
@@ -83,7 +84,7 @@ def create_app(config: ServerConfig, *, collection: Collection | None = None) ->
 
     _add_error_handlers(app)
     for router in (search_routes(svc), item_routes(svc), collection_routes(svc), dupes_routes(svc),
-                   explore_routes(svc)):
+                   explore_routes(svc), people_routes(svc)):
         app.include_router(router)
 
     # -------------------------------------------------------------- the web UI
@@ -95,7 +96,7 @@ def create_app(config: ServerConfig, *, collection: Collection | None = None) ->
         return serve
 
     for route, name in (("/", "index.html"), ("/dupes", "dupes.html"), ("/map", "map.html"),
-                        ("/clusters", "clusters.html")):
+                        ("/clusters", "clusters.html"), ("/people", "people.html")):
         app.add_api_route(route, page(name), methods=["GET"], include_in_schema=False)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
