@@ -52,8 +52,10 @@ function terms() {
   return t;
 }
 
+// A person filter alone is a query too: that person's photos, most typical face first.
 function hasQuery() {
-  return Boolean(state.q.trim() || state.image || state.similar !== null || state.likes.length || state.dislikes.length);
+  return Boolean(state.q.trim() || state.image || state.similar !== null || state.likes.length || state.dislikes.length ||
+                 searchFilters.person.length);
 }
 
 function request(offset, signal) {
@@ -293,6 +295,7 @@ async function openDetail(index) {
   $("detail-like").classList.toggle("on", state.likes.includes(hit.id));
   $("detail-dislike").classList.toggle("on", state.dislikes.includes(hit.id));
   renderMeta([["score", hit.score.toFixed(4)], ["size", hit.width ? `${hit.width} × ${hit.height}` : "?"]]);
+  showFaces(hit.id, index);
   if (!dlg.open) dlg.showModal();
   try {
     const item = await api(`/api/items/${hit.id}`);
@@ -332,6 +335,52 @@ function setOpenLink(hit) {
   open.textContent = isURL ? "Source" : "Original";
   open.title = isURL ? hit.path : "The original image";
   open.rel = isURL ? "noopener noreferrer" : "noopener";
+}
+
+// ------------------------------------------------------------------ faces in the detail view
+// Outlines of the faces found in the item (GET /api/items/{id}/faces), each with its person's
+// label. Boxes are in the original's upright pixels; the overlay covers exactly the image as
+// shown, so they are placed in percent of the original's width and height.
+const faceView = { item: null, width: 0, height: 0, faces: [] };
+
+async function showFaces(id, index) {
+  faceView.item = id; faceView.faces = [];
+  $("detail-faces").replaceChildren();
+  let res;
+  try { res = await api(`/api/items/${id}/faces`); } catch (_) { return; }  // no faces is no outline, not an error
+  if (state.detail !== index || !res.width || !res.height) return;
+  Object.assign(faceView, { width: res.width, height: res.height, faces: res.faces });
+  $("detail-faces").replaceChildren(...res.faces.map(faceBox));
+  placeFaces();
+}
+
+function faceBox(f) {
+  const [l, t, r, b] = f.box;
+  const label = f.person_label || "unknown";
+  const box = document.createElement(f.person_id !== null ? "a" : "span");
+  box.className = `face-box${f.person_id !== null ? "" : " unknown"}`;
+  if (f.person_id !== null) { box.href = `/people?person=${f.person_id}`; box.title = `${label}: open on the People page`; }
+  box.dataset.face = String(f.id);
+  box.style.left = `${(100 * l) / faceView.width}%`;
+  box.style.top = `${(100 * t) / faceView.height}%`;
+  box.style.width = `${(100 * (r - l)) / faceView.width}%`;
+  box.style.height = `${(100 * (b - t)) / faceView.height}%`;
+  const tag = document.createElement("span");
+  tag.className = "face-label";
+  tag.textContent = label;
+  box.append(tag);
+  return box;
+}
+
+// Lay the overlay over the image as displayed (object-fit: contain may leave bars around it).
+function placeFaces() {
+  const img = $("detail-img"), overlay = $("detail-faces");
+  if (!img.complete || !img.naturalWidth) { overlay.hidden = true; return; }
+  const scale = Math.min(img.clientWidth / img.naturalWidth, img.clientHeight / img.naturalHeight);
+  const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+  Object.assign(overlay.style, { left: `${img.offsetLeft + (img.clientWidth - w) / 2}px`,
+    top: `${img.offsetTop + (img.clientHeight - h) / 2}px`, width: `${w}px`, height: `${h}px` });
+  overlay.hidden = faceView.faces.length === 0;
 }
 
 function renderMeta(rows) {
@@ -419,6 +468,8 @@ function wire() {
   $("query-image-clear").addEventListener("click", () => clearImage());
   $("clear-refine").addEventListener("click", () => { state.similar = null; state.likes = []; state.dislikes = []; search({ push: true }); });
   $("detail-close").addEventListener("click", closeDetail);
+  $("detail-img").addEventListener("load", placeFaces);
+  window.addEventListener("resize", placeFaces);
   $("detail").addEventListener("close", () => {
     const cards = $("grid").children;
     if (state.detail >= 0 && cards[state.detail]) cards[state.detail].focus({ preventScroll: true });
