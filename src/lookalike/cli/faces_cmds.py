@@ -26,7 +26,7 @@ from .common import CollectionOpt, default_collection, err, fail, out
 from .progress import TaskProgress
 
 if TYPE_CHECKING:
-    from ..store.facing import FaceIndexReport, FaceRecord, Person
+    from ..store.face_types import FaceIndexReport, FaceRecord, Person
 
 __all__ = ["faces_app", "people_app"]
 
@@ -99,7 +99,7 @@ def faces_index(
                 report = coll.faces.index(detector=detector, min_size=min_size, jitter=jitter, workers=workers,
                                           retry_failed=retry_failed, progress=progress)
             _index_summary(report, quiet)
-            _hint(quiet, f"next: lookalike people {_c(coll)}    (then: lookalike people name ID NAME {_c(coll)})")
+            _hint(quiet, f"see them: lookalike people {_c(coll)}", f"name one: lookalike people name ID NAME {_c(coll)}")
     except LookalikeError as exc:
         fail(exc)
 
@@ -112,8 +112,8 @@ def _index_summary(report: "FaceIndexReport", quiet: bool, shown: int = 20) -> N
     rate = f", {report.scanned / report.elapsed_s:.1f} photos/s" if report.scanned and report.elapsed_s else ""
     extra = [f"{n:,} {label}" for label, n in (("without faces", report.no_faces), ("unreadable", report.failed),
                                                ("unchanged", report.skipped)) if n]
-    people = (f"{_plural(report.new_people, 'new person', 'new people')}, {report.assigned:,} faces put in people, "
-              f"{report.unassigned:,} unassigned")
+    people = (f"{_plural(report.new_people, 'new person', 'new people')}, {report.assigned:,} faces joined known "
+              f"people, {_plural(report.unassigned, 'face')} in no person")
     _done(f"{_plural(report.scanned, 'photo')} scanned" + (f" ({', '.join(extra)})" if extra else "")
           + f", {_plural(report.faces, 'face')} found; {people} in {report.elapsed_s:.1f}s{rate}")
 
@@ -132,7 +132,7 @@ def faces_forget(
                 stats = _record(coll.faces.stats())
                 what = (f"Delete {_plural(stats['faces'], 'face')} and {_plural(stats['people'], 'person', 'people')} "
                         f"from {coll.path}? This cannot be undone.")
-                if not sys.stdin.isatty():
+                if not _interactive():
                     err.print(Text(f"{what}\nrefusing without a terminal to ask on: pass --yes to delete them"),
                               style="bold red", soft_wrap=True)
                     raise typer.Exit(2)
@@ -141,6 +141,11 @@ def faces_forget(
             _done(f"deleted {_plural(deleted, 'face')} with every person, crop and face vector of {coll.path}")
     except LookalikeError as exc:
         fail(exc)
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
 
 
 @faces_app.command("stats")
@@ -190,7 +195,7 @@ def people(
                     paths = [item.path for item in coll.people.photos(p.id)]
                     sys.stdout.write(json.dumps({"id": p.id, "name": p.name, "faces": p.faces, "photos": paths},
                                                 ensure_ascii=False) + "\n")
-            else:
+            elif found:  # no header over nothing: the summary says why there is no one
                 _people_table(found)
             _people_summary(coll, found, quiet or as_json)
     except LookalikeError as exc:
@@ -215,8 +220,9 @@ def _people_summary(coll: Collection, found: List["Person"], quiet: bool) -> Non
         err.print(Text(f"{_plural(len(found), 'person', 'people')} ({named:,} named), "
                        f"{_plural(unassigned, 'face')} in no person"), soft_wrap=True)
         _hint(quiet, f"name one: lookalike people name ID NAME {_c(coll)}",
-              f"merge two: lookalike people merge ID OTHER_ID {_c(coll)};  their faces: lookalike people faces ID "
-              f"{_c(coll)}", f"their photos: lookalike search person:ID {_c(coll)}")
+              f"merge two: lookalike people merge ID OTHER_ID {_c(coll)}",
+              f"their faces: lookalike people faces ID {_c(coll)}",
+              f"their photos: lookalike search person:ID {_c(coll)}")
     elif not coll.faces.indexed:
         err.print(Text(f"no people: faces have not been indexed in this collection; find them with "
                        f"`lookalike faces index {_c(coll)}`"), soft_wrap=True)
@@ -240,7 +246,8 @@ def people_name(
     """Name (or rename) a person. Its faces are pinned: a regroup never moves them."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            _done(f"named {_describe(coll.people.name(_person(person), new_name or None))}")
+            named = coll.people.name(_person(person), new_name or None)
+            _done(f"named {_describe(named)}" if new_name else f"cleared the name of {_describe(named)}")
     except LookalikeError as exc:
         fail(exc)
 
@@ -255,8 +262,10 @@ def people_merge(
     """Merge people into one: their faces move to INTO (pinned) and they are deleted."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            merged = coll.people.merge(_person(into), *map(_person, others))
-            _done(f"merged {', '.join(others)} into {_describe(merged)}")
+            kept = coll.people.get(_person(into)).id  # an unknown INTO is named first
+            gone = [coll.people.get(_person(o)).label for o in others]  # for the message: they go
+            merged = coll.people.merge(kept, *map(_person, others))
+            _done(f"merged {', '.join(gone)} into {_describe(merged)}")
     except LookalikeError as exc:
         fail(exc)
 
@@ -272,8 +281,9 @@ def people_split(
     """Move some of a person's faces into a new person (the old one will not get them back)."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            new = coll.people.split(_person(person), faces, name=name)
-            _done(f"split {_plural(len(faces), 'face')} from {person} into a new person: {_describe(new)}")
+            old = coll.people.get(_person(person))
+            new = coll.people.split(old.id, faces, name=name)
+            _done(f"split {_plural(len(faces), 'face')} from {old.label} into a new person: {_describe(new)}")
     except LookalikeError as exc:
         fail(exc)
 
