@@ -72,13 +72,18 @@ class FaceVectors:
         start = self.rows
         if len(vectors):
             self.file.append(np.asarray(vectors, dtype=np.float32).reshape(-1, DESCRIPTOR_DIM), start)
+        name = self.file.path.name
         with self.db.transaction():
             write(start)
+            self.db.set_state(FILE_KEY, name)  # recorded from the first commit on: see recover
             self.db.set_state(ROWS_KEY, str(start + len(vectors)))
 
     def recover(self) -> None:
         """Cut an uncommitted tail; remove files of other generations (the writer lock is held)."""
         current, committed = self.file, self.rows
+        if self.db.get_state(FILE_KEY) is None:
+            self.drop_files()  # no faces recorded (never indexed, or forgotten before its files went)
+            return
         size = current.path.stat().st_size if current.path.exists() else 0
         expected = committed * 4 * DESCRIPTOR_DIM
         if size > expected:
