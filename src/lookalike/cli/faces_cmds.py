@@ -115,7 +115,7 @@ def _index_summary(report: "FaceIndexReport", quiet: bool, shown: int = 20) -> N
     people = (f"{_plural(report.new_people, 'new person', 'new people')}, {report.assigned:,} faces joined known "
               f"people, {_plural(report.unassigned, 'face')} in no person")
     _done(f"{_plural(report.scanned, 'photo')} scanned" + (f" ({', '.join(extra)})" if extra else "")
-          + f", {_plural(report.faces, 'face')} found; {people} in {report.elapsed_s:.1f}s{rate}")
+          + f", {_plural(report.faces, 'face')} found; {people} ({report.elapsed_s:.1f}s{rate})")
 
 
 @faces_app.command("forget")
