@@ -114,6 +114,7 @@ def test_face_crop_and_an_items_faces(client: TestClient, face_collection: Path)
 def test_unknown_people_faces_and_items_are_404(client: TestClient) -> None:
     api_error(client.get("/api/people/999999"), 404, "not_found")
     api_error(client.get("/api/people/Nobody%20Here"), 404, "not_found")
+    api_error(client.get("/api/people/" + "9" * 30), 404, "not_found")  # past SQLite's integers
     api_error(client.get("/api/people/999999/photos"), 404, "not_found")
     api_error(client.get("/api/faces/999999/crop"), 404, "not_found")
     api_error(client.get("/api/items/999999/faces"), 404, "not_found")

@@ -46,9 +46,13 @@ def _found() -> Iterator[None]:
 
 def ref(person: PersonRef) -> int | str:
     """A client's person reference: digits are an id, anything else a name."""
-    if isinstance(person, str) and person.strip().isdigit():
-        return int(person.strip())
-    return person.strip() if isinstance(person, str) else person
+    if isinstance(person, str):
+        person = person.strip()
+        if person.isascii() and person.isdigit():
+            if len(person) > 19 or int(person) > MAX_ID:  # no such id; SQLite could not even bind it
+                raise ApiError(404, "not_found", f"no person {person} in this collection")
+            return int(person)
+    return person
 
 
 def people_routes(svc: Service) -> APIRouter:
