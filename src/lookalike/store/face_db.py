@@ -76,14 +76,18 @@ class FaceTables:
         return int(self.db.get_state(PEOPLE_VERSION, "0") or 0)
 
     # ------------------------------------------------------------------ scanning
+    _PENDING = ("FROM items i LEFT JOIN face_scans s ON s.item_id = i.id WHERE i.status = 'ok' AND "
+                "(s.item_id IS NULL OR s.hash IS NOT i.hash OR (? AND s.error IS NOT NULL))")
+
     def pending(self, retry_failed: bool = False) -> list[tuple[int, str, str | None]]:
         """``(id, path, hash)`` of the searchable items to scan: never scanned, changed since, or
         (``retry_failed``) unreadable last time; by id."""
-        rows = self.conn.execute(
-            "SELECT i.id, i.path, i.hash FROM items i LEFT JOIN face_scans s ON s.item_id = i.id "
-            "WHERE i.status = 'ok' AND (s.item_id IS NULL OR s.hash IS NOT i.hash OR (? AND s.error IS NOT NULL)) "
-            "ORDER BY i.id", (int(retry_failed),)).fetchall()
+        rows = self.conn.execute(f"SELECT i.id, i.path, i.hash {self._PENDING} ORDER BY i.id",
+                                 (int(retry_failed),)).fetchall()
         return [(int(i), str(p), h) for i, p, h in rows]
+
+    def pending_count(self) -> int:
+        return int(self.conn.execute(f"SELECT COUNT(*) {self._PENDING}", (0,)).fetchone()[0])
 
     def searchable_items(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM items WHERE status = 'ok'").fetchone()[0])
@@ -250,7 +254,7 @@ class FaceTables:
     def stats(self) -> FaceStats:
         one = lambda sql: int(self.conn.execute(sql).fetchone()[0])  # noqa: E731
         scanned = one("SELECT COUNT(*) FROM face_scans")
-        return FaceStats(scanned_items=scanned, pending_items=len(self.pending()), faces=one("SELECT COUNT(*) FROM faces"),
+        return FaceStats(scanned_items=scanned, pending_items=self.pending_count(), faces=one("SELECT COUNT(*) FROM faces"),
                          people=one("SELECT COUNT(*) FROM people"),
                          named_people=one("SELECT COUNT(*) FROM people WHERE name IS NOT NULL"),
                          unassigned_faces=one("SELECT COUNT(*) FROM faces WHERE person_id IS NULL"))
