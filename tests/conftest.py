@@ -134,52 +134,11 @@ def image_folder(tmp_path: Path) -> Callable[[int], Path]:
 
 
 # --------------------------------------------------------------------------- faces and people
-#: What ``face_photos`` shows: Obama's faces (3 photos, a PNG copy of one, 2 partial faces) and
-#: Biden's (1 photo and 2 derived copies); two photos show no one.
-FACE_PHOTOS_OBAMA = ("obama.jpg", "obama2.jpg", "obama3.jpg", "32bit.png", "obama_partial_face.jpg",
-                     "obama_partial_face2.jpg")
-FACE_PHOTOS_BIDEN = ("biden.jpg", "biden_mirrored.jpg", "biden_cropped.jpg")
-FACE_PHOTOS_NONE = ("landscape.jpg", "pattern.png")
-
-
-def _no_face_images(folder: Path) -> None:
-    """Two generated photos without faces: a sky over hills, and a coloured pattern."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(7)
-    h, w = 480, 720
-    y = np.linspace(0, 1, h)[:, None, None]
-    sky = np.concatenate([120 + 80 * (1 - y), 170 + 50 * (1 - y), 235 + 0 * y], axis=2) * np.ones((1, w, 1))
-    hills = (np.sin(np.linspace(0, 6, w)) * 40 + 300).astype(int)
-    rows = np.arange(h)[:, None]
-    ground = rows >= hills[None, :]
-    sky[ground] = np.array([70, 120, 50]) + rng.normal(0, 12, (int(ground.sum()), 3))
-    Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8)).save(folder / "landscape.jpg", quality=90)
-    xx, yy = np.meshgrid(np.linspace(0, 8 * np.pi, 400), np.linspace(0, 8 * np.pi, 300))
-    pattern = np.stack([np.sin(xx) * 127 + 128, np.cos(yy) * 127 + 128, np.sin(xx + yy) * 127 + 128], axis=2)
-    Image.fromarray(pattern.astype(np.uint8)).save(folder / "pattern.png")
-
-
 @pytest.fixture(scope="session")
 def face_photos(face_images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of 11 photos: the 7 ``face_images`` (Obama's 6 faces, Biden's 1), Biden mirrored
-    and Biden cropped and re-encoded at JPEG quality 80 (Biden's 3 faces), and two photos with no
-    face (:data:`FACE_PHOTOS_NONE`). Tests must not modify it."""
-    import shutil
-
-    from PIL import Image, ImageOps
-
-    folder = tmp_path_factory.mktemp("face-photos")
-    for name, path in face_images.items():
-        shutil.copy2(path, folder / name)
-    with Image.open(face_images["biden.jpg"]) as biden:
-        biden = ImageOps.exif_transpose(biden).convert("RGB")
-        ImageOps.mirror(biden).save(folder / "biden_mirrored.jpg", quality=90)
-        w, h = biden.size
-        biden.crop((w // 10, 0, w - w // 10, int(h * 0.6))).save(folder / "biden_cropped.jpg", quality=80)
-    _no_face_images(folder)
-    return folder
+    """A folder of 11 photos (``tools.face_samples.people_folder``): Obama's 6 faces, Biden's 3
+    (one photo and two copies derived from it), two photos of no one. Tests must not modify it."""
+    return _need(lambda: face_samples.people_folder(tmp_path_factory.mktemp("face-photos")))
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from .samples import SamplesUnavailable, cache_dir, file_lock
 
 __all__ = ["FACE_PACKAGE", "FACE_VERSION", "FACE_PHOTOS", "SAME_PERSON", "OTHER_PERSON", "PARTIAL_FACES",
-           "face_images_dir", "face_images"]
+           "PEOPLE_OBAMA", "PEOPLE_BIDEN", "NO_FACE", "face_images_dir", "face_images", "people_folder"]
 
 FACE_PACKAGE = "face_recognition"
 FACE_VERSION = "1.3.0"
@@ -43,6 +43,13 @@ SAME_PERSON: tuple[str, ...] = ("obama.jpg", "obama2.jpg", "obama3.jpg")
 OTHER_PERSON: tuple[str, ...] = ("biden.jpg",)
 #: Photos in which part of the face is cut off or covered.
 PARTIAL_FACES: tuple[str, ...] = ("obama_partial_face.jpg", "obama_partial_face2.jpg")
+
+#: What :func:`people_folder` writes: Obama's faces (3 photos, a PNG copy of one, 2 partial
+#: faces), Biden's (his photo and 2 copies derived from it), and 2 generated photos of no one.
+PEOPLE_OBAMA: tuple[str, ...] = ("obama.jpg", "obama2.jpg", "obama3.jpg", "32bit.png", "obama_partial_face.jpg",
+                                 "obama_partial_face2.jpg")
+PEOPLE_BIDEN: tuple[str, ...] = ("biden.jpg", "biden_mirrored.jpg", "biden_cropped.jpg")
+NO_FACE: tuple[str, ...] = ("landscape.jpg", "pattern.png")
 
 _MEMBER_DIR = PurePosixPath("tests", "test_images")
 #: pip builds the sdist's metadata before it saves it; that, not the 3 MB, takes the time.
@@ -148,3 +155,45 @@ def face_images() -> dict[str, Path]:
     """
     folder = face_images_dir()
     return {name: folder / name for name in FACE_PHOTOS}
+
+
+def people_folder(dest: Path) -> Path:
+    """Fill ``dest`` with 11 photos for the people tests and the demo (idempotent): the 7
+    :data:`FACE_PHOTOS`; Biden mirrored, and Biden cropped and re-encoded at JPEG quality 80, so
+    that he has the 3 faces a person needs (:data:`PEOPLE_BIDEN`); and two generated photos
+    with no face (:data:`NO_FACE`). Returns ``dest``.
+
+    Raises:
+        SamplesUnavailable: as :func:`face_images_dir`.
+    """
+    from PIL import Image, ImageOps
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, path in face_images().items():
+        if not (dest / name).exists():
+            shutil.copy2(path, dest / name)
+    with Image.open(dest / "biden.jpg") as biden:
+        biden = ImageOps.exif_transpose(biden).convert("RGB")
+        ImageOps.mirror(biden).save(dest / "biden_mirrored.jpg", quality=90)
+        w, h = biden.size
+        biden.crop((w // 10, 0, w - w // 10, int(h * 0.6))).save(dest / "biden_cropped.jpg", quality=80)
+    _no_face_photos(dest)
+    return dest
+
+
+def _no_face_photos(folder: Path) -> None:
+    """Two generated pictures without faces: a sky over hills, and a coloured pattern."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    h, w = 480, 720
+    y = np.linspace(0, 1, h)[:, None, None]
+    sky = np.concatenate([120 + 80 * (1 - y), 170 + 50 * (1 - y), 235 + 0 * y], axis=2) * np.ones((1, w, 1))
+    hills = (np.sin(np.linspace(0, 6, w)) * 40 + 300).astype(int)
+    ground = np.arange(h)[:, None] >= hills[None, :]
+    sky[ground] = np.array([70, 120, 50]) + rng.normal(0, 12, (int(ground.sum()), 3))
+    Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8)).save(folder / "landscape.jpg", quality=90)
+    xx, yy = np.meshgrid(np.linspace(0, 8 * np.pi, 400), np.linspace(0, 8 * np.pi, 300))
+    pattern = np.stack([np.sin(xx) * 127 + 128, np.cos(yy) * 127 + 128, np.sin(xx + yy) * 127 + 128], axis=2)
+    Image.fromarray(pattern.astype(np.uint8)).save(folder / "pattern.png")

@@ -15,7 +15,7 @@ from PIL import Image
 import lookalike
 from lookalike import Collection, FaceNotFound, ItemNotFound
 
-from conftest import FACE_PHOTOS_NONE
+from tools.face_samples import NO_FACE
 
 pytest.importorskip("dlib")
 
@@ -38,7 +38,7 @@ def test_records_crops_vectors_and_stats(face_collection: Path) -> None:
         stats = coll.faces.stats()
         assert stats == lookalike.FaceStats(scanned_items=11, pending_items=0, faces=9, people=2, named_people=0,
                                             unassigned_faces=0)
-        for name in FACE_PHOTOS_NONE:
+        for name in NO_FACE:
             assert coll.faces.of_item(_item(coll, name).id) == []
         item = _item(coll, "obama.jpg")
         (face,) = coll.faces.of_item(item.id)

@@ -12,7 +12,7 @@ import pytest
 import lookalike
 from lookalike import Collection, InvalidArgument, PersonNotFound
 
-from conftest import FACE_PHOTOS_BIDEN, FACE_PHOTOS_OBAMA
+from tools.face_samples import PEOPLE_BIDEN, PEOPLE_OBAMA
 
 pytest.importorskip("dlib")
 
@@ -40,13 +40,13 @@ def test_two_people_from_the_real_photos(face_collection: Path) -> None:
         people = coll.people()
         assert [(p.faces, p.photos, p.name) for p in people] == [(6, 6, None), (3, 3, None)]
         obama, biden = _who(coll)
-        assert _names(coll.people.faces(obama)) == sorted(FACE_PHOTOS_OBAMA)
-        assert _names(coll.people.faces(biden)) == sorted(FACE_PHOTOS_BIDEN)
-        assert sorted(Path(i.path).name for i in coll.people.photos(biden)) == sorted(FACE_PHOTOS_BIDEN)
+        assert _names(coll.people.faces(obama)) == sorted(PEOPLE_OBAMA)
+        assert _names(coll.people.faces(biden)) == sorted(PEOPLE_BIDEN)
+        assert sorted(Path(i.path).name for i in coll.people.photos(biden)) == sorted(PEOPLE_BIDEN)
         assert coll.people.unassigned() == []
         person = coll.people.get(obama)
         assert person.label == f"person {obama}" and person.cover_face in {f.id for f in coll.people.faces(obama)}
-        assert Path(person.sample_path or "").name in FACE_PHOTOS_OBAMA
+        assert Path(person.sample_path or "").name in PEOPLE_OBAMA
         faces = coll.people.faces(obama)
         assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
         assert coll.people(min_faces=4) == [coll.people.get(obama)]
