@@ -203,6 +203,9 @@ def _step(page, action) -> tuple[dict, float]:
 
 
 # --------------------------------------------------------------------------- tests
+# Slow: building its 25,600-item collection takes ~15 s, a twentieth of the default suite's
+# 5-minute budget; the small collection's tests below cover the same page's behaviour.
+@pytest.mark.slow
 def test_large_collection_slider_and_page_50_render_fast(page, large_url: str) -> None:
     first = _open(page, large_url + "/dupes")
     groups = _group_count(page)

@@ -63,6 +63,15 @@ def test_resolve_by_id_name_and_unknown(coll: Collection) -> None:
     assert err.value.person == "Ada" and "Barack Obama" in str(err.value) and "lookalike people" in str(err.value)
     with pytest.raises(PersonNotFound):
         coll.people.get(10_000)
+    assert coll.people.resolve(f"person {obama}") == obama  # a person's label names it too
+
+
+@pytest.mark.parametrize("name", ["7", " 12 ", "person 3"])
+def test_a_name_that_reads_as_an_id_is_refused(coll: Collection, name: str) -> None:
+    # person:7 in a query means the person with id 7; a person named "7" could never be found.
+    obama, _ = _who(coll)
+    with pytest.raises(InvalidArgument, match="id"):
+        coll.people.name(obama, name)
 
 
 def test_name_pins_and_a_taken_name_says_merge(coll: Collection) -> None:

@@ -47,11 +47,6 @@ def _plural(n: int, noun: str, many: Optional[str] = None) -> str:
     return f"{n:,} {noun if n == 1 else (many or noun + 's')}"
 
 
-def _person(text: str) -> int | str:
-    """A person as typed: digits are an id, anything else a name."""
-    return int(text) if text.strip().isdigit() else text
-
-
 def _target(ctx: typer.Context, collection: Optional[Path]) -> Path:
     """The subcommand's ``--collection``, else the ``people`` group's, else the default one."""
     group = ctx.obj.get("collection") if isinstance(ctx.obj, dict) else None
@@ -246,7 +241,7 @@ def people_name(
     """Name (or rename) a person. Its faces are pinned: a regroup never moves them."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            named = coll.people.name(_person(person), new_name or None)
+            named = coll.people.name(person, new_name or None)
             _done(f"named {_describe(named)}" if new_name else f"cleared the name of {_describe(named)}")
     except LookalikeError as exc:
         fail(exc)
@@ -262,9 +257,9 @@ def people_merge(
     """Merge people into one: their faces move to INTO (pinned) and they are deleted."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            kept = coll.people.get(_person(into)).id  # an unknown INTO is named first
-            gone = [coll.people.get(_person(o)).label for o in others]  # for the message: they go
-            merged = coll.people.merge(kept, *map(_person, others))
+            kept = coll.people.get(into).id  # an unknown INTO is named first
+            gone = [coll.people.get(o).label for o in others]  # for the message: they go
+            merged = coll.people.merge(kept, *others)
             _done(f"merged {', '.join(gone)} into {_describe(merged)}")
     except LookalikeError as exc:
         fail(exc)
@@ -281,7 +276,7 @@ def people_split(
     """Move some of a person's faces into a new person (the old one will not get them back)."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            old = coll.people.get(_person(person))
+            old = coll.people.get(person)
             new = coll.people.split(old.id, faces, name=name)
             _done(f"split {_plural(len(faces), 'face')} from {old.label} into a new person: {_describe(new)}")
     except LookalikeError as exc:
@@ -298,7 +293,7 @@ def people_not(
     """Not this person: the faces leave it and no regroup puts them back there."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            who = coll.people.get(_person(person))
+            who = coll.people.get(person)
             coll.people.reject(who.id, faces)
             _done(f"{_plural(len(faces), 'face')} no longer {who.label} (id {who.id}), and never put back there")
     except LookalikeError as exc:
@@ -319,7 +314,7 @@ def people_faces(
     Columns: face id, photo, box (left, top, right, bottom), detector score, size, and whether a person pinned it."""
     try:
         with Collection.open(_target(ctx, collection)) as coll:
-            who = coll.people.get(_person(person))
+            who = coll.people.get(person)
             records = coll.people.faces(who.id, offset=offset, limit=limit)
             if as_json:
                 for f in records:

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from ..errors import FaceNotFound, PersonNotFound
 from ..store.item_bytes import item_kind
 from .people_schemas import (FaceOut, ItemFaceOut, ItemFacesOut, MergeIn, NameIn, PeopleOut, PersonFacesOut,
-                             PersonOut, PersonPhotosOut, PersonRef, RejectIn, RejectOut, SplitIn)
+                             PersonOut, PersonPhotosOut, RejectIn, RejectOut, SplitIn)
 from .schemas import ErrorOut, ItemRef
 from .service import MAX_ID, ApiError, Service, display_name
 
@@ -42,17 +42,6 @@ def _found() -> Iterator[None]:
         yield
     except (PersonNotFound, FaceNotFound) as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-
-
-def ref(person: PersonRef) -> int | str:
-    """A client's person reference: digits are an id, anything else a name."""
-    if isinstance(person, str):
-        person = person.strip()
-        if person.isascii() and person.isdigit():
-            if len(person) > 19 or int(person) > MAX_ID:  # no such id; SQLite could not even bind it
-                raise ApiError(404, "not_found", f"no person {person} in this collection")
-            return int(person)
-    return person
 
 
 def people_routes(svc: Service) -> APIRouter:
@@ -83,7 +72,7 @@ def _read_routes(router: APIRouter, svc: Service) -> None:
     def person(person: str = _PERSON, offset: int = Q(0, ge=0, le=10_000_000),
                limit: int = Q(100, ge=1, le=1000)) -> PersonFacesOut:
         with svc.lock, _found():
-            found = svc.coll.people.get(ref(person))
+            found = svc.coll.people.get(person)
             faces = svc.coll.people.faces(found.id, offset=offset, limit=limit + 1)
             out = person_out(svc, found)
         return PersonFacesOut(person=out, faces=[face_out(f) for f in faces[:limit]], offset=offset,
@@ -94,7 +83,7 @@ def _read_routes(router: APIRouter, svc: Service) -> None:
     def photos(person: str = _PERSON, offset: int = Q(0, ge=0, le=10_000_000),
                limit: int = Q(48, ge=1, le=500)) -> PersonPhotosOut:
         with svc.lock, _found():
-            pid = svc.coll.people.resolve(ref(person))
+            pid = svc.coll.people.resolve(person)
             items = svc.coll.people.photos(pid, offset=offset, limit=limit + 1)
         hits = [ItemRef(id=it.id, path=it.path, name=display_name(it.path), kind=item_kind(it.path), width=it.width,
                         height=it.height, **ItemRef.links(it.id)) for it in items[:limit]]
@@ -107,7 +96,7 @@ def _edit_routes(router: APIRouter, svc: Service) -> None:
     @router.post("/api/people/merge", response_model=PersonOut, responses=_NOT_FOUND,
                  summary="Merge people into one (their faces move to `into`, and stay there)")
     def merge(req: MergeIn) -> PersonOut:
-        into, others = ref(req.into), [ref(o) for o in req.others]
+        into, others = req.into, req.others
         with svc.lock, _found():
             ids = [svc.coll.people.resolve(p) for p in (into, *others)]
             if ids[0] in ids[1:]:
@@ -119,21 +108,21 @@ def _edit_routes(router: APIRouter, svc: Service) -> None:
     def name(req: NameIn, person: str = _PERSON) -> PersonOut:
         new = (req.name or "").strip() or None
         with svc.lock, _found():
-            return person_out(svc, svc.coll.people.name(ref(person), new))
+            return person_out(svc, svc.coll.people.name(person, new))
 
     @router.post("/api/people/{person}/split", response_model=PersonOut, responses=_NOT_FOUND,
                  summary="Move some of a person's faces to a new person")
     def split(req: SplitIn, person: str = _PERSON) -> PersonOut:
         new_name = (req.name or "").strip() or None
         with svc.lock, _found():
-            return person_out(svc, svc.coll.people.split(ref(person), list(dict.fromkeys(req.faces)), name=new_name))
+            return person_out(svc, svc.coll.people.split(person, list(dict.fromkeys(req.faces)), name=new_name))
 
     @router.post("/api/people/{person}/reject", response_model=RejectOut, responses=_NOT_FOUND,
                  summary="Not this person: the faces leave it and are never put back into it")
     def reject(req: RejectIn, person: str = _PERSON) -> RejectOut:
         faces = list(dict.fromkeys(req.faces))
         with svc.lock, _found():
-            pid = svc.coll.people.resolve(ref(person))
+            pid = svc.coll.people.resolve(person)
             svc.coll.people.reject(pid, faces)
             try:
                 after: PersonOut | None = person_out(svc, svc.coll.people.get(pid))

@@ -53,7 +53,8 @@ def checked_settings(threshold: float | None, min_faces: int | None, stored: Peo
 
 # ------------------------------------------------------------------ resolving
 def resolve(tables: FaceTables, person: int | str) -> int:
-    """A person's id from its id or name (case-insensitive; a name is tried before digits)."""
+    """A person's id from its id (an int, "3" or "person 3") or its name (case-insensitive; a name is
+    never digits alone, see :func:`_clean_name`, so the two cannot clash)."""
     if isinstance(person, str):
         key = person.strip()
         found = tables.person_by_name(key) if key else None
@@ -193,6 +194,9 @@ def _clean_name(name: str | None) -> str | None:
     if name is not None and not isinstance(name, str):
         raise InvalidArgument(f"a person's name is text, not {type(name).__name__}")
     name = " ".join(name.split()) if name else ""
+    if name.isdigit() or (name.lower().startswith("person ") and name[7:].strip().isdigit()):
+        # person:3 and "person 3" mean the person with id 3 everywhere (search, CLI, API).
+        raise InvalidArgument(f"{name!r} would read as a person's id; give a name with a letter in it")
     return name or None
 
 
