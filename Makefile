@@ -24,9 +24,10 @@ $(VENV)/.torch: | $(VENV)/bin/activate
 	@if [ -n "$(TORCH_PINS)" ]; then $(PIP) install -q $(TORCH_PINS); fi
 	@touch $@
 
-# The demo ends by clustering and mapping its collection, so it takes the explore extra.
+# The demo clusters and maps its collection, and finds the people in a few photos: the explore and
+# faces extras.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PIP) install -q -e '.[explore]'
+	$(PIP) install -q -e '.[explore,faces]'
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed

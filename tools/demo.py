@@ -2,7 +2,8 @@
 plant edited copies of a few images and find them as duplicates, then explore the collection:
 zero-shot labels (and a search filtered by one), clusters as an HTML contact sheet, and a map
 as a PNG. Last, it scores ``lite`` against a colour histogram on the category folders as
-labels (``lookalike evaluate``, with an HTML report).
+labels (``lookalike evaluate``, with an HTML report), and finds and names the people in a few
+real photos (``lookalike faces index``, ``people``, ``search person:NAME``).
 
 The images are 35 categories of Debian's openclipart-png (animals, food, music, vehicles...),
 20 each; the queries show what the offline ``lite`` model does well.
@@ -14,6 +15,7 @@ Runs the real ``lookalike`` command, exactly as a user would. The images come fr
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from pathlib import Path
 # The repository root, so that tools/ imports as a package, as it does for the tests and benchmarks.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools import samples  # noqa: E402
+from tools import face_samples, samples  # noqa: E402
 
 
 def copy_labelled(dest: Path, per_class: int) -> list[Path]:
@@ -71,7 +73,7 @@ LABELS = ("bird, insect, mammal, house, computer, drink, bread, dessert, fruit, 
 
 
 def run(*args: str) -> None:
-    print(f"\n$ lookalike {' '.join(args)}", flush=True)
+    print(f"\n$ lookalike {shlex.join(args)}", flush=True)
     subprocess.run([str(Path(sys.executable).parent / "lookalike"), *args], check=True)
 
 
@@ -125,11 +127,32 @@ def main() -> None:
     print("\nEvaluating models on the demo's labels (its category folders) ...", flush=True)
     evaluation = args.workdir / "evaluate.html"
     run("evaluate", str(images), "--models", "lite,histogram", "--html", str(evaluation))
+    people(args.workdir)
     print("\nDemo done. Browse it in the web UI: make serve (http://127.0.0.1:8000).")
     print("Try your own: lookalike index ~/Pictures && lookalike search \"a dog on a beach\"")
     print(f"\nClusters (contact sheets, opens offline): {clusters}")
     print(f"Map of the collection (PNG): {picture}")
     print(f"Model evaluation on the demo's labels (HTML, opens offline): {evaluation}")
+
+
+def people(workdir: Path) -> None:
+    """Faces and people (opt-in, offline) on real photos: the face_recognition package's test
+    photos (Obama, Biden; fetched with pip and cached), two copies derived from Biden's, and two
+    pictures of no one, in a collection of their own."""
+    print("\nPeople: finding faces and grouping them (real test photos from PyPI's face_recognition sdist) ...",
+          flush=True)
+    photos = face_samples.people_folder(workdir / "people-photos")
+    collection = workdir / "people.lkl"
+    shutil.rmtree(collection, ignore_errors=True)
+    c = ("--collection", str(collection))
+    run("index", str(photos), *c, "--quiet")
+    run("faces", "index", *c)
+    run("people", *c)
+    # Person 1 holds the most faces: Obama's six (three photos, a PNG copy, two partial faces).
+    run("people", "name", "1", "Barack Obama", *c)
+    run("people", "name", "2", "Joe Biden", *c)
+    run("search", "person:Barack Obama", *c, "-k", "3")
+    run("people", *c, "--json")
 
 
 def explore(collection: Path, workdir: Path) -> tuple[Path, Path]:

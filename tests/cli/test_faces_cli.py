@@ -137,6 +137,12 @@ def test_faces_index_from_scratch_then_nothing_again(face_photos: Any, tiny_clip
     assert person["faces"] == 2 and sorted(Path(p).name for p in person["photos"]) == [
         "obama2.jpg", "obama_partial_face.jpg"]
 
+    # `index` never looks for faces, but on a collection that has them it says what is left.
+    shutil.copy2(folder_of(face_photos) / "pattern.png", photos / "pattern.png")
+    added = ok(run("index", photos, "--collection", target))
+    assert f"1 photo not scanned for faces yet: lookalike faces index --collection {target}" in added.stderr, \
+        added.stderr
+
 
 def test_missing_extra_gives_the_install_hint(face_collection: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError

@@ -14,6 +14,7 @@ from PIL import Image
 
 import lookalike
 from lookalike import Collection, FaceNotFound, ItemNotFound
+from lookalike.store.face_index import CROP_SIZE
 
 from tools.face_samples import NO_FACE
 
@@ -48,7 +49,7 @@ def test_records_crops_vectors_and_stats(face_collection: Path) -> None:
         assert face.size == min(right - left, bottom - top) and len(face.landmarks) == 5
         assert all(left - 5 <= x <= right + 5 and top - 5 <= y <= bottom + 5 for x, y in face.landmarks)
         with Image.open(io.BytesIO(coll.faces.crop(face.id))) as crop:
-            assert crop.format == "JPEG" and crop.size == (112, 112)
+            assert crop.format == "JPEG" and crop.size == (CROP_SIZE, CROP_SIZE)
         partial = coll.faces.of_item(_item(coll, "obama_partial_face.jpg").id)
         assert len(partial) == 1
         vecs = coll.faces.vectors([face.id, partial[0].id])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -98,6 +99,8 @@ def index(
                     reports.append(index_with_ray(coll, source, address=ray, actors=actors, **options))
                 else:
                     reports.append(coll.add(source, workers=workers, **options))
+            # Faces are opt-in: never found by `index`, but a collection that has them says what is left.
+            faces_pending = coll.faces.stats().pending_items if not quiet and coll.faces.indexed else 0
     except LookalikeError as exc:
         fail(exc)
     if not quiet:
@@ -108,6 +111,10 @@ def index(
             where = f" from {escape(source.label)}" if len(sources) > 1 else ""
             err.print(f"[bold green]done[/]{where} in {report.seconds:.1f}s{_rate(report)}: {_summary(report)} -> "
                       f"{escape(str(coll.path))}", highlight=False, soft_wrap=True, emoji=False)
+        if faces_pending:
+            noun = "photo" if faces_pending == 1 else "photos"
+            err.print(f"[dim]{faces_pending:,} {noun} not scanned for faces yet: lookalike faces index --collection "
+                      f"{escape(shlex.quote(str(coll.path)))}[/]", highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -51,7 +51,7 @@ __all__ = ["index_faces", "DECODE_MIN_SIDE", "CROP_SIZE", "COMMIT_EVERY", "face_
 #: most 4 MP anyway (``DETECT_MAX_PIXELS``), and landmarks and descriptors need no more.
 DECODE_MIN_SIDE = 1600
 #: The side of the square face crop kept for the UI, and its JPEG quality.
-CROP_SIZE, CROP_QUALITY = 112, 85
+CROP_SIZE, CROP_QUALITY = 160, 85
 #: The crop's side as a share of the face box's longer side (a little hair and chin around).
 CROP_MARGIN = 1.4
 #: Photos per commit (and at most this many seconds between commits).

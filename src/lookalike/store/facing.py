@@ -124,7 +124,7 @@ class Faces:
         return found
 
     def crop(self, face_id: int) -> bytes:
-        """The face's square JPEG crop (about 112 px), made when it was found.
+        """The face's square JPEG crop (160 px, see ``face_index.CROP_SIZE``), made when it was found.
 
         Raises:
             FaceNotFound: no such face.
