@@ -147,7 +147,10 @@ def index_faces(storage: "Storage", reader: "ItemReader", model: "FaceModel", *,
         tables.set_settings(FACES, {"detector": detector, "min_size": min_size, "jitter": jitter,
                                     "model": model.model_id, "fingerprint": model.fingerprint()})
     n_workers = workers or default_workers()
-    decoded = ordered_map(lambda job: _decode(reader, job), jobs, workers=n_workers, prefetch=2 * n_workers + 2)
+    # A decoded photo can be ~50 MB (an 18 MP wallpaper is not shrunk on load) and detection is
+    # the slow step: one photo ahead per thread keeps it busy. Measured on 44 Debian wallpapers:
+    # peak RSS 1.5 GB with 2 x workers + 2 ahead, 1.0 GB with workers + 1, the same speed.
+    decoded = ordered_map(lambda job: _decode(reader, job), jobs, workers=n_workers, prefetch=n_workers + 1)
     batch: list[_Scan] = []
     new_ids: list[int] = []
     counts = {"faces": 0, "none": 0}
