@@ -104,7 +104,8 @@ def serve(
         fail(exc)
     if not is_loopback(host) and not token:
         err.print(Text(f"warning: serving {host} without a token: anyone who can reach this machine can search "
-                       "the collection and open its images. Pass --token (or LOOKALIKE_TOKEN).", style="yellow"))
+                       "the collection and open its images (face crops stay hidden). Pass --token (or "
+                       "LOOKALIKE_TOKEN).", style="yellow"))
     shown = f"[{host}]" if ":" in host else host
     hint = "?token=YOUR_TOKEN (once; a cookie keeps it)" if token else ""
     err.print(f"serving {escape(str(config.collection))} on http://{shown}:{port}/{hint}  (Ctrl+C stops)",
