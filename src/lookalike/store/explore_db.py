@@ -51,20 +51,18 @@ class ExploreTables:
 
     # ------------------------------------------------------------------ settings
     def settings(self, key: str) -> dict[str, Any] | None:
-        raw = self.db.get_state(key)
-        return json.loads(raw) if raw else None
+        return self.db.get_json(key)
 
     def set_settings(self, key: str, value: dict[str, Any]) -> None:
-        self.db.set_state(key, json.dumps(value, sort_keys=True))
+        self.db.set_json(key, value)
 
     def bump(self) -> None:
         """Count a change to what exploring stored (inside the transaction that makes it)."""
-        self.conn.execute("INSERT INTO state (key, value) VALUES ('explore_version', '1') ON CONFLICT(key) "
-                          "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+        self.db.bump("explore_version")
 
     def version(self) -> tuple[int, int]:
         """``(generation, explore version)``: equal pairs, equal clusters, labels and positions."""
-        return self.db.generation(), int(self.db.get_state("explore_version", "0") or 0)
+        return self.db.generation(), self.db.counter("explore_version")
 
     # ------------------------------------------------------------------ clusters
     def replace_clusters(self, centroids: np.ndarray, names: Sequence[str], central: Sequence[Sequence[int]],

@@ -61,19 +61,17 @@ class FaceTables:
 
     # ------------------------------------------------------------------ settings and versions
     def settings(self, key: str) -> dict[str, Any] | None:
-        raw = self.db.get_state(key)
-        return json.loads(raw) if raw else None
+        return self.db.get_json(key)
 
     def set_settings(self, key: str, value: dict[str, Any]) -> None:
-        self.db.set_state(key, json.dumps(value, sort_keys=True))
+        self.db.set_json(key, value)
 
     def bump(self) -> None:
         """Count a change to who is who (inside the transaction that makes it)."""
-        self.conn.execute(f"INSERT INTO state (key, value) VALUES ('{PEOPLE_VERSION}', '1') ON CONFLICT(key) "
-                          "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+        self.db.bump(PEOPLE_VERSION)
 
     def version(self) -> int:
-        return int(self.db.get_state(PEOPLE_VERSION, "0") or 0)
+        return self.db.counter(PEOPLE_VERSION)
 
     # ------------------------------------------------------------------ scanning
     _PENDING = ("FROM items i LEFT JOIN face_scans s ON s.item_id = i.id WHERE i.status = 'ok' AND "

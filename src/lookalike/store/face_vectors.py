@@ -10,7 +10,6 @@ next generation, which becomes current in the transaction that renumbers the fac
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -24,7 +23,6 @@ from .vectors import VectorFile
 
 __all__ = ["FaceVectors", "FILE_KEY", "ROWS_KEY", "FIRST_FILE", "COMPACT_GARBAGE", "COMPACT_MIN_ROWS"]
 
-log = logging.getLogger("lookalike")
 T = TypeVar("T")
 
 #: ``state`` keys: the current file's name, and how many of its rows are committed.
@@ -84,24 +82,17 @@ class FaceVectors:
         if self.db.get_state(FILE_KEY) is None:
             self.drop_files()  # no faces recorded (never indexed, or forgotten before its files went)
             return
-        size = current.path.stat().st_size if current.path.exists() else 0
-        expected = committed * 4 * DESCRIPTOR_DIM
-        if size > expected:
-            log.info("%s: cutting %d bytes of uncommitted face vectors left by an interrupted run",
-                     self.folder, size - expected)
-            current.truncate(committed)
-        elif size < expected:
-            # Only an OS crash that lost an fsynced write gets here: forget the faces whose rows
-            # are gone, and their scans, so the next `faces index` finds them again.
-            on_disk = current.rows_on_disk()
+
+        def lost(on_disk: int) -> str:
+            # Forget the faces whose rows are gone, and their scans, so the next `faces index`
+            # finds them again.
             with self.db.transaction():
                 self.db.conn.execute("DELETE FROM face_scans WHERE item_id IN "
                                      "(SELECT item_id FROM faces WHERE vec_row >= ?)", (on_disk,))
-                self.db.conn.execute("DELETE FROM faces WHERE vec_row >= ?", (on_disk,))
+                n = self.db.conn.execute("DELETE FROM faces WHERE vec_row >= ?", (on_disk,)).rowcount
                 self.db.set_state(ROWS_KEY, str(on_disk))
-            current.truncate(on_disk)
-            log.warning("%s: the face vector file is shorter than recorded; those faces will be found again",
-                        self.folder)
+            return f"{n} faces will be found again by the next `faces index`"
+        current.repair(committed, lost)
         for path in self.folder.glob("faces-*.f32"):
             if path.name != current.path.name:
                 path.unlink()  # an older generation, or a compaction that never committed

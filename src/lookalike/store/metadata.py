@@ -7,10 +7,11 @@ WAL mode lets searches read while an indexer writes.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -120,14 +121,30 @@ class MetadataDB:
             (key, value),
         )
 
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        """A ``state`` value stored by :meth:`set_json` (settings of a result); None if absent."""
+        raw = self.get_state(key)
+        return json.loads(raw) if raw else None
+
+    def set_json(self, key: str, value: dict[str, Any]) -> None:
+        self.set_state(key, json.dumps(value, sort_keys=True))
+
+    def bump(self, counter: str) -> None:
+        """Add one to a ``state`` counter (inside the transaction whose change it counts)."""
+        self.conn.execute("INSERT INTO state (key, value) VALUES (?, '1') ON CONFLICT(key) "
+                          "DO UPDATE SET value = CAST(value AS INTEGER) + 1", (counter,))
+
+    def counter(self, counter: str) -> int:
+        """A ``state`` counter's value (0 until first bumped)."""
+        return int(self.get_state(counter, "0") or 0)
+
     def bump_generation(self) -> None:
         """Count a change to the items (inside the transaction that makes it)."""
-        self.conn.execute("INSERT INTO state (key, value) VALUES ('generation', '1') ON CONFLICT(key) "
-                          "DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+        self.bump("generation")
 
     def generation(self) -> int:
         """How many committed changes the items have seen: equal numbers, equal contents."""
-        return int(self.get_state("generation", "0") or 0)
+        return self.counter("generation")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits; used to invalidate caches."""

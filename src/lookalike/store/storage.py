@@ -224,25 +224,17 @@ class Storage:
         """Make the vector files (items' and faces') agree with the committed row counts after a crash."""
         FaceVectors(self.path, self.db).recover()
         vf = self.vector_file
-        committed = self.vector_rows
-        size = vf.path.stat().st_size if vf.path.exists() else 0
-        expected = committed * 4 * vf.dim
         stale = [p for p in self.path.glob("vectors-*.f32") if p.name != vf.path.name]
-        if size == expected and not stale:
-            return  # nothing to repair: the caches stay valid
-        if size > expected:
-            log.info("%s: cutting %d bytes of uncommitted vectors left by an interrupted run",
-                     self.path, size - expected)
-            vf.truncate(committed)
-        elif size < expected:
-            # Only an OS crash that lost an fsynced write can get here: forget the items whose
-            # vectors are gone so the next add re-embeds them, rather than serve garbage.
-            on_disk = vf.rows_on_disk()
+
+        def lost(on_disk: int) -> str:
+            # Forget the items whose vectors are gone so the next add re-embeds them, rather
+            # than serve garbage.
             with self.db.transaction():
-                lost = self.db.drop_rows_beyond(on_disk)
+                n = self.db.drop_rows_beyond(on_disk)
                 self.db.set_state("vector_rows", str(on_disk))
-            vf.truncate(on_disk)
-            log.warning("%s: vector file is shorter than recorded; %d items will be re-embedded", self.path, lost)
+            return f"{n} items will be re-embedded"
+        if not vf.repair(self.vector_rows, lost) and not stale:
+            return  # nothing to repair: the caches stay valid
         for path in stale:
             path.unlink()  # an older generation, or a compaction that never committed
         self.invalidate()

@@ -9,12 +9,16 @@ at the tail (cut off on the next open) but never a reference to a missing row.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 __all__ = ["VectorFile", "take_rows"]
+
+log = logging.getLogger("lookalike")
 
 
 def take_rows(matrix: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -41,6 +45,25 @@ class VectorFile:
             return self.path.stat().st_size // self._row_bytes
         except FileNotFoundError:
             return 0
+
+    def repair(self, committed: int, lost: Callable[[int], str]) -> bool:
+        """Make the file hold exactly the ``committed`` rows after a crash; whether it changed.
+
+        An uncommitted tail is cut. A file shorter than that can only come from an OS crash
+        that lost an fsynced write: ``lost(rows on disk)`` then forgets whatever referred to the
+        missing rows (and says what, for the log), and the file is cut to its whole rows.
+        """
+        size = self.path.stat().st_size if self.path.exists() else 0
+        expected = committed * self._row_bytes
+        if size > expected:
+            log.info("%s: cutting %d bytes of uncommitted rows left by an interrupted run", self.path, size - expected)
+            self.truncate(committed)
+        elif size < expected:
+            on_disk = self.rows_on_disk()
+            consequence = lost(on_disk)
+            self.truncate(on_disk)
+            log.warning("%s: shorter than recorded; %s", self.path, consequence)
+        return size != expected
 
     def truncate(self, rows: int) -> None:
         """Cut the file to ``rows`` rows (drops an uncommitted tail after a crash)."""
