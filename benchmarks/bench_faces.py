@@ -17,8 +17,27 @@ and ``all`` (the three in turn, each with its defaults).
     an unassigned face costs); the share of those faces left unassigned; the share of faces of
     smaller people that were assigned (they should not be); people found vs people planted.
 
+    Then (unless ``--no-collection``) the same descriptors through a real collection, built
+    untimed in a temporary folder for the run: items (photos of 4000x3000, files not on disk:
+    nothing reads them) written as the indexer writes them, ``Storage.commit_vectors`` with
+    ``MetadataDB.upsert`` + ``set_traits`` (the tiny random CLIP of ``tests/support.py``
+    ``save_tiny_clip``, random 32-d image vectors and perceptual hashes), and their faces, 1 to 3
+    per photo, as ``faces index`` commits them, ``FaceVectors.commit`` + ``FaceTables.record_scan``
+    (plausible boxes of 80-600 px and dlib's 5 landmarks; one 160 px gradient crop JPEG, the same
+    bytes for every face). Each step in a fresh ``Collection.open``, in this order:
+    (1) the first grouping as ``faces index`` does it after scanning (``people_ops.group_new``, all
+    faces new); (2) ``coll.people.regroup()`` (default settings: read from SQLite and the face
+    file, group, write); (3) 20 people named, 10 pairs merged, 20 faces rejected (one each from 20
+    people), median ms per edit of each kind, then ``regroup()`` again and a check that every edit
+    held (names kept with all their faces, merged people still one, rejected faces not back in
+    their person); (4) 1,000 new faces of planted people (face_like's centres, people weighted by
+    their faces) in new items through the same commit path, then ``people_ops.group_new`` for
+    them, timed, and where they went against the planted people. Printed: the wall times, the
+    quality figures as above after (1), (2) and (3), and each time over ``group_faces`` in memory
+    in the same run.
+
     python benchmarks/bench_faces.py regroup [--n 100000] [--seed 0] [--threshold 0.6] [--min-faces 3]
-        [--within 0.4] [--between 1.0]
+        [--within 0.4] [--between 1.0] [--no-collection]
 
 ``detect`` (real photos)
     The photos: the Debian wallpapers (``tools.samples.photo_sources``: 44 photographs and
@@ -84,6 +103,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +112,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests" / "explore"))
+sys.path.insert(0, str(REPO / "tests"))  # support.save_tiny_clip
 sys.path.insert(0, str(REPO))
 
 from explore_data import face_like  # noqa: E402
@@ -130,6 +151,279 @@ def regroup(args: argparse.Namespace) -> None:
     print(f"adjusted Rand index (people with >= {args.min_faces} faces): {ari:.4f}")
     print(f"their faces left unassigned: {float((labels[big] < 0).mean()):.4f}")
     print(f"faces of smaller people assigned: {float((labels[~big] >= 0).mean()) if (~big).any() else 0.0:.4f}")
+    if not args.no_collection:
+        regroup_collection(args, x, truth, sizes, elapsed)
+
+
+# --------------------------------------------------------------------------- regroup through a collection
+#: Photo size of the synthetic items (display pixels), and faces per photo (1 to 3).
+COLL_PHOTO = (4000, 3000)
+COLL_FACES_PER_PHOTO = (1, 3)
+#: Items committed per FaceVectors.commit while building (untimed; the indexer commits 64 photos).
+COLL_BATCH = 4096
+#: Step (3): people named, pairs merged, faces rejected; step (4): new faces added.
+COLL_NAMES, COLL_MERGES, COLL_REJECTS, COLL_NEW = 20, 10, 20, 1000
+
+
+def crop_jpeg() -> bytes:
+    """One plausible 160 px face crop (a smooth gradient, JPEG quality 85), stored for every face."""
+    import io
+
+    from PIL import Image
+
+    g = np.linspace(40, 215, 160, dtype=np.float32)
+    rgb = np.stack([np.add.outer(g, g) / 2, np.add.outer(g, g[::-1]) / 2, np.full((160, 160), 128.0)], axis=-1)
+    out = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def face_rows(count: int, rng: np.random.Generator, jpeg: bytes) -> list[tuple]:
+    """``count`` faces of one photo without vec_row: ``(box, landmarks, score, size, jpeg)``, boxes
+    80-600 px inside the photo, dlib's 5 landmarks (eye corners, nose base) inside each box."""
+    w, h = COLL_PHOTO
+    rows = []
+    for _ in range(count):
+        side = int(rng.integers(80, 600))
+        left, top = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+        pts = [(0.70, 0.38), (0.58, 0.38), (0.30, 0.38), (0.42, 0.38), (0.50, 0.66)]
+        marks = tuple((left + fx * side + float(rng.normal(0, 2)), top + fy * side + float(rng.normal(0, 2)))
+                      for fx, fy in pts)
+        rows.append(((left, top, left + side, top + side), marks, float(rng.uniform(0.2, 2.5)), side, jpeg))
+    return rows
+
+
+def add_photos(coll: object, vectors: np.ndarray, first_item: int, folder: Path, rng: np.random.Generator,
+               jpeg: bytes) -> tuple[list[int], int]:
+    """Items ``first_item...`` holding ``vectors`` as their faces (1 to 3 each, in order), written the
+    way the indexers do: items through ``Storage.commit_vectors`` (random 32-d image vectors, random
+    perceptual hashes; ``MetadataDB.upsert`` + ``set_traits``), then faces, crops and scans through
+    ``FaceVectors.commit`` + ``FaceTables.record_scan``. Returns ``(face ids in vectors' order, items)``."""
+    from lookalike.images.traits import ImageTraits
+    from lookalike.store.face_db import FaceTables
+    from lookalike.store.face_vectors import FaceVectors
+
+    storage = coll._storage  # type: ignore[attr-defined]
+    counts: list[int] = []
+    while sum(counts) < len(vectors):
+        counts.append(int(rng.integers(COLL_FACES_PER_PHOTO[0], COLL_FACES_PER_PHOTO[1] + 1)))
+    counts[-1] -= sum(counts) - len(vectors)
+    tables, fv = FaceTables(storage.db), FaceVectors(storage.path, storage.db)
+    w, h = COLL_PHOTO
+    ids: list[int] = []
+    done = 0
+    with storage.write_lock():
+        for start in range(0, len(counts), COLL_BATCH):
+            batch = counts[start : start + COLL_BATCH]
+            nums = range(first_item + start, first_item + start + len(batch))
+            paths = [str(folder / f"{k // 1000:04d}" / f"photo{k:07d}.jpg") for k in nums]
+            image_vecs = rng.standard_normal((len(batch), 32)).astype(np.float32)
+            image_vecs /= np.linalg.norm(image_vecs, axis=1, keepdims=True)
+            row0 = storage.vector_rows
+            items = [(p, 2_500_000 + k, 1_700_000_000_000_000_000 + k, f"{k:032x}", w, h, "ok", None, row0 + j)
+                     for j, (k, p) in enumerate(zip(nums, paths))]
+            hashes = rng.integers(-2**62, 2**62, size=(len(batch), 3))
+            traits = [(ImageTraits(*(int(x) for x in hs), 100.0, None, 0), p) for hs, p in zip(hashes, paths)]
+            storage.commit_vectors(image_vecs, lambda: (storage.db.upsert(items), storage.db.set_traits(traits)))
+            item_ids = [storage.db.conn.execute("SELECT id FROM items WHERE path = ?", (p,)).fetchone()[0]
+                        for p in paths]
+            n = sum(batch)
+            scans = [(int(i), f"{k:032x}", face_rows(c, rng, jpeg)) for i, k, c in zip(item_ids, nums, batch)]
+
+            def write(first_row: int) -> None:
+                row = first_row
+                for item_id, content_hash, rows in scans:
+                    faces = []
+                    for box, marks, score, size, crop in rows:
+                        faces.append((box, marks, score, size, row, crop))
+                        row += 1
+                    ids.extend(tables.record_scan(item_id, content_hash, faces, None))
+            fv.commit(vectors[done : done + n], write)
+            done += n
+    return ids, len(counts)
+
+
+def person_labels(tables: object, face_ids: np.ndarray) -> np.ndarray:
+    """The person of each of ``face_ids`` (-1: none), read from the faces table."""
+    ids, _rows, persons, _manual = tables.grouping_arrays()  # type: ignore[attr-defined]
+    where = np.searchsorted(ids, face_ids)
+    return persons[where]
+
+
+def score(labels: np.ndarray, truth: np.ndarray, sizes: np.ndarray, min_faces: int) -> tuple[float, float, float, int]:
+    """``(ARI over people with >= min_faces faces, their share unassigned, smaller people's share
+    assigned, people found)``, counted as the in-memory part counts them."""
+    from sklearn.metrics import adjusted_rand_score
+
+    big = sizes[truth] >= min_faces
+    counted = np.where(labels[big] >= 0, labels[big], -1 - np.arange(int(big.sum())))
+    return (float(adjusted_rand_score(truth[big], counted)), float((labels[big] < 0).mean()),
+            float((labels[~big] >= 0).mean()) if (~big).any() else 0.0, len(np.unique(labels[labels >= 0])))
+
+
+def ms_median(seconds: Sequence[float]) -> str:
+    ms = np.asarray(seconds) * 1000
+    return f"median {np.median(ms):.1f} ms (min {ms.min():.1f}, max {ms.max():.1f}) over {len(ms)}"
+
+
+def regroup_collection(args: argparse.Namespace, x: np.ndarray, truth: np.ndarray, sizes: np.ndarray,
+                       memory_s: float) -> None:
+    """The same faces through a real collection; see the module docstring."""
+    import lookalike
+    from lookalike.store import people_ops
+    from lookalike.store.face_db import FACES, FaceTables
+    from lookalike.store.face_vectors import FaceVectors
+    from support import save_tiny_clip
+
+    rng = np.random.default_rng(args.seed + 1)
+    jpeg = crop_jpeg()
+    mf = args.min_faces
+    with tempfile.TemporaryDirectory(prefix="bench-faces-coll-") as tmp:
+        root = Path(tmp) / "coll"
+        model = save_tiny_clip(Path(tmp) / "tiny-clip")
+        t0 = time.perf_counter()
+        with lookalike.Collection.create(root, model=f"openclip:{model}", device="cpu") as coll:
+            with coll._storage.db.transaction():  # what faces index records first
+                FaceTables(coll._storage.db).set_settings(FACES, {"detector": "hog", "min_size": DEFAULT_MIN_SIZE,
+                                                                  "jitter": 0, "model": "synthetic"})
+            face_ids, n_items = add_photos(coll, x, 0, Path(tmp) / "photos", rng, jpeg)
+        face_ids_arr = np.asarray(face_ids, dtype=np.int64)
+        db_mb = sum(p.stat().st_size for p in root.iterdir() if p.is_file()) / 2**20
+        print(f"\ncollection: {n_items:,} items (tiny random CLIP, 32-d; item files not on disk, nothing reads them), "
+              f"{len(face_ids):,} faces (the descriptors above, {COLL_FACES_PER_PHOTO[0]}-{COLL_FACES_PER_PHOTO[1]} "
+              f"per photo), one {len(jpeg):,}-byte 160 px crop JPEG stored for every face; written in "
+              f"{time.perf_counter() - t0:.1f} s through commit_vectors + upsert and FaceVectors.commit + "
+              f"record_scan, {COLL_BATCH:,} items per commit (not counted); {db_mb:.0f} MiB on disk")
+
+        def opened() -> tuple[object, FaceVectors, FaceTables, float]:
+            t = time.perf_counter()
+            c = lookalike.Collection.open(root)
+            return c, FaceVectors(c._storage.path, c._storage.db), FaceTables(c._storage.db), time.perf_counter() - t
+
+        def quality(tables: FaceTables) -> None:
+            ari, left, small, found = score(person_labels(tables, face_ids_arr), truth, sizes, mf)
+            print(f"    people found {found:,}; ARI {ari:.4f}; their faces left unassigned {left:.4f}; "
+                  f"faces of smaller people assigned {small:.4f}")
+
+        # (1) the first grouping, as faces index does it after scanning: every face new.
+        coll, fv, tables, open_s = opened()
+        t0 = time.perf_counter()
+        with coll._storage.write_lock():
+            assigned, new_people, left = people_ops.group_new(fv, tables, face_ids, people_ops.people_settings(tables))
+        first_s = time.perf_counter() - t0
+        print(f"(1) first grouping (people_ops.group_new, all {len(face_ids):,} faces new): {first_s:.2f} s "
+              f"({first_s / memory_s:.2f}x group_faces in memory); {new_people:,} people, {assigned:,} joined, "
+              f"{left:,} unassigned (open {open_s:.2f} s, not counted)")
+        quality(tables)
+        coll.close()
+
+        # (2) a full regroup with the default settings.
+        coll, fv, tables, open_s = opened()
+        t0 = time.perf_counter()
+        report = coll.people.regroup()
+        full_s = time.perf_counter() - t0
+        print(f"(2) coll.people.regroup(): {full_s:.2f} s ({len(face_ids) / full_s:,.0f} faces/s; "
+              f"{full_s / memory_s:.2f}x group_faces in memory, {full_s - memory_s:+.2f} s); report: "
+              f"{report.people:,} people, {report.assigned:,} assigned, {report.unassigned:,} unassigned, "
+              f"elapsed_s {report.elapsed_s:.2f}")
+        quality(tables)
+        coll.close()
+
+        # (3) edits, each timed, then a regroup; every edit must hold.
+        coll, fv, tables, open_s = opened()
+        people = [p for p in coll.people(min_faces=mf)]
+        pick = np.random.default_rng(args.seed + 2).permutation(len(people))
+        chosen = [people[i].id for i in pick[: COLL_NAMES + 2 * COLL_MERGES + COLL_REJECTS]]
+        named = chosen[:COLL_NAMES]
+        pairs_ = list(zip(chosen[COLL_NAMES : COLL_NAMES + COLL_MERGES],
+                          chosen[COLL_NAMES + COLL_MERGES : COLL_NAMES + 2 * COLL_MERGES]))
+        rejecting = chosen[COLL_NAMES + 2 * COLL_MERGES :]
+        before = {pid: {f.id for f in coll.people.faces(pid, limit=None)} for pid in chosen}
+        times: dict[str, list[float]] = {"name": [], "merge": [], "reject": []}
+        for k, pid in enumerate(named):
+            t0 = time.perf_counter()
+            coll.people.name(pid, f"Bench Name {k:02d}")
+            times["name"].append(time.perf_counter() - t0)
+        for into, other in pairs_:
+            t0 = time.perf_counter()
+            coll.people.merge(into, other)
+            times["merge"].append(time.perf_counter() - t0)
+        rejected: dict[int, int] = {}
+        for pid in rejecting:
+            face = min(before[pid])
+            t0 = time.perf_counter()
+            coll.people.reject(pid, [face])
+            times["reject"].append(time.perf_counter() - t0)
+            rejected[face] = pid
+        print(f"(3) edits on people with >= {mf} faces (open {open_s:.2f} s): name {ms_median(times['name'])}; "
+              f"merge {ms_median(times['merge'])}; reject (one face) {ms_median(times['reject'])}")
+        coll.close()
+        coll, fv, tables, open_s = opened()
+        t0 = time.perf_counter()
+        report = coll.people.regroup()
+        again_s = time.perf_counter() - t0
+        print(f"    coll.people.regroup() after the edits: {again_s:.2f} s ({again_s / memory_s:.2f}x in memory); "
+              f"{report.people:,} people, {report.unassigned:,} unassigned")
+        quality(tables)  # merges join two planted people, rejects take faces out: below (2) by design
+        ids_now, _rows, persons_now, _manual = tables.grouping_arrays()
+        owner = dict(zip(ids_now.tolist(), persons_now.tolist()))
+        bad_names = [pid for k, pid in enumerate(named)
+                     if tables.person_name(pid) != f"Bench Name {k:02d}" or any(owner[f] != pid for f in before[pid])]
+        gained = sum(sum(1 for f, p in owner.items() if p == pid) - len(before[pid]) for pid in named)
+        bad_merges = [(a, b) for a, b in pairs_ if b in tables.person_ids()
+                      or any(owner[f] != a for f in before[a] | before[b])]
+        back = [f for f, pid in rejected.items() if owner[f] == pid]
+        kept_rest = sum(all(owner[f] == pid for f in before[pid] - {min(before[pid])}) for pid in rejecting)
+        where = {"in no person": sum(owner[f] < 0 for f in rejected),
+                 "in another person": sum(owner[f] >= 0 and owner[f] != rejected[f] for f in rejected)}
+        ok = not bad_names and not bad_merges and not back
+        print(f"    check {'PASSED' if ok else 'FAILED'}: named {COLL_NAMES - len(bad_names)}/{COLL_NAMES} kept name "
+              f"and every face (they gained {gained} faces); merged {COLL_MERGES - len(bad_merges)}/{COLL_MERGES} "
+              f"still one person (the other gone); rejected faces back in their person: {len(back)}/{COLL_REJECTS} "
+              f"(" + ", ".join(f"{v} {k}" for k, v in where.items()) + f"); their people kept all other faces: "
+              f"{kept_rest}/{COLL_REJECTS}")
+        coll.close()
+
+        # (4) incremental: new photos of planted people, then group_new as faces index does after scanning.
+        coll, fv, tables, open_s = opened()
+        centres = (np.random.default_rng(args.seed).standard_normal((len(sizes), x.shape[1])).astype(np.float32)
+                   * (args.between / np.sqrt(2 * x.shape[1])))  # face_like's centres: its first draw
+        new_truth = truth[rng.integers(0, len(truth), COLL_NEW)]  # people weighted by their faces
+        new_x = centres[new_truth] + (rng.standard_normal((COLL_NEW, x.shape[1])).astype(np.float32)
+                                      * (args.within / np.sqrt(2 * x.shape[1])))
+        t0 = time.perf_counter()
+        new_ids, new_items = add_photos(coll, new_x, n_items, Path(tmp) / "photos", rng, jpeg)
+        add_s = time.perf_counter() - t0
+        known_before = tables.person_ids()
+        t0 = time.perf_counter()
+        with coll._storage.write_lock():
+            assigned, new_people, left = people_ops.group_new(fv, tables, new_ids, people_ops.people_settings(tables))
+        inc_s = time.perf_counter() - t0
+        # The planted people whose (old) faces each known person holds.
+        ids_now, _rows, persons_now, _ = tables.grouping_arrays()
+        all_truth = dict(zip(face_ids, truth.tolist()))
+        votes: dict[int, Counter] = {}
+        for f, p in zip(ids_now.tolist(), persons_now.tolist()):
+            if p in known_before and f in all_truth:
+                votes.setdefault(p, Counter())[all_truth[f]] += 1
+        owner = dict(zip(ids_now.tolist(), persons_now.tolist()))
+        known = set().union(*votes.values()) if votes else set()
+        # Right: the person joined holds old faces of the new face's planted person (a merged person holds two).
+        joined_right = sum(1 for f, t in zip(new_ids, new_truth) if t in votes.get(owner[f], ()))
+        joined_wrong = sum(1 for f, t in zip(new_ids, new_truth) if owner[f] in votes and t not in votes[owner[f]])
+        in_new = sum(1 for f in new_ids if owner[f] >= 0 and owner[f] not in votes)
+        could = int(sum(t in known for t in new_truth))
+        print(f"(4) incremental: {COLL_NEW:,} new faces of planted people in {new_items:,} new items (added in "
+              f"{add_s:.2f} s, not counted); people_ops.group_new: {inc_s:.2f} s ({inc_s / first_s:.3f}x the first "
+              f"grouping); its counts: {assigned:,} joined known people, {new_people:,} new people (among all faces in "
+              f"no person, old ones too), {left:,} faces left in none")
+        print(f"    vs planted: {could:,} of the {COLL_NEW:,} are of a planted person whose faces some known person holds; "
+              f"of the new faces, joined a known person holding faces of their planted person {joined_right:,}, another known person "
+              f"{joined_wrong:,}; in new people {in_new:,}; "
+              f"unassigned {sum(owner[f] < 0 for f in new_ids):,}")
+        coll.close()
+        print(f"ratios to group_faces in memory ({memory_s:.2f} s): first grouping {first_s / memory_s:.2f}x, "
+              f"full regroup {full_s / memory_s:.2f}x, regroup after edits {again_s / memory_s:.2f}x")
 
 
 # --------------------------------------------------------------------------- shared
@@ -457,6 +751,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-faces", type=int, default=3)
     p.add_argument("--within", type=float, default=0.4, help="typical distance of two faces of one person")
     p.add_argument("--between", type=float, default=1.0, help="typical distance of two people's centres")
+    p.add_argument("--no-collection", action="store_true", help="group_faces in memory only, no collection")
     p.set_defaults(run=regroup)
 
     def detector_options(p: argparse.ArgumentParser) -> None:
