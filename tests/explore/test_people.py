@@ -15,6 +15,7 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 from explore_data import face_like  # noqa: E402
 from lookalike.errors import InvalidArgument  # noqa: E402
 from lookalike.explore import people  # noqa: E402
+from lookalike.explore import people  # noqa: E402
 from lookalike.explore.people import assign_new, group_faces  # noqa: E402
 
 # 8 people of 6-20 faces, then people of 2 and 1 faces (below the default min_faces of 3).
@@ -139,6 +140,19 @@ def test_assign_new_faces(faces: tuple[np.ndarray, np.ndarray]) -> None:
     big = np.isin(new_truth, list(person_of))
     assert (assign_new(new[big], centroids, ids) == got[big]).all()
     assert assign_new(new[:0], x, labels).shape == (0,)
+
+
+def test_a_few_new_faces_are_placed_exactly_among_many(faces: tuple[np.ndarray, np.ndarray],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Training an IVF index costs ~2 s at 100,000 known faces; a few new ones need none.
+    x, _ = faces
+    labels = group_faces(x)
+    expected = assign_new(x[:5], x, labels)
+    monkeypatch.setattr(people, "_ivf", lambda *a: pytest.fail("an IVF index was trained for 5 new faces"))
+    assert (assign_new(x[:5], x, labels, exact_limit=10) == expected).all()
+    monkeypatch.setattr(people, "EXACT_PAIRS", 4)  # many new faces: the index is trained
+    with pytest.raises(pytest.fail.Exception, match="IVF"):
+        assign_new(x[:5], x, labels, exact_limit=10)
 
 
 def test_bad_arguments(faces: tuple[np.ndarray, np.ndarray]) -> None:

