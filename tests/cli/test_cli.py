@@ -201,6 +201,7 @@ def test_info_shows_model_counts_and_errors(tmp_path: Path, lite_model: Any) -> 
     data = json.loads(run("info", "-c", coll, "--json").stdout)
     assert (data["model_id"], data["items"], data["failed"], data["dim"]) == ("lite", 3, 1, 1280)
     assert data["errors"][0][0] == str(folder / "bad.png")
+    assert fields["faces"] == "not looked for (opt-in: lookalike faces index)" and data["faces"] is None
 
 
 def test_models_lists_lite() -> None:

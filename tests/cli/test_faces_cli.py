@@ -91,6 +91,9 @@ def test_people_table_json_and_stats(face_collection: Any) -> None:
     assert stats["indexed"] is True and stats["faces"] == OBAMA + BIDEN and stats["people"] == 2
     assert "unassigned faces" in ok(run("faces", "stats", "--collection", coll)).stdout
     assert [p["id"] for p in people_json(coll)] == [obama["id"], biden["id"]]  # most faces first
+    info = ok(run("info", "--collection", coll))
+    assert f"{OBAMA + BIDEN} in 11 photos scanned, 2 people (0 named), 0 faces in no person" in info.stdout
+    assert json.loads(ok(run("info", "--collection", coll, "--json")).stdout)["faces"]["people"] == 2
 
     faces = [json.loads(line) for line in
              ok(run("people", "faces", biden["id"], "--json", "--collection", coll)).stdout.splitlines()]

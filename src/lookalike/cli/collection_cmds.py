@@ -37,6 +37,15 @@ def info(
     _print_info(summary)
 
 
+def _describe_faces(summary: CollectionInfo) -> str:
+    faces = summary.faces
+    if faces is None:
+        return "not looked for (opt-in: lookalike faces index)"
+    pending = f"; {faces.pending_items:,} photos not scanned yet" if faces.pending_items else ""
+    return (f"{faces.faces:,} in {faces.scanned_items:,} photos scanned, {faces.people:,} people "
+            f"({faces.named_people:,} named), {faces.unassigned_faces:,} faces in no person{pending}")
+
+
 def _print_info(summary: CollectionInfo) -> None:
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
@@ -52,6 +61,7 @@ def _print_info(summary: CollectionInfo) -> None:
         ("vector rows", f"{summary.vector_rows:,}"),
         ("size on disk", human_bytes(summary.bytes_on_disk)),
         ("index", describe_index(summary.index_settings, summary.index)),
+        ("faces", _describe_faces(summary)),
     ]:
         table.add_row(label, Text(value))
     out.print(table)
