@@ -65,8 +65,8 @@ and ``all`` (the three in turn, each with its defaults).
     end to end against the model alone with decode (the same work done the shortest way; (b)
     includes loading the face model, so also against (a) with its load and warm-up), and the
     share of the model's time spent in describing. (b)'s ``faces`` progress events come one per
-    photo after it is done: the first one's time is the model's load plus the first photo. CNN (``--detector cnn``) is ~50x slower
-    than HOG on a CPU: only when asked.
+    photo after it is done: the first one's time is the model's load plus the first photo. CNN
+    (``--detector cnn``) is ~50x slower than HOG on a CPU: only when asked.
 
     python benchmarks/bench_faces.py detect [--detector hog|cnn] [--photos 40] [--min-size 80]
         [--jitter 0] [--workers N] [--image-model lite:32] [--skip-index] [--decode-min-side 1600]
@@ -417,9 +417,9 @@ def regroup_collection(args: argparse.Namespace, x: np.ndarray, truth: np.ndarra
               f"{add_s:.2f} s, not counted); people_ops.group_new: {inc_s:.2f} s ({inc_s / first_s:.3f}x the first "
               f"grouping); its counts: {assigned:,} joined known people, {new_people:,} new people (among all faces in "
               f"no person, old ones too), {left:,} faces left in none")
-        print(f"    vs planted: {could:,} of the {COLL_NEW:,} are of a planted person whose faces some known person holds; "
-              f"of the new faces, joined a known person holding faces of their planted person {joined_right:,}, another known person "
-              f"{joined_wrong:,}; in new people {in_new:,}; "
+        print(f"    vs planted: {could:,} of the {COLL_NEW:,} are of a planted person whose faces some known "
+              f"person holds; of the new faces, joined a known person holding faces of their planted person "
+              f"{joined_right:,}, another known person {joined_wrong:,}; in new people {in_new:,}; "
               f"unassigned {sum(owner[f] < 0 for f in new_ids):,}")
         coll.close()
         print(f"ratios to group_faces in memory ({memory_s:.2f} s): first grouping {first_s / memory_s:.2f}x, "
@@ -557,7 +557,8 @@ def index_worker(args: argparse.Namespace) -> None:
     coll.close()
     print(json.dumps({"open_s": open_s, "seconds": elapsed, "report": dataclasses.asdict(report),
                       "marks": {kind: [a - t0, b - t0] for kind, (a, b) in marks.items()}, "vmhwm": vmhwm(),
-                      "vmhwm_open": before, "children_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+                      "vmhwm_open": before,
+                      "children_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
 
 
 def link_photos(paths: Sequence[Path], folder: Path) -> None:
@@ -595,13 +596,15 @@ def report_index(idx: dict, baseline_s: float, load_s: float, photos: int) -> No
     r = idx["report"]
     s = idx["seconds"]
     print(f"(b) end to end, coll.faces.index: {r['scanned']} scanned, {r['faces']} faces, {r['no_faces']} without, "
-          f"{r['failed']} failed; people: {r['new_people']} new, {r['assigned']} assigned, {r['unassigned']} unassigned")
-    print(f"    {s:.2f} s (the face model's load included; opening the collection, {idx['open_s']:.2f} s, not), {rate(r['scanned'], s):.2f} photos/s, "
-          f"{rate(r['faces'], s):.2f} faces/s")
+          f"{r['failed']} failed; people: {r['new_people']} new, {r['assigned']} assigned, "
+          f"{r['unassigned']} unassigned")
+    print(f"    {s:.2f} s (the face model's load included; opening the collection, {idx['open_s']:.2f} s, not), "
+          f"{rate(r['scanned'], s):.2f} photos/s, {rate(r['faces'], s):.2f} faces/s")
     for kind, (a, b) in sorted(idx["marks"].items(), key=lambda kv: kv[1][0]):
         print(f"    progress events '{kind}': first at {a:.2f} s, last at {b:.2f} s")
     workers = idx["children_maxrss"]  # decode threads add nothing here; worker processes would
-    print(f"    peak RSS {idx['vmhwm'] / 2**20:.0f} MiB ({idx['vmhwm_open'] / 2**20:.0f} MiB once the collection was open)"
+    print(f"    peak RSS {idx['vmhwm'] / 2**20:.0f} MiB "
+          f"({idx['vmhwm_open'] / 2**20:.0f} MiB once the collection was open)"
           + (f"; worker processes' peak (ru_maxrss) {workers / 2**20:.0f} MiB" if workers else ""))
     print(f"    end to end / model alone with decode: {s / baseline_s:.2f}x the time "
           f"({rate(photos, baseline_s):.2f} vs {rate(r['scanned'], s):.2f} photos/s); "

@@ -94,7 +94,8 @@ def faces_index(
                 report = coll.faces.index(detector=detector, min_size=min_size, jitter=jitter, workers=workers,
                                           retry_failed=retry_failed, progress=progress)
             _index_summary(report, quiet)
-            _hint(quiet, f"see them: lookalike people {_c(coll)}", f"name one: lookalike people name ID NAME {_c(coll)}")
+            _hint(quiet, f"see them: lookalike people {_c(coll)}",
+                  f"name one: lookalike people name ID NAME {_c(coll)}")
     except LookalikeError as exc:
         fail(exc)
 

@@ -11,8 +11,8 @@ or a stored item (``id:N``)::
     person:3 person:"Ada Lovelace"  photos showing both people (ids or names), no terms
 
 ``person:NAME`` and ``person:ID`` are filters, not terms: they carry no weight, cannot be
-negated, and may stand anywhere (a query may be persons alone). Parsing never embeds anything and never opens a collection; :mod:`.compose` turns a
-parsed :class:`Query` into one vector.
+negated, and may stand anywhere (a query may be persons alone). Parsing never embeds anything
+and never opens a collection; :mod:`.compose` turns a parsed :class:`Query` into one vector.
 """
 
 from __future__ import annotations
