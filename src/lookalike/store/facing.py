@@ -57,7 +57,7 @@ class Faces:
         """Find the faces of every searchable item not scanned yet (or changed since), then group
         the new faces into people (joining known people, or new ones among the faces in none).
 
-        ``detector`` is ``"hog"`` (fast on a CPU) or ``"cnn"`` (finds turned faces, ~50x slower);
+        ``detector`` is ``"hog"`` (fast on a CPU) or ``"cnn"`` (finds turned faces; 30-50x slower on a CPU);
         ``min_size`` the smallest face in display pixels; ``jitter`` dlib's descriptor jitter;
         ``workers`` the decode threads. Unreadable photos are recorded with their reason and not
         retried until they change (or ``retry_failed``). Safe to interrupt: the next run resumes.
