@@ -21,17 +21,17 @@ from ..errors import (CollectionCorrupt, CollectionError, CollectionExists, Coll
                       ItemNotFound)
 from ..fsutil import user_path
 from ..index.rank import rank
-from ..index.tune import DEFAULT_LATENCY_MS
 from ..models.lazy import LazyModel
 from ..models.names import parse_model_name
 from ..query import QueryLike, QueryOptions, as_query, query_vectors
 from ..sources.base import is_url
 from ..sources.folder import FolderSource
 from ..version import __version__
-from .ann import IndexSettings, IndexState, build_index
+from .ann import IndexSettings
 from .deduplicating import Deduplicating
 from .exploring import Exploring
 from .facing import Facing
+from .indexing import Indexing
 from .filters import Filter
 from .indexer import AddReport, default_download, index_source, require_roots
 from .info import CollectionInfo
@@ -43,9 +43,7 @@ from .person_search import search_by_person, wants_persons
 from .storage import DATABASE, LOCKFILE, MANIFEST, Storage
 
 if TYPE_CHECKING:
-    from ..index.faiss_index import AnnIndex
     from ..images.decode import ImageSource
-    from ..index.ondisk import MapFn
     from ..models.base import EmbeddingModel
     from ..progress import ProgressCallback
     from ..sources import Source
@@ -58,13 +56,14 @@ _CREATE_LEFTOVERS = frozenset({DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f
                                MODELS_DIR})
 
 
-class Collection(Exploring, Deduplicating, ItemAccess, Facing):
+class Collection(Exploring, Deduplicating, ItemAccess, Facing, Indexing):
     """Embeddings of a set of images, kept on disk, searchable.
 
     Make one with :meth:`create`, reopen it with :meth:`open`. Adding is incremental: unchanged
     files are skipped, renamed or copied files reuse their vectors, and files gone from the
     scanned folders are removed. Opening never loads the model (nor imports torch); it loads on
-    the first embedding. Clusters, labels and the map are :class:`.exploring.Exploring`'s."""
+    the first embedding. Clusters, labels and the map are :class:`.exploring.Exploring`'s, the
+    search index :class:`.indexing.Indexing`'s, faces and people :class:`.facing.Facing`'s."""
 
     def __init__(self, storage: Storage, model: "EmbeddingModel | None" = None, device: str | None = None, *,
                  runtime: str | None = None, compile: bool = False) -> None:
@@ -378,39 +377,7 @@ class Collection(Exploring, Deduplicating, ItemAccess, Facing):
         process): results computed at one generation are current while it holds."""
         return self._storage.db.generation()
 
-    # ------------------------------------------------------------------ index
-    @property
-    def index_settings(self) -> IndexSettings:
-        """The index mode and budgets asked for (``auto``, recall 0.95, 2 ms by default)."""
-        return self._storage.index_settings()
-
-    @property
-    def index_state(self) -> IndexState | None:
-        """The approximate index built and how it measured; None when search is exact."""
-        return self._storage.index_state()
-
-    def build_index(self, mode: str = "auto", *, recall: float = 0.95, memory_bytes: int | None = None,
-                    latency_ms: float | None = DEFAULT_LATENCY_MS, map_fn: "MapFn" = map) -> "AnnIndex | None":
-        """Choose, build and save the search index now; see :mod:`lookalike.store.ann`.
-
-        ``mode`` is ``auto`` (exact below the size threshold, else the cheapest index that
-        meets ``recall``@10 within the budgets: ``memory_bytes`` of RAM, a median
-        single-query latency of ``latency_ms``, None for no bound), ``exact``, or a kind to
-        force: ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``sq8``, ``fp16``, ``binary``, or
-        ``ivfpq-disk`` (IVF-PQ with memory-mapped inverted lists on disk, for collections
-        larger than RAM; ``auto`` picks it from ``ann.ONDISK_ABOVE`` vectors or when
-        ``memory_bytes`` is below the smallest in-RAM index). ``map_fn`` encodes an on-disk
-        build's chunks (``lookalike.distributed.index_build.ray_map`` runs them on Ray).
-        Returns None for exact.
-
-        Raises:
-            InvalidArgument: an unknown mode or a budget out of range.
-            MissingExtra: FAISS is not installed.
-        """
-        settings = IndexSettings(mode, recall, memory_bytes, latency_ms)
-        with self._storage.write_lock():
-            return build_index(self._storage, settings, self._model, map_fn=map_fn)
-
+    # ------------------------------------------------------------------ summary
     def info(self, max_errors: int = 20) -> CollectionInfo:
         """Counts, sizes, the index and recent errors, for ``lookalike info``."""
         return CollectionInfo.of(self._storage, max_errors)
