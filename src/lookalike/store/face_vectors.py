@@ -109,15 +109,13 @@ class FaceVectors:
         dropped = self.rows - len(keep)
         if dropped < max(1, COMPACT_MIN_ROWS) or (not force and dropped <= COMPACT_GARBAGE * self.rows):
             return 0
-        current = self.file
-        gen = int(current.path.stem.split("-")[1]) + 1
-        new_name = f"faces-{gen}.f32"
-        current.write_rows(self.folder / new_name, keep)
-        with self.db.transaction():
-            tables.set_vec_rows((int(f), new) for new, (f, old) in enumerate(zip(ids, keep)) if int(old) != new)
-            self.db.set_state(FILE_KEY, new_name)
-            self.db.set_state(ROWS_KEY, str(len(keep)))
-        current.path.unlink(missing_ok=True)
+
+        def record(new_name: str) -> None:
+            with self.db.transaction():
+                tables.set_vec_rows((int(f), new) for new, (f, old) in enumerate(zip(ids, keep)) if int(old) != new)
+                self.db.set_state(FILE_KEY, new_name)
+                self.db.set_state(ROWS_KEY, str(len(keep)))
+        self.file.compact(keep, record)
         return dropped
 
     def drop_files(self) -> None:

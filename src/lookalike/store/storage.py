@@ -295,15 +295,13 @@ class Storage:
         dropped = self.vector_rows - len(keep)
         if dropped <= 0:
             return 0
-        current = self.vector_file
-        gen = int(current.path.stem.split("-")[1]) + 1
-        new_name = f"vectors-{gen}.f32"
-        current.write_rows(self.path / new_name, keep)
-        with self.db.transaction():
-            self.db.remap_vec_rows({int(old): new for new, old in enumerate(keep) if int(old) != new})
-            self.db.set_state("vector_file", new_name)
-            self.db.set_state("vector_rows", str(len(keep)))
-            self.db.bump_generation()
-        current.path.unlink(missing_ok=True)
+
+        def record(new_name: str) -> None:
+            with self.db.transaction():
+                self.db.remap_vec_rows({int(old): new for new, old in enumerate(keep) if int(old) != new})
+                self.db.set_state("vector_file", new_name)
+                self.db.set_state("vector_rows", str(len(keep)))
+                self.db.bump_generation()
+        self.vector_file.compact(keep, record)
         self.invalidate()
         return dropped

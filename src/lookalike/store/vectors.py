@@ -65,6 +65,20 @@ class VectorFile:
             log.warning("%s: shorter than recorded; %s", self.path, consequence)
         return size != expected
 
+    def compact(self, keep: np.ndarray, record: Callable[[str], None]) -> None:
+        """Replace this file by its next generation holding only the ``keep`` rows, in order.
+
+        The rows are written (fsynced) to ``<stem>-<gen + 1>.f32`` beside it; ``record(new file
+        name)`` then commits the transaction that makes it current and renumbers what refers to
+        the rows; only then is this file deleted. A crash before ``record`` commits leaves the
+        old generation current and the new file to the next writer's recovery.
+        """
+        stem, gen = self.path.stem.rsplit("-", 1)
+        new = self.path.with_name(f"{stem}-{int(gen) + 1}{self.path.suffix}")
+        self.write_rows(new, keep)
+        record(new.name)
+        self.path.unlink(missing_ok=True)
+
     def truncate(self, rows: int) -> None:
         """Cut the file to ``rows`` rows (drops an uncommitted tail after a crash)."""
         with open(self.path, "r+b" if self.path.exists() else "w+b") as f:
