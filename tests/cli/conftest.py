@@ -35,3 +35,12 @@ def cli_env(patched_models: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.delenv("LOOKALIKE_COLLECTION", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("COLUMNS", "400")
+
+
+@pytest.fixture
+def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The user cache (embeddings, exported models) in this test's folder, and a wide console
+    for tables; returns the test's folder."""
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "400")
+    return tmp_path

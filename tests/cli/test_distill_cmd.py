@@ -13,9 +13,7 @@ from support import make_image
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("COLUMNS", "400")
+def env(private_cache: Path, tmp_path: Path) -> Path:
     for i in range(8):
         make_image(tmp_path / "imgs" / f"{i}.png", seed=40 + i)
     return tmp_path

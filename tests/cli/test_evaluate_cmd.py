@@ -17,12 +17,6 @@ def run(*args: str | Path) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))  # the embedding cache stays in the test
-    monkeypatch.setenv("COLUMNS", "300")
-
-
 def _labelled(root: Path, labels: int = 4, per_label: int = 10) -> Path:
     for label in range(labels):
         for i in range(per_label):
@@ -30,7 +24,7 @@ def _labelled(root: Path, labels: int = 4, per_label: int = 10) -> Path:
     return root
 
 
-def test_table_json_and_html(env: None, tmp_path: Path) -> None:
+def test_table_json_and_html(private_cache: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     root = _labelled(tmp_path / "lab")
     result = run("evaluate", root, "--models", "histogram", "--depth", "2", "--on", "all", "--json",
@@ -45,7 +39,7 @@ def test_table_json_and_html(env: None, tmp_path: Path) -> None:
     assert again.exit_code == 0 and json.loads(again.stdout)["results"][0]["cached"] == 40
 
 
-def test_clear_errors(env: None, tmp_path: Path) -> None:
+def test_clear_errors(private_cache: Path, tmp_path: Path) -> None:
     root = _labelled(tmp_path / "lab", labels=1, per_label=3)
     one = run("evaluate", root / "set", "-m", "histogram")
     assert one.exit_code == 2 and "one label only" in one.output

@@ -17,13 +17,7 @@ def run(*args: str | Path) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))  # the embedding cache stays in the test
-    monkeypatch.setenv("COLUMNS", "300")
-
-
-def test_train_prints_before_after_and_saves_a_head(env: None, tmp_path: Path, tiny_timm_dir: Path) -> None:
+def test_train_prints_before_after_and_saves_a_head(private_cache: Path, tmp_path: Path, tiny_timm_dir: Path) -> None:
     for label in range(8):
         for i in range(6):
             make_image(tmp_path / "set" / f"colour-{label}" / f"{i}.png", seed=label * 50 + i, size=(24, 24))
@@ -39,7 +33,7 @@ def test_train_prints_before_after_and_saves_a_head(env: None, tmp_path: Path, t
     assert busy.exit_code == 2 and "not a head folder" in busy.output
 
 
-def test_align_prints_the_three_text_sides(env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_align_prints_the_three_text_sides(private_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lookalike.apps import align
     from lookalike.apps.align_fit import CaptionScores
 
